@@ -1,0 +1,346 @@
+//! The project: `keymart.yaml` and `pipelines/*.yaml`, parsed into typed structs and validated as a
+//! whole. Every problem is reported at once as `file:line:column: field: message`.
+
+pub mod contract;
+mod validate;
+pub mod yaml;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use contract::{
+    ColumnSpec, ColumnType, CsvOptions, Encoding, FileFormat, LoadMode, Reference, SourceContract,
+    ValueOptions, XlsxOptions,
+};
+use yaml::{EachEntry, Located, Position, YamlError};
+
+pub const PROJECT_FILE: &str = "keymart.yaml";
+pub const PIPELINES_DIR: &str = "pipelines";
+
+/// `keymart.yaml`: where the warehouse and landing zone are, and project-wide defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Warehouse root: a path (relative to the project) or an object-store URL.
+    #[serde(default)]
+    pub warehouse: Option<String>,
+    /// Landing root; `<warehouse>/landing` when absent.
+    #[serde(default)]
+    pub landing: Option<String>,
+    /// Pipeline run when none is named; the only pipeline when there is just one.
+    #[serde(default)]
+    pub default_pipeline: Option<Located<String>>,
+    #[serde(default)]
+    pub defaults: Defaults,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defaults {
+    /// Applies to sources that do not set their own `max_reject_ratio`.
+    pub max_reject_ratio: Located<f64>,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            max_reject_ratio: Located::new(0.01, Position::default()),
+        }
+    }
+}
+
+/// `pipelines/<name>.yaml` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineFile {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    sources: EachEntry<Located<SourceContract>>,
+}
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    /// Path relative to the project root, for messages.
+    pub file: PathBuf,
+    pub description: String,
+    /// In YAML order.
+    pub sources: Vec<SourceContract>,
+}
+
+impl Pipeline {
+    pub fn source(&self, name: &str) -> Option<&SourceContract> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    /// Sources ordered so that a source comes after every source its columns reference.
+    pub fn sources_in_reference_order(&self) -> Vec<&SourceContract> {
+        let mut ordered: Vec<&SourceContract> = Vec::new();
+        let mut pending: Vec<&SourceContract> = self.sources.iter().collect();
+        while !pending.is_empty() {
+            let before = pending.len();
+            pending.retain(|s| {
+                let ready = s
+                    .referenced_sources()
+                    .all(|r| r == s.name || ordered.iter().any(|o| o.name == r));
+                if ready {
+                    ordered.push(s);
+                }
+                !ready
+            });
+            if pending.len() == before {
+                // Validation refuses cycles; keep YAML order if one slipped through.
+                ordered.extend(pending.drain(..));
+            }
+        }
+        ordered
+    }
+}
+
+/// A loaded and validated project.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+    pub settings: Settings,
+    pub pipelines: Vec<Pipeline>,
+}
+
+impl Project {
+    /// Load and validate the project in `root`; every problem found, or the project.
+    pub fn load(root: &Path) -> Result<Project, Diagnostics> {
+        let mut diagnostics = Diagnostics::default();
+        let settings_path = root.join(PROJECT_FILE);
+        let settings: Settings = match std::fs::read_to_string(&settings_path) {
+            Ok(text) => {
+                parse_file(&text, Path::new(PROJECT_FILE), &mut diagnostics).unwrap_or_default()
+            }
+            Err(e) => {
+                diagnostics.file_error(
+                    PROJECT_FILE,
+                    format!("cannot read {}: {e}", settings_path.display()),
+                );
+                Settings::default()
+            }
+        };
+
+        let mut pipelines = Vec::new();
+        let mut pipeline_problems = std::collections::BTreeSet::new();
+        for file in pipeline_files(root, &mut diagnostics) {
+            let name = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
+            let errors_before = diagnostics.0.len();
+            let text = match std::fs::read_to_string(root.join(&file)) {
+                Ok(text) => text,
+                Err(e) => {
+                    diagnostics.file_error(&file, format!("cannot read: {e}"));
+                    continue;
+                }
+            };
+            if let Some(parsed) = parse_file::<PipelineFile>(&text, &file, &mut diagnostics) {
+                let sources = parsed
+                    .sources
+                    .0
+                    .into_iter()
+                    .map(|(source_name, contract)| SourceContract {
+                        name: source_name,
+                        ..contract.value
+                    })
+                    .collect();
+                pipelines.push(Pipeline {
+                    name: name.clone(),
+                    file: file.clone(),
+                    description: parsed.description,
+                    sources,
+                });
+            }
+            if diagnostics.0.len() > errors_before {
+                pipeline_problems.insert(name);
+            }
+        }
+
+        let project = Project {
+            root: root.to_path_buf(),
+            settings,
+            pipelines,
+        };
+        validate::project(&project, &pipeline_problems, &mut diagnostics);
+        if diagnostics.is_empty() {
+            Ok(project)
+        } else {
+            Err(diagnostics)
+        }
+    }
+
+    pub fn pipeline(&self, name: &str) -> Option<&Pipeline> {
+        self.pipelines.iter().find(|p| p.name == name)
+    }
+
+    /// The pipeline named, else `default_pipeline`, else the only one.
+    pub fn select_pipeline(&self, name: Option<&str>) -> Result<&Pipeline, String> {
+        let known = || {
+            self.pipelines
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let wanted = name.map(str::to_string).or_else(|| {
+            self.settings
+                .default_pipeline
+                .as_ref()
+                .map(|p| p.value.clone())
+        });
+        match wanted {
+            Some(wanted) => self
+                .pipeline(&wanted)
+                .ok_or_else(|| format!("no pipeline named `{wanted}` (pipelines: {})", known())),
+            None if self.pipelines.len() == 1 => Ok(&self.pipelines[0]),
+            None => Err(format!(
+                "several pipelines ({}): name one with --pipeline or set default_pipeline",
+                known()
+            )),
+        }
+    }
+
+    /// The warehouse given on the command line or in the environment, else keymart.yaml, else `./warehouse`.
+    pub fn warehouse_url(&self, overridden: Option<&str>) -> String {
+        overridden
+            .map(str::to_string)
+            .or_else(|| self.settings.warehouse.clone())
+            .unwrap_or_else(|| "warehouse".into())
+    }
+
+    pub fn max_reject_ratio(&self, source: &SourceContract) -> f64 {
+        source
+            .max_reject_ratio
+            .as_ref()
+            .map(|r| r.value)
+            .unwrap_or(self.settings.defaults.max_reject_ratio.value)
+    }
+}
+
+fn pipeline_files(root: &Path, diagnostics: &mut Diagnostics) -> Vec<PathBuf> {
+    let dir = root.join(PIPELINES_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            diagnostics.file_error(
+                PIPELINES_DIR,
+                format!("cannot read the pipelines folder {}: {e}", dir.display()),
+            );
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .filter_map(|p| p.file_name().map(|n| Path::new(PIPELINES_DIR).join(n)))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        diagnostics.file_error(
+            PIPELINES_DIR,
+            "no pipeline: add pipelines/<name>.yaml".to_string(),
+        );
+    }
+    files
+}
+
+fn parse_file<T: for<'de> Deserialize<'de>>(
+    text: &str,
+    file: &Path,
+    diagnostics: &mut Diagnostics,
+) -> Option<T> {
+    match yaml::from_str::<T>(text) {
+        Ok(value) => Some(value),
+        Err(errors) => {
+            for e in errors {
+                diagnostics.push_yaml(file, e);
+            }
+            None
+        }
+    }
+}
+
+/// One problem in the project's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// 0 when the problem is about the whole file.
+    pub line: u64,
+    pub column: u64,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every configuration problem found, in file and line order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn at(&mut self, file: &Path, position: &Position, message: impl Into<String>) {
+        self.0.push(Diagnostic {
+            file: file.to_path_buf(),
+            line: position.line,
+            column: position.column,
+            field: position.path.clone(),
+            message: message.into(),
+        });
+    }
+
+    fn file_error(&mut self, file: impl AsRef<Path>, message: String) {
+        self.at(file.as_ref(), &Position::default(), message);
+    }
+
+    fn push_yaml(&mut self, file: &Path, error: YamlError) {
+        let position = error.position.unwrap_or_default();
+        self.at(file, &position, error.message);
+    }
+
+    fn sorted(&self) -> Vec<&Diagnostic> {
+        let mut all: Vec<&Diagnostic> = self.0.iter().collect();
+        all.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        all
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in self.sorted() {
+            writeln!(f, "{d}")?;
+        }
+        write!(
+            f,
+            "{} configuration error{}",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )
+    }
+}
+
+impl std::error::Error for Diagnostics {}

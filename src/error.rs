@@ -1,0 +1,113 @@
+//! The library's one error type. The binary maps [`Error::kind`] to documented exit codes.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Diagnostics;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The project's YAML is invalid (every problem listed).
+    #[error("{0}")]
+    Config(Diagnostics),
+
+    /// A command was called with arguments that cannot work.
+    #[error("{0}")]
+    Usage(String),
+
+    /// Landing data could not be accepted: a file unreadable as declared, or more rejected rows
+    /// than a source allows. The message lists each failed source.
+    #[error("{0}")]
+    InputRejected(String),
+
+    #[error("{context}: {source}")]
+    Storage {
+        context: String,
+        #[source]
+        source: object_store::Error,
+    },
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{context}: {source}")]
+    Parquet {
+        context: String,
+        #[source]
+        source: datafusion::parquet::errors::ParquetError,
+    },
+
+    #[error("{context}: {source}")]
+    Arrow {
+        context: String,
+        #[source]
+        source: datafusion::arrow::error::ArrowError,
+    },
+
+    /// A bug or an unexpected state: the message says which.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What kind of failure an error is; each kind has its own exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Config,
+    Usage,
+    InputRejected,
+    RunFailed,
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config(_) => ErrorKind::Config,
+            Error::Usage(_) => ErrorKind::Usage,
+            Error::InputRejected(_) => ErrorKind::InputRejected,
+            Error::Storage { .. }
+            | Error::Io { .. }
+            | Error::Parquet { .. }
+            | Error::Arrow { .. }
+            | Error::Internal(_) => ErrorKind::RunFailed,
+        }
+    }
+
+    pub fn io(path: &Path, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn storage(context: impl Into<String>, source: object_store::Error) -> Error {
+        Error::Storage {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn parquet(
+        context: impl Into<String>,
+        source: datafusion::parquet::errors::ParquetError,
+    ) -> Error {
+        Error::Parquet {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn arrow(
+        context: impl Into<String>,
+        source: datafusion::arrow::error::ArrowError,
+    ) -> Error {
+        Error::Arrow {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! Chunk of text records → Arrow batch of typed rows + rejects. Runs on worker threads; everything
+//! that needs the order of the whole load (duplicate keys) happens later, in `sink`.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde_json::value::RawValue;
+
+use super::decode::{Decoder, EncodingEvidence};
+use super::read::{Chunk, Fields, FileEnd, FileShape, RecordText};
+use super::values::{FieldError, TextParser, Value, reason};
+use crate::config::{ColumnType, Encoding, FileFormat, SourceContract};
+
+/// The keys of a referenced column, as text.
+pub type KeySet = HashSet<Box<str>>;
+
+/// One rejected row: where it was, what was wrong, what it said.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    pub file: Arc<str>,
+    pub line: u64,
+    pub column: Option<String>,
+    pub reason: &'static str,
+    pub detail: String,
+    pub raw: String,
+}
+
+/// The Arrow type a contract column is stored as (DESIGN.md: Date32, µs UTC, Decimal128).
+pub fn arrow_type(data_type: ColumnType) -> DataType {
+    match data_type {
+        ColumnType::String => DataType::Utf8,
+        ColumnType::Int => DataType::Int64,
+        ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
+        ColumnType::Date => DataType::Date32,
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        ColumnType::Bool => DataType::Boolean,
+    }
+}
+
+/// The schema of `raw/<source>/`: the contract's columns, in contract order.
+pub fn raw_schema(contract: &SourceContract) -> SchemaRef {
+    let fields: Vec<Field> = contract
+        .columns()
+        .map(|c| Field::new(&c.name, arrow_type(c.data_type), c.nullable))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+struct ColumnPlan {
+    name: String,
+    data_type: ColumnType,
+    nullable: bool,
+    accepted: Option<HashSet<String>>,
+    min: Option<f64>,
+    max: Option<f64>,
+    /// The referenced keys and how to name them (`erp_customers.customer_id`).
+    reference: Option<(Arc<KeySet>, String)>,
+}
+
+/// A converted chunk.
+pub struct Converted {
+    pub seq: usize,
+    pub file_index: usize,
+    pub shape: Arc<FileShape>,
+    pub batch: RecordBatch,
+    /// Hash of each batch row's primary key (empty without a primary key).
+    pub key_hashes: Vec<u128>,
+    /// Record index (in `text`) of each batch row.
+    pub row_records: Vec<u32>,
+    pub text: RecordText,
+    pub rejects: Vec<Reject>,
+    pub encoding_rejects: u64,
+    pub evidence: EncodingEvidence,
+    pub end_of_file: Option<FileEnd>,
+}
+
+pub struct Converter {
+    columns: Vec<ColumnPlan>,
+    parser: TextParser,
+    decoder: Decoder,
+    key_columns: Vec<usize>,
+    /// JSON key → contract column.
+    json_fields: HashMap<String, usize>,
+    schema: SchemaRef,
+    watch_encoding: bool,
+}
+
+impl Converter {
+    /// `references` holds the key sets of the sources this contract references, by `source.column`.
+    pub fn new(contract: &SourceContract, references: &HashMap<String, Arc<KeySet>>) -> Converter {
+        let columns = contract
+            .columns()
+            .map(|c| ColumnPlan {
+                name: c.name.clone(),
+                data_type: c.data_type,
+                nullable: c.nullable,
+                accepted: c
+                    .accepted_values
+                    .as_ref()
+                    .map(|v| v.value.iter().cloned().collect()),
+                min: c.min.as_ref().map(|m| m.value),
+                max: c.max.as_ref().map(|m| m.value),
+                reference: c.references.as_ref().and_then(|r| {
+                    let name = r.value.to_string();
+                    references.get(&name).map(|keys| (keys.clone(), name))
+                }),
+            })
+            .collect();
+        let encoding = match contract.format {
+            FileFormat::Csv => contract.csv_options().encoding,
+            FileFormat::Jsonl | FileFormat::Xlsx => Encoding::Utf8,
+        };
+        Converter {
+            columns,
+            parser: TextParser::new(&contract.values),
+            decoder: Decoder::new(encoding),
+            key_columns: contract
+                .primary_key
+                .value
+                .iter()
+                .filter_map(|k| contract.column_index(k))
+                .collect(),
+            json_fields: contract
+                .columns()
+                .enumerate()
+                .map(|(i, c)| (c.field_name().to_string(), i))
+                .collect(),
+            schema: raw_schema(contract),
+            watch_encoding: encoding != Encoding::Utf8,
+        }
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    pub fn decoder(&self) -> Decoder {
+        self.decoder
+    }
+
+    pub fn convert(&self, chunk: Chunk) -> Converted {
+        let n = chunk.text.len();
+        let mut builders: Vec<ColumnBuilder> = self
+            .columns
+            .iter()
+            .map(|c| ColumnBuilder::new(c.data_type, n))
+            .collect();
+        let mut key_hashes = Vec::with_capacity(if self.key_columns.is_empty() { 0 } else { n });
+        let mut row_records = Vec::with_capacity(n);
+        let mut rejects = Vec::new();
+        let mut encoding_rejects = 0;
+        let mut evidence = EncodingEvidence::default();
+        let mut problems = chunk.text.problems.iter().peekable();
+        let mut row: Vec<Value> = Vec::with_capacity(self.columns.len());
+
+        for record in 0..n {
+            if self.watch_encoding {
+                evidence.observe(chunk.text.raw(record));
+            }
+            let reader_problem = problems
+                .next_if(|(i, _)| *i == record)
+                .map(|(_, p)| (None, p.clone()));
+            let outcome = match (reader_problem, &chunk.fields) {
+                (Some(problem), _) => Err(problem),
+                (None, Fields::Split { .. }) => {
+                    row.clear();
+                    self.split_record(&chunk, record, &mut row)
+                        .map(|()| self.append_row(&row, &mut builders, &mut key_hashes))
+                }
+                (None, Fields::Json) => match parse_json_object(chunk.text.raw(record)) {
+                    Ok(object) => {
+                        // Values borrow from this record's parsed object, so the row is its own.
+                        let mut json_row = Vec::with_capacity(self.columns.len());
+                        self.json_record(&object, &mut json_row)
+                            .map(|()| self.append_row(&json_row, &mut builders, &mut key_hashes))
+                    }
+                    Err(e) => Err((None, e)),
+                },
+            };
+            match outcome {
+                Ok(()) => row_records.push(record as u32),
+                Err((column, error)) => {
+                    if error.reason == reason::INVALID_ENCODING {
+                        encoding_rejects += 1;
+                    }
+                    rejects.push(Reject {
+                        file: chunk.shape.file.clone(),
+                        line: chunk.text.lines[record],
+                        column,
+                        reason: error.reason,
+                        detail: error.detail,
+                        raw: self.raw_text(chunk.text.raw(record)),
+                    });
+                }
+            }
+        }
+        let arrays: Vec<ArrayRef> = builders.into_iter().map(ColumnBuilder::finish).collect();
+        let batch =
+            RecordBatch::try_new(self.schema.clone(), arrays).expect("builders follow the schema");
+        Converted {
+            seq: chunk.seq,
+            file_index: chunk.file_index,
+            shape: chunk.shape,
+            batch,
+            key_hashes,
+            row_records,
+            text: chunk.text,
+            rejects,
+            encoding_rejects,
+            evidence,
+            end_of_file: chunk.end_of_file,
+        }
+    }
+
+    fn append_row(
+        &self,
+        row: &[Value],
+        builders: &mut [ColumnBuilder],
+        key_hashes: &mut Vec<u128>,
+    ) {
+        for (builder, value) in builders.iter_mut().zip(row) {
+            builder.append(value);
+        }
+        if !self.key_columns.is_empty() {
+            key_hashes.push(key_hash(self.key_columns.iter().map(|&k| &row[k])));
+        }
+    }
+
+    /// The raw text of a record for the rejects file: decoded when possible, else with U+FFFD.
+    pub fn raw_text(&self, raw: &[u8]) -> String {
+        match self.decoder.decode(raw) {
+            Some(text) => text.into_owned(),
+            None => match self.decoder.encoding() {
+                Encoding::Utf8 => String::from_utf8_lossy(raw).into_owned(),
+                Encoding::Gbk => encoding_rs::GBK
+                    .decode_without_bom_handling(raw)
+                    .0
+                    .into_owned(),
+                Encoding::Gb18030 => encoding_rs::GB18030
+                    .decode_without_bom_handling(raw)
+                    .0
+                    .into_owned(),
+            },
+        }
+    }
+
+    fn split_record<'a>(
+        &self,
+        chunk: &'a Chunk,
+        record: usize,
+        row: &mut Vec<Value<'a>>,
+    ) -> Result<(), (Option<String>, FieldError)> {
+        let fields = chunk.split_record(record);
+        for (plan, position) in self.columns.iter().zip(&chunk.shape.positions) {
+            let bytes = position.map_or(&b""[..], |p| fields.field(p));
+            let text = self.decoder.decode(bytes).ok_or_else(|| {
+                let shown = String::from_utf8_lossy(bytes).into_owned();
+                (
+                    Some(plan.name.clone()),
+                    FieldError::new(
+                        reason::INVALID_ENCODING,
+                        format!("`{shown}` is not valid {}", self.decoder.encoding()),
+                    ),
+                )
+            })?;
+            let value = self.value(plan, text)?;
+            row.push(value);
+        }
+        Ok(())
+    }
+
+    fn json_record<'a>(
+        &self,
+        object: &'a [(Cow<'a, str>, &'a RawValue)],
+        row: &mut Vec<Value<'a>>,
+    ) -> Result<(), (Option<String>, FieldError)> {
+        let mut texts: Vec<Option<Cow<'a, str>>> = vec![None; self.columns.len()];
+        for (key, raw) in object {
+            let column = *self.json_fields.get(key.as_ref()).ok_or_else(|| {
+                (
+                    Some(key.to_string()),
+                    FieldError::new(
+                        reason::UNEXPECTED_FIELD,
+                        format!("key `{key}` is not in the contract"),
+                    ),
+                )
+            })?;
+            texts[column] =
+                json_scalar_text(raw).map_err(|e| (Some(self.columns[column].name.clone()), e))?;
+        }
+        for (plan, text) in self.columns.iter().zip(texts) {
+            let value = match text {
+                Some(text) => self.value(plan, text)?,
+                None => no_value(plan)?,
+            };
+            row.push(value);
+        }
+        Ok(())
+    }
+
+    /// Type and check one field's text against its column.
+    fn value<'a>(
+        &self,
+        plan: &ColumnPlan,
+        text: Cow<'a, str>,
+    ) -> Result<Value<'a>, (Option<String>, FieldError)> {
+        let fail = |e: FieldError| (Some(plan.name.clone()), e);
+        let prepared: Option<Cow<'a, str>> = match text {
+            Cow::Borrowed(t) => self.parser.prepare(t).map(Cow::Borrowed),
+            Cow::Owned(t) => self.parser.prepare(&t).map(|p| Cow::Owned(p.to_string())),
+        };
+        let Some(text) = prepared else {
+            return no_value(plan);
+        };
+        let value = match text {
+            Cow::Borrowed(t) => self.parser.parse(t, plan.data_type),
+            Cow::Owned(t) => self.parser.parse(&t, plan.data_type).map(|v| match v {
+                Value::Str(s) => Value::Str(Cow::Owned(s.into_owned())),
+                other => other.into_owned(),
+            }),
+        }
+        .map_err(fail)?;
+        self.check(plan, &value).map_err(fail)?;
+        Ok(value)
+    }
+
+    fn check(&self, plan: &ColumnPlan, value: &Value) -> Result<(), FieldError> {
+        if let (Some(accepted), Value::Str(s)) = (&plan.accepted, value) {
+            if !accepted.contains(s.as_ref()) {
+                let mut list: Vec<&str> = accepted.iter().map(String::as_str).collect();
+                list.sort_unstable();
+                return Err(FieldError::new(
+                    reason::NOT_ACCEPTED,
+                    format!("`{s}` is not one of {}", list.join(", ")),
+                ));
+            }
+        }
+        if plan.min.is_some() || plan.max.is_some() {
+            let number = match (value, plan.data_type) {
+                (Value::Int(i), _) => Some(*i as f64),
+                (Value::Decimal(d), ColumnType::Decimal { scale, .. }) => {
+                    Some(*d as f64 / 10f64.powi(scale as i32))
+                }
+                _ => None,
+            };
+            if let Some(x) = number {
+                if let Some(min) = plan.min.filter(|m| x < *m) {
+                    return Err(FieldError::new(
+                        reason::OUT_OF_RANGE,
+                        format!("{} {x} is below the minimum {min}", plan.name),
+                    ));
+                }
+                if let Some(max) = plan.max.filter(|m| x > *m) {
+                    return Err(FieldError::new(
+                        reason::OUT_OF_RANGE,
+                        format!("{} {x} is above the maximum {max}", plan.name),
+                    ));
+                }
+            }
+        }
+        if let Some((keys, target)) = &plan.reference {
+            let key = key_text(value);
+            if !key.is_empty() && !keys.contains(key.as_ref()) {
+                return Err(FieldError::new(
+                    reason::UNKNOWN_REFERENCE,
+                    format!("`{key}` is not in {target}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A field with no value: null where the column allows it.
+fn no_value<'a>(plan: &ColumnPlan) -> Result<Value<'a>, (Option<String>, FieldError)> {
+    if plan.nullable {
+        Ok(Value::Null)
+    } else {
+        Err((
+            Some(plan.name.clone()),
+            FieldError::new(
+                reason::MISSING_VALUE,
+                format!("`{}` must have a value", plan.name),
+            ),
+        ))
+    }
+}
+
+impl Value<'_> {
+    fn into_owned(self) -> Value<'static> {
+        match self {
+            Value::Null => Value::Null,
+            Value::Str(s) => Value::Str(Cow::Owned(s.into_owned())),
+            Value::Int(i) => Value::Int(i),
+            Value::Decimal(d) => Value::Decimal(d),
+            Value::Date(d) => Value::Date(d),
+            Value::Timestamp(t) => Value::Timestamp(t),
+            Value::Bool(b) => Value::Bool(b),
+        }
+    }
+}
+
+/// A key value as text, the form in which referenced keys are held.
+pub fn key_text<'v>(value: &'v Value) -> Cow<'v, str> {
+    match value {
+        Value::Null => Cow::Borrowed(""),
+        Value::Str(s) => Cow::Borrowed(s.as_ref()),
+        Value::Int(i) => Cow::Owned(i.to_string()),
+        Value::Decimal(d) => Cow::Owned(d.to_string()),
+        Value::Date(d) => Cow::Owned(d.to_string()),
+        Value::Timestamp(t) => Cow::Owned(t.to_string()),
+        Value::Bool(b) => Cow::Owned(b.to_string()),
+    }
+}
+
+/// 128 bits: the chance that two different keys of a 100M-row load collide is about 1e-23, so a
+/// hash set of these stands in for a set of the keys themselves at a fraction of the memory.
+fn key_hash<'v>(values: impl Iterator<Item = &'v Value<'v>>) -> u128 {
+    let mut bytes = Vec::with_capacity(32);
+    for value in values {
+        match value {
+            Value::Null => bytes.push(0),
+            Value::Str(s) => bytes.extend_from_slice(s.as_bytes()),
+            Value::Int(i) => bytes.extend_from_slice(&i.to_le_bytes()),
+            Value::Decimal(d) => bytes.extend_from_slice(&d.to_le_bytes()),
+            Value::Date(d) => bytes.extend_from_slice(&d.to_le_bytes()),
+            Value::Timestamp(t) => bytes.extend_from_slice(&t.to_le_bytes()),
+            Value::Bool(b) => bytes.push(*b as u8),
+        }
+        bytes.push(0x1F);
+    }
+    xxhash_rust::xxh3::xxh3_128(&bytes)
+}
+
+type JsonObject<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
+
+fn parse_json_object(line: &[u8]) -> Result<JsonObject<'_>, FieldError> {
+    let text = std::str::from_utf8(line).map_err(|e| {
+        FieldError::new(
+            reason::INVALID_ENCODING,
+            format!("not valid UTF-8 at byte {}", e.valid_up_to()),
+        )
+    })?;
+    let object: HashMap<Cow<str>, &RawValue> = serde_json::from_str(text)
+        .map_err(|e| FieldError::new(reason::INVALID_JSON, format!("not a JSON object: {e}")))?;
+    let mut entries: JsonObject = object.into_iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
+}
+
+/// A JSON scalar as field text: strings unescaped, numbers as written, `null` as no value.
+fn json_scalar_text(raw: &RawValue) -> Result<Option<Cow<'_, str>>, FieldError> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<Cow<str>>(text)
+            .map(Some)
+            .map_err(|e| FieldError::new(reason::INVALID_JSON, e.to_string())),
+        Some(b'n') => Ok(None),
+        Some(b'{') | Some(b'[') => Err(FieldError::new(
+            reason::INVALID_VALUE,
+            format!("`{text}` is not a scalar"),
+        )),
+        _ => Ok(Some(Cow::Borrowed(text))),
+    }
+}
+
+enum ColumnBuilder {
+    Str(StringBuilder),
+    Int(Int64Builder),
+    Decimal(Decimal128Builder, u8, i8),
+    Date(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Bool(BooleanBuilder),
+}
+
+impl ColumnBuilder {
+    fn new(data_type: ColumnType, capacity: usize) -> Self {
+        match data_type {
+            ColumnType::String => {
+                ColumnBuilder::Str(StringBuilder::with_capacity(capacity, capacity * 8))
+            }
+            ColumnType::Int => ColumnBuilder::Int(Int64Builder::with_capacity(capacity)),
+            ColumnType::Decimal { precision, scale } => {
+                ColumnBuilder::Decimal(Decimal128Builder::with_capacity(capacity), precision, scale)
+            }
+            ColumnType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(capacity)),
+            ColumnType::Timestamp => {
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity))
+            }
+            ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(capacity)),
+        }
+    }
+
+    fn append(&mut self, value: &Value) {
+        match (self, value) {
+            (ColumnBuilder::Str(b), Value::Str(s)) => b.append_value(s),
+            (ColumnBuilder::Int(b), Value::Int(i)) => b.append_value(*i),
+            (ColumnBuilder::Decimal(b, ..), Value::Decimal(d)) => b.append_value(*d),
+            (ColumnBuilder::Date(b), Value::Date(d)) => b.append_value(*d),
+            (ColumnBuilder::Timestamp(b), Value::Timestamp(t)) => b.append_value(*t),
+            (ColumnBuilder::Bool(b), Value::Bool(v)) => b.append_value(*v),
+            (ColumnBuilder::Str(b), Value::Null) => b.append_null(),
+            (ColumnBuilder::Int(b), Value::Null) => b.append_null(),
+            (ColumnBuilder::Decimal(b, ..), Value::Null) => b.append_null(),
+            (ColumnBuilder::Date(b), Value::Null) => b.append_null(),
+            (ColumnBuilder::Timestamp(b), Value::Null) => b.append_null(),
+            (ColumnBuilder::Bool(b), Value::Null) => b.append_null(),
+            _ => unreachable!("values are parsed for their column's type"),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Str(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Int(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Decimal(mut b, precision, scale) => Arc::new(
+                b.finish()
+                    .with_precision_and_scale(precision, scale)
+                    .expect("validated precision and scale"),
+            ),
+            ColumnBuilder::Date(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(mut b) => Arc::new(b.finish().with_timezone("UTC")),
+            ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Readers turn one landing file into [`Chunk`]s of records as text, in file order. Each format
+//! has its own file; they share the chunk type so that typing and validation are written once.
+
+pub mod csv;
+pub mod jsonl;
+pub mod xlsx;
+
+use std::sync::Arc;
+
+use super::values::FieldError;
+
+/// Records per chunk: large enough to amortise per-chunk work, small enough to keep memory flat.
+pub const CHUNK_RECORDS: usize = 16 * 1024;
+
+/// How one file's fields map onto the contract's columns.
+#[derive(Debug)]
+pub struct FileShape {
+    /// Key relative to the landing root, as written into rejects and the ledger.
+    pub file: Arc<str>,
+    /// For each contract column, the index of its field in a record (`None`: not in the file).
+    pub positions: Vec<Option<usize>>,
+    /// Fields every record must have (split formats).
+    pub field_count: usize,
+}
+
+/// Facts about a file known only once it has been read to the end.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileEnd {
+    /// The last record stops in the middle (no final newline and too few fields, or an open quote).
+    pub truncated: bool,
+    pub bytes: u64,
+}
+
+/// Records of one file, as text.
+#[derive(Debug)]
+pub enum Fields {
+    /// Records already split into fields (CSV, Excel).
+    Split {
+        data: Vec<u8>,
+        field_ends: Vec<usize>,
+        record_ends: Vec<usize>,
+    },
+    /// One JSON object per record, in `RecordText::raw`.
+    Json,
+}
+
+/// Where each record came from: its line and its text as written, for rejects.
+#[derive(Debug, Default)]
+pub struct RecordText {
+    pub lines: Vec<u64>,
+    pub raw: Vec<u8>,
+    pub raw_ends: Vec<usize>,
+    /// Problems a reader found with a whole record (by record index), before any field is typed.
+    pub problems: Vec<(usize, FieldError)>,
+}
+
+impl RecordText {
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    pub fn raw(&self, record: usize) -> &[u8] {
+        let start = if record == 0 {
+            0
+        } else {
+            self.raw_ends[record - 1]
+        };
+        &self.raw[start..self.raw_ends[record]]
+    }
+
+    fn push(&mut self, line: u64, raw: &[u8]) {
+        self.lines.push(line);
+        self.raw.extend_from_slice(raw);
+        self.raw_ends.push(self.raw.len());
+    }
+}
+
+#[derive(Debug)]
+pub struct Chunk {
+    /// Position of the chunk in the whole load (all files of the source), for reordering.
+    pub seq: usize,
+    /// Index of the file in the load's file list.
+    pub file_index: usize,
+    pub shape: Arc<FileShape>,
+    pub fields: Fields,
+    pub text: RecordText,
+    /// Set on the last chunk of a file (which may hold no records).
+    pub end_of_file: Option<FileEnd>,
+}
+
+impl Chunk {
+    /// The fields of a split record.
+    pub fn split_record(&self, record: usize) -> SplitRecord<'_> {
+        match &self.fields {
+            Fields::Split {
+                data,
+                field_ends,
+                record_ends,
+            } => {
+                let first = if record == 0 {
+                    0
+                } else {
+                    record_ends[record - 1]
+                };
+                let data_start = if first == 0 { 0 } else { field_ends[first - 1] };
+                SplitRecord {
+                    data,
+                    ends: &field_ends[first..record_ends[record]],
+                    start: data_start,
+                }
+            }
+            Fields::Json => SplitRecord {
+                data: &[],
+                ends: &[],
+                start: 0,
+            },
+        }
+    }
+}
+
+/// The fields of one record of a split chunk.
+pub struct SplitRecord<'a> {
+    data: &'a [u8],
+    ends: &'a [usize],
+    start: usize,
+}
+
+impl<'a> SplitRecord<'a> {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn field(&self, i: usize) -> &'a [u8] {
+        let from = if i == 0 { self.start } else { self.ends[i - 1] };
+        &self.data[from..self.ends[i]]
+    }
+}
+
+/// Collects records of one file into chunks and hands full chunks to `emit`.
+pub struct ChunkBuilder<'e> {
+    file_index: usize,
+    shape: Arc<FileShape>,
+    split: bool,
+    data: Vec<u8>,
+    field_ends: Vec<usize>,
+    record_ends: Vec<usize>,
+    text: RecordText,
+    emit: &'e mut dyn FnMut(Chunk) -> Result<(), Hangup>,
+}
+
+/// The consumer stopped listening (the load failed elsewhere); the reader should stop too.
+#[derive(Debug, Clone, Copy)]
+pub struct Hangup;
+
+impl<'e> ChunkBuilder<'e> {
+    pub fn new(
+        file_index: usize,
+        shape: Arc<FileShape>,
+        split: bool,
+        emit: &'e mut dyn FnMut(Chunk) -> Result<(), Hangup>,
+    ) -> Self {
+        ChunkBuilder {
+            file_index,
+            shape,
+            split,
+            data: Vec::new(),
+            field_ends: Vec::new(),
+            record_ends: Vec::new(),
+            text: RecordText::default(),
+            emit,
+        }
+    }
+
+    /// Append one field to the record being built (split formats).
+    pub fn push_field(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+        self.field_ends.push(self.data.len());
+    }
+
+    /// Field storage for readers that write fields in place: the buffer and the ends so far.
+    pub fn field_buffers(&mut self) -> (&mut Vec<u8>, &mut Vec<usize>) {
+        (&mut self.data, &mut self.field_ends)
+    }
+
+    /// Close the current record; emits the chunk when it is full.
+    pub fn end_record(
+        &mut self,
+        line: u64,
+        raw: &[u8],
+        problem: Option<FieldError>,
+    ) -> Result<(), Hangup> {
+        if let Some(problem) = problem {
+            self.text.problems.push((self.text.len(), problem));
+        }
+        self.text.push(line, raw);
+        if self.split {
+            self.record_ends.push(self.field_ends.len());
+        }
+        if self.text.len() >= CHUNK_RECORDS {
+            self.flush(None)?;
+        }
+        Ok(())
+    }
+
+    /// Mark a problem on the last closed record.
+    pub fn mark_last(&mut self, problem: FieldError) {
+        if let Some(last) = self.text.len().checked_sub(1) {
+            self.text.problems.retain(|(i, _)| *i != last);
+            self.text.problems.push((last, problem));
+        }
+    }
+
+    fn flush(&mut self, end_of_file: Option<FileEnd>) -> Result<(), Hangup> {
+        let fields = if self.split {
+            Fields::Split {
+                data: std::mem::take(&mut self.data),
+                field_ends: std::mem::take(&mut self.field_ends),
+                record_ends: std::mem::take(&mut self.record_ends),
+            }
+        } else {
+            Fields::Json
+        };
+        let chunk = Chunk {
+            seq: 0,
+            file_index: self.file_index,
+            shape: self.shape.clone(),
+            fields,
+            text: std::mem::take(&mut self.text),
+            end_of_file,
+        };
+        (self.emit)(chunk)
+    }
+
+    /// Emit what is left, marked as the end of the file.
+    pub fn finish(mut self, end: FileEnd) -> Result<(), Hangup> {
+        self.flush(Some(end))
+    }
+}
+
+/// A file that cannot be read as its contract declares: one line, naming the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileError {
+    pub file: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.file, self.message)
+    }
+}
+
+/// Why a reader stopped before the end of its file.
+#[derive(Debug)]
+pub enum ReadStop {
+    File(FileError),
+    Hangup,
+}
+
+impl From<Hangup> for ReadStop {
+    fn from(_: Hangup) -> Self {
+        ReadStop::Hangup
+    }
+}
+
+impl ReadStop {
+    pub fn file(file: &str, message: impl Into<String>) -> ReadStop {
+        ReadStop::File(FileError {
+            file: file.to_string(),
+            message: message.into(),
+        })
+    }
+}
+
+/// Match a file's header names against the contract: the position of each contract field, or
+/// one message listing every difference.
+pub fn match_header(
+    header: &[String],
+    contract_fields: &[&str],
+) -> Result<Vec<Option<usize>>, String> {
+    let positions: Vec<Option<usize>> = contract_fields
+        .iter()
+        .map(|f| header.iter().position(|h| h == f))
+        .collect();
+    let missing: Vec<&str> = contract_fields
+        .iter()
+        .zip(&positions)
+        .filter(|(_, p)| p.is_none())
+        .map(|(f, _)| *f)
+        .collect();
+    let unexpected: Vec<&str> = header
+        .iter()
+        .filter(|h| !contract_fields.contains(&h.as_str()))
+        .map(String::as_str)
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let repeated: Vec<&str> = header
+        .iter()
+        .filter(|h| !seen.insert(h.as_str()))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() && unexpected.is_empty() && repeated.is_empty() {
+        return Ok(positions);
+    }
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!("missing {}", missing.join(", ")));
+    }
+    if !unexpected.is_empty() {
+        parts.push(format!("unexpected {}", unexpected.join(", ")));
+    }
+    if !repeated.is_empty() {
+        parts.push(format!("repeated {}", repeated.join(", ")));
+    }
+    Err(format!(
+        "header does not match the contract: {}",
+        parts.join("; ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_mismatch_lists_every_difference() {
+        let header: Vec<String> = ["id", "amount", "extra", "id"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let err = match_header(&header, &["id", "amount", "date"]).unwrap_err();
+        assert_eq!(
+            err,
+            "header does not match the contract: missing date; unexpected extra; repeated id"
+        );
+        let ok: Vec<String> = ["b", "a"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            match_header(&ok, &["a", "b"]).unwrap(),
+            vec![Some(1), Some(0)]
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! The ordered end of a load: duplicate keys, per-file counts, file-level verdicts, and the two
+//! Parquet files (rows, rejects) being written.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{BooleanArray, Int64Builder, StringBuilder};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::array_value_to_string;
+use object_store::path::Path;
+use serde::Serialize;
+
+use super::convert::{Converted, Converter, Reject};
+use super::decode::EncodingEvidence;
+use super::read::FileError;
+use super::values::reason;
+use crate::config::Encoding;
+use crate::error::Result;
+use crate::warehouse::Location;
+use crate::warehouse::parquet::{ParquetFile, WrittenFile};
+
+/// Counts for one landing file: `rows_read = rows_loaded + rows_rejected` always.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct FileCounts {
+    pub file: String,
+    pub bytes: u64,
+    pub rows_read: u64,
+    pub rows_loaded: u64,
+    pub rows_rejected: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip)]
+    encoding_rejects: u64,
+    #[serde(skip)]
+    evidence: EncodingEvidence,
+}
+
+/// The schema of `rejects/<source>/`.
+pub fn rejects_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("file", DataType::Utf8, false),
+        Field::new("line", DataType::Int64, false),
+        Field::new("column", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("detail", DataType::Utf8, false),
+        Field::new("raw", DataType::Utf8, false),
+    ]))
+}
+
+pub struct LoadSink<'c> {
+    converter: &'c Converter,
+    key_names: Vec<String>,
+    rows: ParquetFile,
+    rejects: ParquetFile,
+    seen_keys: HashSet<u128>,
+    pub files: Vec<FileCounts>,
+    pub file_errors: Vec<FileError>,
+    pub rejects_by_reason: BTreeMap<String, u64>,
+}
+
+pub struct SinkOutput {
+    pub rows: WrittenFile,
+    pub rejects: WrittenFile,
+}
+
+impl<'c> LoadSink<'c> {
+    pub fn create(
+        converter: &'c Converter,
+        key_names: Vec<String>,
+        location: &Location,
+        rows_key: Path,
+        rejects_key: Path,
+        files: Vec<(String, u64)>,
+    ) -> Result<Self> {
+        Ok(LoadSink {
+            converter,
+            key_names,
+            rows: ParquetFile::create(location, rows_key, converter.schema())?,
+            rejects: ParquetFile::create(location, rejects_key, rejects_schema())?,
+            seen_keys: HashSet::new(),
+            files: files
+                .into_iter()
+                .map(|(file, bytes)| FileCounts {
+                    file,
+                    bytes,
+                    ..Default::default()
+                })
+                .collect(),
+            file_errors: Vec::new(),
+            rejects_by_reason: BTreeMap::new(),
+        })
+    }
+
+    pub fn accept(&mut self, converted: Converted) -> Result<()> {
+        let Converted {
+            file_index,
+            shape,
+            batch,
+            key_hashes,
+            row_records,
+            text,
+            mut rejects,
+            ..
+        } = converted;
+        let mut batch = batch;
+        if !key_hashes.is_empty() {
+            let keep: Vec<bool> = key_hashes
+                .iter()
+                .map(|h| self.seen_keys.insert(*h))
+                .collect();
+            if keep.iter().any(|k| !k) {
+                for (row, _) in keep.iter().enumerate().filter(|(_, k)| !**k) {
+                    let record = row_records[row] as usize;
+                    rejects.push(Reject {
+                        file: shape.file.clone(),
+                        line: text.lines[record],
+                        column: None,
+                        reason: reason::DUPLICATE_KEY,
+                        detail: format!(
+                            "{} appears earlier in this load",
+                            self.key_description(&batch, row)
+                        ),
+                        raw: self.converter.raw_text(text.raw(record)),
+                    });
+                }
+                rejects.sort_by_key(|r| r.line);
+                batch = filter_record_batch(&batch, &BooleanArray::from(keep))
+                    .map_err(|e| crate::error::Error::arrow("dropping duplicate keys", e))?;
+            }
+        }
+
+        let counts = &mut self.files[file_index];
+        counts.rows_read += text.len() as u64;
+        counts.rows_loaded += batch.num_rows() as u64;
+        counts.rows_rejected += rejects.len() as u64;
+        counts.encoding_rejects += converted.encoding_rejects;
+        counts.evidence.add(converted.evidence);
+        for r in &rejects {
+            *self
+                .rejects_by_reason
+                .entry(r.reason.to_string())
+                .or_default() += 1;
+        }
+        self.rows.write(&batch)?;
+        if !rejects.is_empty() {
+            self.rejects.write(&rejects_batch(&rejects))?;
+        }
+        if let Some(end) = converted.end_of_file {
+            counts.bytes = end.bytes;
+            if let Some(message) =
+                file_verdict(counts, end.truncated, self.converter.decoder().encoding())
+            {
+                counts.error = Some(message.clone());
+                self.file_errors.push(FileError {
+                    file: counts.file.clone(),
+                    message,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn key_description(&self, batch: &RecordBatch, row: usize) -> String {
+        let parts: Vec<String> = self
+            .key_names
+            .iter()
+            .filter_map(|name| {
+                let column = batch.column_by_name(name)?;
+                Some(format!(
+                    "{name}={}",
+                    array_value_to_string(column, row).unwrap_or_default()
+                ))
+            })
+            .collect();
+        format!("key ({})", parts.join(", "))
+    }
+
+    pub fn finish(self) -> Result<SinkOutput> {
+        Ok(SinkOutput {
+            rows: self.rows.finish()?,
+            rejects: self.rejects.finish()?,
+        })
+    }
+}
+
+/// A whole file that cannot be trusted, even if some of its rows typed correctly.
+fn file_verdict(counts: &FileCounts, truncated: bool, encoding: Encoding) -> Option<String> {
+    if truncated {
+        return Some(
+            "truncated: the last record stops in the middle (an incomplete extract?)".to_string(),
+        );
+    }
+    if counts.rows_read > 0 && counts.encoding_rejects * 2 > counts.rows_read {
+        return Some(format!(
+            "not valid {encoding} ({} of {} records): is the file in another encoding?",
+            counts.encoding_rejects, counts.rows_read
+        ));
+    }
+    if encoding != Encoding::Utf8 && counts.evidence.looks_like_utf8() {
+        return Some(format!(
+            "declared {encoding} but its text is UTF-8: set `encoding: utf-8` or re-export the file"
+        ));
+    }
+    None
+}
+
+fn rejects_batch(rejects: &[Reject]) -> RecordBatch {
+    let mut file = StringBuilder::new();
+    let mut line = Int64Builder::with_capacity(rejects.len());
+    let mut column = StringBuilder::new();
+    let mut why = StringBuilder::new();
+    let mut detail = StringBuilder::new();
+    let mut raw = StringBuilder::new();
+    for r in rejects {
+        file.append_value(&r.file);
+        line.append_value(r.line as i64);
+        column.append_option(r.column.as_deref());
+        why.append_value(r.reason);
+        detail.append_value(&r.detail);
+        raw.append_value(&r.raw);
+    }
+    RecordBatch::try_new(
+        rejects_schema(),
+        vec![
+            Arc::new(file.finish()),
+            Arc::new(line.finish()),
+            Arc::new(column.finish()),
+            Arc::new(why.finish()),
+            Arc::new(detail.finish()),
+            Arc::new(raw.finish()),
+        ],
+    )
+    .expect("rejects schema")
+}

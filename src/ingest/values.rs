@@ -1,0 +1,366 @@
+//! Text → typed values, by the rules of a source contract. Every failure says why, in words a
+//! data engineer can act on; the reason (first element) is a stable category used for grouping.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime};
+
+use crate::config::{ColumnType, ValueOptions};
+
+/// Stable reject reasons (the `reason` column of `rejects/`).
+pub mod reason {
+    pub const INVALID_ENCODING: &str = "invalid encoding";
+    pub const INVALID_INTEGER: &str = "invalid integer";
+    pub const INVALID_DECIMAL: &str = "invalid decimal";
+    pub const INVALID_DATE: &str = "invalid date";
+    pub const INVALID_TIMESTAMP: &str = "invalid timestamp";
+    pub const INVALID_BOOLEAN: &str = "invalid boolean";
+    pub const INVALID_VALUE: &str = "invalid value";
+    pub const MISSING_VALUE: &str = "missing value";
+    pub const NOT_ACCEPTED: &str = "value not accepted";
+    pub const OUT_OF_RANGE: &str = "out of range";
+    pub const UNKNOWN_REFERENCE: &str = "unknown reference";
+    pub const DUPLICATE_KEY: &str = "duplicate key";
+    pub const WRONG_FIELD_COUNT: &str = "wrong field count";
+    pub const INVALID_JSON: &str = "invalid json";
+    pub const UNEXPECTED_FIELD: &str = "unexpected field";
+    pub const TRUNCATED_RECORD: &str = "truncated record";
+}
+
+/// A field that could not become a value: a reason category and a detail with the offending text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl FieldError {
+    pub fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        FieldError {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// One parsed value, in its Arrow physical form.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    Str(Cow<'a, str>),
+    Int(i64),
+    /// Unscaled, at the column's scale.
+    Decimal(i128),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Microseconds since 1970-01-01T00:00:00Z.
+    Timestamp(i64),
+    Bool(bool),
+}
+
+/// Parses text for one source: the options that hold for all its columns.
+#[derive(Debug, Clone)]
+pub struct TextParser {
+    null_tokens: Vec<String>,
+    date_formats: Vec<String>,
+    timestamp_formats: Vec<String>,
+    offset: FixedOffset,
+    thousands: Option<char>,
+    trim: bool,
+}
+
+const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+impl TextParser {
+    pub fn new(options: &ValueOptions) -> Self {
+        TextParser {
+            null_tokens: options.null_tokens.clone(),
+            date_formats: options.date_formats.value.clone(),
+            timestamp_formats: options.timestamp_formats.value.clone(),
+            offset: options
+                .timezone
+                .as_ref()
+                .and_then(|tz| crate::config::contract::parse_offset(&tz.value))
+                .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset")),
+            thousands: options
+                .thousands_separator
+                .as_ref()
+                .and_then(|s| s.value.chars().next()),
+            trim: options.trim,
+        }
+    }
+
+    /// Trim (when configured) and map null tokens to `None`.
+    pub fn prepare<'t>(&self, text: &'t str) -> Option<&'t str> {
+        let text = if self.trim { text.trim() } else { text };
+        if self.null_tokens.iter().any(|t| t == text) {
+            None
+        } else {
+            Some(text)
+        }
+    }
+
+    /// Parse non-null text as `data_type`.
+    pub fn parse<'t>(&self, text: &'t str, data_type: ColumnType) -> Result<Value<'t>, FieldError> {
+        match data_type {
+            ColumnType::String => Ok(Value::Str(Cow::Borrowed(text))),
+            ColumnType::Int => self.parse_int(text).map(Value::Int),
+            ColumnType::Decimal { precision, scale } => self
+                .parse_decimal(text, precision, scale)
+                .map(Value::Decimal),
+            ColumnType::Date => self.parse_date(text).map(Value::Date),
+            ColumnType::Timestamp => self.parse_timestamp(text).map(Value::Timestamp),
+            ColumnType::Bool => parse_bool(text).map(Value::Bool),
+        }
+    }
+
+    /// Strip the thousands separator between digit groups; refuse it anywhere else.
+    fn ungroup<'t>(&self, text: &'t str) -> Option<Cow<'t, str>> {
+        let Some(sep) = self.thousands else {
+            return Some(Cow::Borrowed(text));
+        };
+        if !text.contains(sep) {
+            return Some(Cow::Borrowed(text));
+        }
+        let body = text.trim_start_matches(['-', '+']);
+        let integer_part = body.split('.').next().unwrap_or("");
+        let groups: Vec<&str> = integer_part.split(sep).collect();
+        let well_grouped = (1..=3).contains(&groups[0].len())
+            && groups[1..].iter().all(|g| g.len() == 3)
+            && !body[integer_part.len()..].contains(sep);
+        well_grouped.then(|| Cow::Owned(text.replace(sep, "")))
+    }
+
+    fn parse_int(&self, text: &str) -> Result<i64, FieldError> {
+        let bad = || {
+            FieldError::new(
+                reason::INVALID_INTEGER,
+                format!("`{text}` is not a whole number"),
+            )
+        };
+        let plain = self.ungroup(text).ok_or_else(bad)?;
+        plain.parse::<i64>().map_err(|_| bad())
+    }
+
+    fn parse_decimal(&self, text: &str, precision: u8, scale: i8) -> Result<i128, FieldError> {
+        let bad = |why: &str| FieldError::new(reason::INVALID_DECIMAL, format!("`{text}` {why}"));
+        let plain = self
+            .ungroup(text)
+            .ok_or_else(|| bad("has misplaced digit grouping"))?;
+        let (negative, digits) = match plain.as_bytes().first() {
+            Some(b'-') => (true, &plain[1..]),
+            Some(b'+') => (false, &plain[1..]),
+            _ => (false, &plain[..]),
+        };
+        let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+        if whole.is_empty() && fraction.is_empty()
+            || !whole.bytes().all(|b| b.is_ascii_digit())
+            || !fraction.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(bad("is not a decimal number"));
+        }
+        let scale = scale as usize;
+        let (kept, dropped) = fraction.split_at(fraction.len().min(scale));
+        if dropped.bytes().any(|b| b != b'0') {
+            return Err(bad(&format!("has more than {scale} decimal places")));
+        }
+        let whole = whole.trim_start_matches('0');
+        if whole.len() + scale > precision as usize {
+            return Err(bad(&format!("does not fit decimal({precision},{scale})")));
+        }
+        let mut unscaled: i128 = 0;
+        for b in whole
+            .bytes()
+            .chain(kept.bytes())
+            .chain(std::iter::repeat_n(b'0', scale - kept.len()))
+        {
+            unscaled = unscaled * 10 + (b - b'0') as i128;
+        }
+        Ok(if negative { -unscaled } else { unscaled })
+    }
+
+    fn parse_date(&self, text: &str) -> Result<i32, FieldError> {
+        let date = iso_date(text)
+            .or_else(|| {
+                self.date_formats
+                    .iter()
+                    .find_map(|f| NaiveDate::parse_from_str(text, f).ok())
+            })
+            .ok_or_else(|| {
+                let tried = std::iter::once("%Y-%m-%d")
+                    .chain(self.date_formats.iter().map(String::as_str))
+                    .collect::<Vec<_>>();
+                FieldError::new(
+                    reason::INVALID_DATE,
+                    format!("`{text}` is not a date in {}", tried.join(", ")),
+                )
+            })?;
+        Ok(date.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE)
+    }
+
+    fn parse_timestamp(&self, text: &str) -> Result<i64, FieldError> {
+        if let Ok(with_offset) = DateTime::parse_from_rfc3339(text) {
+            return Ok(with_offset.timestamp_micros());
+        }
+        const NAIVE: [&str; 3] = [
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%d %H:%M",
+        ];
+        let naive = NAIVE
+            .iter()
+            .copied()
+            .chain(self.timestamp_formats.iter().map(String::as_str))
+            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+            .or_else(|| iso_date(text).and_then(|d| d.and_hms_opt(0, 0, 0)))
+            .ok_or_else(|| {
+                FieldError::new(reason::INVALID_TIMESTAMP, format!("`{text}` is not a timestamp (RFC 3339, `%Y-%m-%d %H:%M:%S` or a configured format)"))
+            })?;
+        let local = naive
+            .and_local_timezone(self.offset)
+            .single()
+            .expect("fixed offsets are unambiguous");
+        Ok(local.timestamp_micros())
+    }
+}
+
+/// `YYYY-MM-DD` without going through chrono's format machinery (the common case, on the hot path).
+fn iso_date(text: &str) -> Option<NaiveDate> {
+    let b = text.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32)
+        })
+    };
+    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
+}
+
+fn parse_bool(text: &str) -> Result<bool, FieldError> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "t" | "yes" | "y" | "1" | "是" => Ok(true),
+        "false" | "f" | "no" | "n" | "0" | "否" => Ok(false),
+        _ => Err(FieldError::new(
+            reason::INVALID_BOOLEAN,
+            format!("`{text}` is not true/false, yes/no or 1/0"),
+        )),
+    }
+}
+
+/// Days since the Unix epoch for a date (for building test expectations and the generator).
+pub fn date_to_days(date: NaiveDate) -> i32 {
+    date.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE
+}
+
+/// Excel stores numbers as binary floats and shows them with 15 significant digits; read them the
+/// same way so that 12.3 is `12.3`, not `12.300000000000001`.
+pub fn excel_number_text(value: f64) -> String {
+    if value == 0.0 || !value.is_finite() {
+        return if value.is_finite() {
+            "0".to_string()
+        } else {
+            value.to_string()
+        };
+    }
+    let magnitude = value.abs().log10().floor() as i32 + 1;
+    let decimals = (15 - magnitude).clamp(0, 20) as usize;
+    let text = format!("{value:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::yaml::Located;
+
+    fn parser(thousands: Option<&str>, date_formats: &[&str]) -> TextParser {
+        let mut options = ValueOptions::default();
+        options.thousands_separator =
+            thousands.map(|s| Located::new(s.to_string(), Default::default()));
+        options.date_formats = Located::new(
+            date_formats.iter().map(|s| s.to_string()).collect(),
+            Default::default(),
+        );
+        TextParser::new(&options)
+    }
+
+    #[test]
+    fn decimals_respect_scale_precision_and_grouping() {
+        let p = parser(Some(","), &[]);
+        let dec = |t| p.parse_decimal(t, 18, 2);
+        assert_eq!(dec("1,234.5"), Ok(123_450));
+        assert_eq!(dec("-0.07"), Ok(-7));
+        assert_eq!(dec("12.3400"), Ok(1234));
+        assert_eq!(dec("7"), Ok(700));
+        assert_eq!(dec("12,34.5").unwrap_err().reason, reason::INVALID_DECIMAL);
+        assert!(
+            dec("1.234")
+                .unwrap_err()
+                .detail
+                .contains("more than 2 decimal places")
+        );
+        assert!(
+            p.parse_decimal("12345", 5, 2)
+                .unwrap_err()
+                .detail
+                .contains("does not fit")
+        );
+        assert!(dec("abc").is_err());
+        assert!(dec(".").is_err());
+        assert!(parser(None, &[]).parse_decimal("1,234.5", 18, 2).is_err());
+    }
+
+    #[test]
+    fn dates_in_every_declared_format() {
+        let p = parser(None, &["%Y/%m/%d", "%Y%m%d"]);
+        let day = date_to_days(NaiveDate::from_ymd_opt(2024, 6, 1).unwrap());
+        for text in ["2024-06-01", "2024/06/01", "20240601"] {
+            assert_eq!(p.parse_date(text), Ok(day), "{text}");
+        }
+        assert_eq!(
+            p.parse_date("2024-02-30").unwrap_err().reason,
+            reason::INVALID_DATE
+        );
+        assert!(
+            p.parse_date("01.06.2024")
+                .unwrap_err()
+                .detail
+                .contains("%Y/%m/%d")
+        );
+    }
+
+    #[test]
+    fn naive_timestamps_use_the_configured_offset() {
+        let mut options = ValueOptions::default();
+        options.timezone = Some(Located::new("+08:00".into(), Default::default()));
+        let p = TextParser::new(&options);
+        let utc = p.parse_timestamp("2024-06-01T02:00:00Z").unwrap();
+        assert_eq!(p.parse_timestamp("2024-06-01 10:00:00"), Ok(utc));
+        assert_eq!(p.parse_timestamp("2024-06-01T10:00:00+08:00"), Ok(utc));
+        assert!(p.parse_timestamp("yesterday").is_err());
+    }
+
+    #[test]
+    fn trimming_and_null_tokens() {
+        let mut options = ValueOptions::default();
+        options.null_tokens = vec!["".into(), "NULL".into()];
+        let p = TextParser::new(&options);
+        assert_eq!(p.prepare("  ACME\u{3000}"), Some("ACME"));
+        assert_eq!(p.prepare(" NULL "), None);
+        assert_eq!(p.prepare(""), None);
+    }
+
+    #[test]
+    fn excel_numbers_read_as_shown() {
+        assert_eq!(excel_number_text(12.300000000000001), "12.3");
+        assert_eq!(excel_number_text(1234.0), "1234");
+        assert_eq!(excel_number_text(-0.07), "-0.07");
+        assert_eq!(excel_number_text(0.0), "0");
+    }
+}

@@ -1,0 +1,15 @@
+//! keymart: the nightly batch pipeline behind key-account management.
+//!
+//! Stages (DESIGN.md): [`ingest`] → transform → audit → publish, orchestrated by [`run`], on a
+//! ground floor of [`config`], [`warehouse`] and [`progress`]. The `keymart` binary is a thin
+//! layer over [`run`] that maps [`error::ErrorKind`] to exit codes.
+
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod ingest;
+pub mod progress;
+pub mod run;
+pub mod warehouse;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,228 @@
+//! The `keymart` command: parse arguments, call the library, print, map errors to exit codes.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand, ValueEnum};
+use keymart::generate::GenerateOptions;
+use keymart::generate::population::{BgNbdParams, GammaGammaParams};
+use keymart::progress::Progress;
+use keymart::run::{self, IngestRequest, Overrides, Session};
+use keymart::{Error, ErrorKind};
+
+/// Exit codes (documented in the README).
+const EXIT_RUN_FAILED: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+const EXIT_INPUT_REJECTED: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "keymart",
+    version,
+    about = "Nightly ERP/SCM/call-centre extracts → key-account marts"
+)]
+struct Cli {
+    /// Project directory (holds keymart.yaml and pipelines/).
+    #[arg(long, global = true, default_value = ".", value_name = "DIR")]
+    project: PathBuf,
+    /// Warehouse root (path or URL); overrides keymart.yaml.
+    #[arg(long, global = true, env = "KEYMART_WAREHOUSE", value_name = "URL")]
+    warehouse: Option<String>,
+    /// Landing root (path or URL); default: keymart.yaml, else <warehouse>/landing.
+    #[arg(long, global = true, env = "KEYMART_LANDING", value_name = "URL")]
+    landing: Option<String>,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate keymart.yaml and every pipeline; list every problem.
+    Check,
+    /// Load the landing extracts of one date into raw/ (bad rows to rejects/).
+    Ingest {
+        /// The extract date to load (YYYY-MM-DD).
+        #[arg(long, value_name = "DATE")]
+        as_of: NaiveDate,
+        /// Only this source (repeatable).
+        #[arg(long = "source", value_name = "NAME")]
+        sources: Vec<String>,
+        #[arg(long, value_name = "NAME")]
+        pipeline: Option<String>,
+        /// Threads that type records (default: number of cores).
+        #[arg(long, value_name = "N")]
+        workers: Option<usize>,
+    },
+    /// Write synthetic extracts for all four sources in the landing layout (deterministic per seed).
+    Generate(GenerateArgs),
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// Landing folder to write into (default: <project>/warehouse/landing).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 200)]
+    customers: u32,
+    /// Number of daily extracts.
+    #[arg(long, default_value_t = 3)]
+    days: u32,
+    /// Days of history carried by the first extract (an initial load).
+    #[arg(long, default_value_t = 0)]
+    history_days: u32,
+    /// Date of the first extract.
+    #[arg(long, default_value = "2024-06-01", value_name = "DATE")]
+    start: NaiveDate,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Share of rows that get one kind of mess (rejected kinds are added as extra rows).
+    #[arg(long, default_value_t = 0.0, value_name = "R")]
+    dirty_rate: f64,
+    /// BG/NBD r: shape of the purchase-rate Gamma.
+    #[arg(long, default_value_t = 0.3)]
+    bgnbd_r: f64,
+    /// BG/NBD α: rate of the purchase-rate Gamma (per week).
+    #[arg(long, default_value_t = 2.0)]
+    bgnbd_alpha: f64,
+    /// BG/NBD a: first shape of the dropout Beta.
+    #[arg(long, default_value_t = 0.6)]
+    bgnbd_a: f64,
+    /// BG/NBD b: second shape of the dropout Beta.
+    #[arg(long, default_value_t = 4.0)]
+    bgnbd_b: f64,
+    /// Gamma-Gamma p: shape of the spend per purchase.
+    #[arg(long, default_value_t = 6.0)]
+    gg_p: f64,
+    /// Gamma-Gamma q: shape of the customer's spend rate ν.
+    #[arg(long, default_value_t = 1.5)]
+    gg_q: f64,
+    /// Gamma-Gamma γ: rate of ν (in CNY; mean spend per purchase = p·γ/(q−1)).
+    #[arg(long, default_value_t = 120.0)]
+    gg_gamma: f64,
+    /// Share of customers (the most valuable) that are enterprise accounts.
+    #[arg(long, default_value_t = 0.05)]
+    enterprise_share: f64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let progress = if std::io::stderr().is_terminal() && !cli.quiet {
+        Progress::bars()
+    } else {
+        Progress::lines()
+    };
+    init_logging(&cli, &progress);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli, progress)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(match e.kind() {
+                ErrorKind::Config | ErrorKind::Usage => EXIT_CONFIG,
+                ErrorKind::InputRejected => EXIT_INPUT_REJECTED,
+                ErrorKind::RunFailed => EXIT_RUN_FAILED,
+            })
+        }
+    }
+}
+
+async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
+    let overrides = Overrides {
+        warehouse: cli.warehouse.clone(),
+        landing: cli.landing.clone(),
+    };
+    match cli.command {
+        Command::Check => {
+            println!("{}", run::check(&cli.project)?);
+            Ok(())
+        }
+        Command::Ingest {
+            as_of,
+            sources,
+            pipeline,
+            workers,
+        } => {
+            let session = Session::open(&cli.project, &overrides, progress)?;
+            let workers = workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+            let report = run::ingest(
+                &session,
+                &IngestRequest {
+                    pipeline,
+                    as_of,
+                    sources,
+                    workers,
+                },
+            )
+            .await?;
+            println!("{report}");
+            report.outcome()
+        }
+        Command::Generate(args) => {
+            let options = GenerateOptions {
+                out: args
+                    .out
+                    .unwrap_or_else(|| cli.project.join("warehouse").join("landing")),
+                customers: args.customers,
+                days: args.days,
+                history_days: args.history_days,
+                start: args.start,
+                seed: args.seed,
+                dirty_rate: args.dirty_rate,
+                bgnbd: BgNbdParams {
+                    r: args.bgnbd_r,
+                    alpha: args.bgnbd_alpha,
+                    a: args.bgnbd_a,
+                    b: args.bgnbd_b,
+                },
+                spend: GammaGammaParams {
+                    p: args.gg_p,
+                    q: args.gg_q,
+                    gamma: args.gg_gamma,
+                },
+                enterprise_share: args.enterprise_share,
+            };
+            let manifest = keymart::generate::generate(&options, &progress)?;
+            println!("{}", keymart::generate::summary(&manifest));
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(cli: &Cli, progress: &Progress) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYMART_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("keymart={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(progress.log_writer())
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,280 @@
+//! One command, end to end: open the project and warehouse, run the stages, write the ledger.
+//! The binary calls these functions and prints what they return.
+
+pub mod ledger;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+
+use crate::config::Project;
+use crate::error::{Error, Result};
+use crate::ingest::{self, IngestContext, LoadStatus, SourceLoad};
+use crate::progress::Progress;
+use crate::warehouse::{Location, Warehouse};
+use ledger::{Ledger, RunStatus, Step};
+
+/// Locations given on the command line or in the environment, over keymart.yaml.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub warehouse: Option<String>,
+    pub landing: Option<String>,
+}
+
+/// An opened project: configuration validated, warehouse and landing zone reachable.
+pub struct Session {
+    pub project: Project,
+    pub warehouse: Warehouse,
+    pub landing: Location,
+    pub progress: Progress,
+}
+
+impl Session {
+    pub fn open(project_dir: &Path, overrides: &Overrides, progress: Progress) -> Result<Session> {
+        let project = Project::load(project_dir).map_err(Error::Config)?;
+        let warehouse = Warehouse::open(
+            &project.warehouse_url(overrides.warehouse.as_deref()),
+            project_dir,
+        )?;
+        let landing_spec = overrides
+            .landing
+            .clone()
+            .or_else(|| project.settings.landing.clone());
+        let landing = warehouse.landing(landing_spec.as_deref(), project_dir)?;
+        Ok(Session {
+            project,
+            warehouse,
+            landing,
+            progress,
+        })
+    }
+}
+
+/// Validate the project; a one-line summary when it is sound.
+pub fn check(project_dir: &Path) -> Result<String> {
+    let project = Project::load(project_dir).map_err(Error::Config)?;
+    let sources: usize = project.pipelines.iter().map(|p| p.sources.len()).sum();
+    let names: Vec<&str> = project.pipelines.iter().map(|p| p.name.as_str()).collect();
+    Ok(format!(
+        "{}: ok — {} pipeline{} ({}), {sources} source{}",
+        display_dir(project_dir).display(),
+        names.len(),
+        plural(names.len()),
+        names.join(", "),
+        plural(sources)
+    ))
+}
+
+fn display_dir(dir: &Path) -> PathBuf {
+    if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+pub struct IngestRequest {
+    pub pipeline: Option<String>,
+    pub as_of: NaiveDate,
+    /// Only these sources (all when empty).
+    pub sources: Vec<String>,
+    pub workers: usize,
+}
+
+/// What `keymart ingest` did: one line per source and file.
+pub struct IngestReport {
+    pub run_id: String,
+    pub ledger: String,
+    pub loads: Vec<SourceLoad>,
+}
+
+/// Load the selected sources for one date, in reference order, and write the ledger.
+pub async fn ingest(session: &Session, request: &IngestRequest) -> Result<IngestReport> {
+    let pipeline = session
+        .project
+        .select_pipeline(request.pipeline.as_deref())
+        .map_err(Error::Usage)?;
+    for wanted in &request.sources {
+        if pipeline.source(wanted).is_none() {
+            let known: Vec<&str> = pipeline.sources.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::Usage(format!(
+                "pipeline `{}` has no source `{wanted}` (sources: {})",
+                pipeline.name,
+                known.join(", ")
+            )));
+        }
+    }
+    let run_id = ledger::new_run_id();
+    let mut ledger = Ledger::start(
+        &run_id,
+        "ingest",
+        &pipeline.name,
+        request.as_of,
+        &session.warehouse.location.display,
+        &session.landing.display,
+    );
+    ledger.save(&session.warehouse).await?;
+
+    let ctx = IngestContext {
+        warehouse: session.warehouse.clone(),
+        landing: session.landing.clone(),
+        run_id: run_id.clone(),
+        progress: session.progress.clone(),
+        workers: request.workers,
+    };
+    let mut loads = Vec::new();
+    let mut failure = None;
+    for contract in pipeline.sources_in_reference_order() {
+        if !request.sources.is_empty() && !request.sources.contains(&contract.name) {
+            continue;
+        }
+        let max_ratio = session.project.max_reject_ratio(contract);
+        match ingest::load_source(&ctx, pipeline, contract, request.as_of, max_ratio).await {
+            Ok(load) => {
+                ledger.steps.push(Step::Ingest(load.clone()));
+                loads.push(load);
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    session
+        .warehouse
+        .location
+        .delete_prefix(&session.warehouse.layout().staging(&run_id))
+        .await
+        .ok();
+
+    let status = if failure.is_some() || loads.iter().any(|l| l.status == LoadStatus::Failed) {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    ledger.finish(status, failure.as_ref().map(ToString::to_string));
+    ledger.save(&session.warehouse).await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let ledger_url = session
+        .warehouse
+        .location
+        .url_of(&session.warehouse.layout().run_ledger(&run_id));
+    Ok(IngestReport {
+        run_id,
+        ledger: ledger_url,
+        loads,
+    })
+}
+
+impl IngestReport {
+    /// `Err` naming every source that failed (exit code: data rejected).
+    pub fn outcome(&self) -> Result<()> {
+        let failed: Vec<String> = self
+            .loads
+            .iter()
+            .filter(|l| l.status == LoadStatus::Failed)
+            .map(|l| format!("{}: {}", l.source, l.error.as_deref().unwrap_or("failed")))
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InputRejected(failed.join("\n")))
+        }
+    }
+}
+
+impl fmt::Display for IngestReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rows: Vec<[String; 6]> = vec![[
+            "source".into(),
+            "file".into(),
+            "read".into(),
+            "loaded".into(),
+            "rejected".into(),
+            "status".into(),
+        ]];
+        for load in &self.loads {
+            let status = match load.status {
+                LoadStatus::Loaded => "loaded".to_string(),
+                LoadStatus::Failed => "FAILED".to_string(),
+            };
+            if load.files.is_empty() {
+                rows.push([
+                    load.source.clone(),
+                    "-".into(),
+                    "0".into(),
+                    "0".into(),
+                    "0".into(),
+                    status.clone(),
+                ]);
+            }
+            for (i, file) in load.files.iter().enumerate() {
+                rows.push([
+                    if i == 0 {
+                        load.source.clone()
+                    } else {
+                        String::new()
+                    },
+                    file.file.clone(),
+                    file.rows_read.to_string(),
+                    file.rows_loaded.to_string(),
+                    file.rows_rejected.to_string(),
+                    if i == 0 {
+                        status.clone()
+                    } else {
+                        String::new()
+                    },
+                ]);
+            }
+        }
+        let total =
+            |pick: fn(&SourceLoad) -> u64| self.loads.iter().map(pick).sum::<u64>().to_string();
+        rows.push([
+            "total".into(),
+            String::new(),
+            total(|l| l.rows_read),
+            total(|l| l.rows_loaded),
+            total(|l| l.rows_rejected),
+            String::new(),
+        ]);
+        let widths: Vec<usize> = (0..6)
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        for row in &rows {
+            let mut line = String::new();
+            for (c, cell) in row.iter().enumerate() {
+                let pad = widths[c] - cell.chars().count();
+                if (2..5).contains(&c) {
+                    line.push_str(&" ".repeat(pad));
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    line.push_str(&" ".repeat(pad));
+                }
+                line.push_str("  ");
+            }
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        for load in &self.loads {
+            if !load.rejects_by_reason.is_empty() {
+                let reasons: Vec<String> = load
+                    .rejects_by_reason
+                    .iter()
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect();
+                writeln!(f, "{} rejects: {}", load.source, reasons.join(", "))?;
+            }
+            if let Some(error) = &load.error {
+                writeln!(f, "{} failed: {error}", load.source)?;
+            }
+        }
+        write!(f, "run {} — ledger {}", self.run_id, self.ledger)
+    }
+}
