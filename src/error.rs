@@ -78,36 +78,18 @@ impl Error {
     }
 
     pub fn io(path: &Path, source: std::io::Error) -> Error {
-        Error::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        Error::Io { path: path.to_path_buf(), source }
     }
 
     pub fn storage(context: impl Into<String>, source: object_store::Error) -> Error {
-        Error::Storage {
-            context: context.into(),
-            source,
-        }
+        Error::Storage { context: context.into(), source }
     }
 
-    pub fn parquet(
-        context: impl Into<String>,
-        source: datafusion::parquet::errors::ParquetError,
-    ) -> Error {
-        Error::Parquet {
-            context: context.into(),
-            source,
-        }
+    pub fn parquet(context: impl Into<String>, source: datafusion::parquet::errors::ParquetError) -> Error {
+        Error::Parquet { context: context.into(), source }
     }
 
-    pub fn arrow(
-        context: impl Into<String>,
-        source: datafusion::arrow::error::ArrowError,
-    ) -> Error {
-        Error::Arrow {
-            context: context.into(),
-            source,
-        }
+    pub fn arrow(context: impl Into<String>, source: datafusion::arrow::error::ArrowError) -> Error {
+        Error::Arrow { context: context.into(), source }
     }
 }

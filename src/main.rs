@@ -18,11 +18,7 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_INPUT_REJECTED: u8 = 3;
 
 #[derive(Parser)]
-#[command(
-    name = "keymart",
-    version,
-    about = "Nightly ERP/SCM/call-centre extracts → key-account marts"
-)]
+#[command(name = "keymart", version, about = "Nightly ERP/SCM/call-centre extracts → key-account marts")]
 struct Cli {
     /// Project directory (holds keymart.yaml and pipelines/).
     #[arg(long, global = true, default_value = ".", value_name = "DIR")]
@@ -122,16 +118,9 @@ struct GenerateArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let progress = if std::io::stderr().is_terminal() && !cli.quiet {
-        Progress::bars()
-    } else {
-        Progress::lines()
-    };
+    let progress = if std::io::stderr().is_terminal() && !cli.quiet { Progress::bars() } else { Progress::lines() };
     init_logging(&cli, &progress);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli, progress)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -146,59 +135,30 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
-    let overrides = Overrides {
-        warehouse: cli.warehouse.clone(),
-        landing: cli.landing.clone(),
-    };
+    let overrides = Overrides { warehouse: cli.warehouse.clone(), landing: cli.landing.clone() };
     match cli.command {
         Command::Check => {
             println!("{}", run::check(&cli.project)?);
             Ok(())
         }
-        Command::Ingest {
-            as_of,
-            sources,
-            pipeline,
-            workers,
-        } => {
+        Command::Ingest { as_of, sources, pipeline, workers } => {
             let session = Session::open(&cli.project, &overrides, progress)?;
-            let workers = workers
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-            let report = run::ingest(
-                &session,
-                &IngestRequest {
-                    pipeline,
-                    as_of,
-                    sources,
-                    workers,
-                },
-            )
-            .await?;
+            let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+            let report = run::ingest(&session, &IngestRequest { pipeline, as_of, sources, workers }).await?;
             println!("{report}");
             report.outcome()
         }
         Command::Generate(args) => {
             let options = GenerateOptions {
-                out: args
-                    .out
-                    .unwrap_or_else(|| cli.project.join("warehouse").join("landing")),
+                out: args.out.unwrap_or_else(|| cli.project.join("warehouse").join("landing")),
                 customers: args.customers,
                 days: args.days,
                 history_days: args.history_days,
                 start: args.start,
                 seed: args.seed,
                 dirty_rate: args.dirty_rate,
-                bgnbd: BgNbdParams {
-                    r: args.bgnbd_r,
-                    alpha: args.bgnbd_alpha,
-                    a: args.bgnbd_a,
-                    b: args.bgnbd_b,
-                },
-                spend: GammaGammaParams {
-                    p: args.gg_p,
-                    q: args.gg_q,
-                    gamma: args.gg_gamma,
-                },
+                bgnbd: BgNbdParams { r: args.bgnbd_r, alpha: args.bgnbd_alpha, a: args.bgnbd_a, b: args.bgnbd_b },
+                spend: GammaGammaParams { p: args.gg_p, q: args.gg_q, gamma: args.gg_gamma },
                 enterprise_share: args.enterprise_share,
             };
             let manifest = keymart::generate::generate(&options, &progress)?;
@@ -217,10 +177,8 @@ fn init_logging(cli: &Cli, progress: &Progress) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYMART_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("keymart={level},warn")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(progress.log_writer())
-        .with_target(false);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(progress.log_writer()).with_target(false);
     match cli.log_format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().init(),

@@ -15,9 +15,7 @@ pub struct Progress {
 impl Progress {
     /// Bars drawn on standard error (use when it is a terminal).
     pub fn bars() -> Self {
-        Progress {
-            bars: Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
-        }
+        Progress { bars: Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())) }
     }
 
     /// No bars: each task logs a line when it starts and when it ends.
@@ -27,12 +25,7 @@ impl Progress {
 
     /// A task measured in bytes.
     pub fn bytes(&self, label: impl Into<String>, total: u64) -> Task {
-        self.task(
-            label.into(),
-            total,
-            "{bytes}/{total_bytes} {bytes_per_sec}",
-            "bytes",
-        )
+        self.task(label.into(), total, "{bytes}/{total_bytes} {bytes_per_sec}", "bytes")
     }
 
     /// A task measured in steps of some unit (days, files).
@@ -44,11 +37,9 @@ impl Progress {
         let bar = self.bars.as_ref().map(|multi| {
             let bar = multi.add(ProgressBar::new(total));
             bar.set_style(
-                ProgressStyle::with_template(&format!(
-                    "{{prefix:>24}} [{{bar:30}}] {counter} {{msg}}"
-                ))
-                .expect("valid template")
-                .progress_chars("=> "),
+                ProgressStyle::with_template(&format!("{{prefix:>24}} [{{bar:30}}] {counter} {{msg}}"))
+                    .expect("valid template")
+                    .progress_chars("=> "),
             );
             bar.set_prefix(label.clone());
             bar.enable_steady_tick(Duration::from_millis(200));
@@ -57,18 +48,12 @@ impl Progress {
         if bar.is_none() {
             tracing::info!("{label}: started ({total} {unit})");
         }
-        Task {
-            bar,
-            label,
-            started: Instant::now(),
-        }
+        Task { bar, label, started: Instant::now() }
     }
 
     /// A writer for log lines that does not tear the bars apart.
     pub fn log_writer(&self) -> LogWriter {
-        LogWriter {
-            bars: self.bars.clone().map(Arc::new),
-        }
+        LogWriter { bars: self.bars.clone().map(Arc::new) }
     }
 }
 
@@ -88,11 +73,7 @@ impl Task {
     pub fn finish(&self, message: &str) {
         match &self.bar {
             Some(bar) => bar.finish_with_message(message.to_string()),
-            None => tracing::info!(
-                "{}: {message} in {:.1}s",
-                self.label,
-                self.started.elapsed().as_secs_f64()
-            ),
+            None => tracing::info!("{}: {message} in {:.1}s", self.label, self.started.elapsed().as_secs_f64()),
         }
     }
 }
@@ -106,9 +87,7 @@ pub struct LogWriter {
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match &self.bars {
-            Some(bars) => bars
-                .suspend(|| std::io::stderr().write_all(buf))
-                .map(|_| buf.len()),
+            Some(bars) => bars.suspend(|| std::io::stderr().write_all(buf)).map(|_| buf.len()),
             None => std::io::stderr().write_all(buf).map(|_| buf.len()),
         }
     }

@@ -51,23 +51,16 @@ impl SourceContract {
     }
 
     pub fn csv_options(&self) -> CsvOptions {
-        self.csv
-            .as_ref()
-            .map(|c| c.value.clone())
-            .unwrap_or_default()
+        self.csv.as_ref().map(|c| c.value.clone()).unwrap_or_default()
     }
 
     pub fn xlsx_options(&self) -> XlsxOptions {
-        self.xlsx
-            .as_ref()
-            .map(|c| c.value.clone())
-            .unwrap_or_default()
+        self.xlsx.as_ref().map(|c| c.value.clone()).unwrap_or_default()
     }
 
     /// The sources this one's `references` point at.
     pub fn referenced_sources(&self) -> impl Iterator<Item = &str> {
-        self.columns()
-            .filter_map(|c| c.references.as_ref().map(|r| r.value.source.as_str()))
+        self.columns().filter_map(|c| c.references.as_ref().map(|r| r.value.source.as_str()))
     }
 }
 
@@ -110,12 +103,7 @@ pub struct CsvOptions {
 
 impl Default for CsvOptions {
     fn default() -> Self {
-        CsvOptions {
-            delimiter: ",".into(),
-            quote: "\"".into(),
-            header: true,
-            encoding: Encoding::Utf8,
-        }
+        CsvOptions { delimiter: ",".into(), quote: "\"".into(), header: true, encoding: Encoding::Utf8 }
     }
 }
 
@@ -249,11 +237,7 @@ impl std::str::FromStr for ColumnType {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let compact: String = text
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect::<String>()
-            .to_ascii_lowercase();
+        let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
         let simple = match compact.as_str() {
             "string" | "text" => Some(ColumnType::String),
             "int" | "integer" | "bigint" => Some(ColumnType::Int),
@@ -270,19 +254,11 @@ impl std::str::FromStr for ColumnType {
             .strip_prefix("decimal(")
             .and_then(|rest| rest.strip_suffix(')'))
             .ok_or_else(|| format!("unknown column type `{text}`: {expected}"))?;
-        let (p, s) = args
-            .split_once(',')
-            .ok_or_else(|| format!("`{text}`: write decimal(precision,scale)"))?;
-        let precision: u8 = p
-            .parse()
-            .map_err(|_| format!("`{text}`: precision must be a number"))?;
-        let scale: i8 = s
-            .parse()
-            .map_err(|_| format!("`{text}`: scale must be a number"))?;
+        let (p, s) = args.split_once(',').ok_or_else(|| format!("`{text}`: write decimal(precision,scale)"))?;
+        let precision: u8 = p.parse().map_err(|_| format!("`{text}`: precision must be a number"))?;
+        let scale: i8 = s.parse().map_err(|_| format!("`{text}`: scale must be a number"))?;
         if !(1..=38).contains(&precision) || scale < 0 || scale as u8 > precision {
-            return Err(format!(
-                "`{text}`: need 1 ≤ precision ≤ 38 and 0 ≤ scale ≤ precision"
-            ));
+            return Err(format!("`{text}`: need 1 ≤ precision ≤ 38 and 0 ≤ scale ≤ precision"));
         }
         Ok(ColumnType::Decimal { precision, scale })
     }
@@ -312,17 +288,10 @@ impl<'de> Deserialize<'de> for Reference {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         match text.split_once('.') {
-            Some((source, column))
-                if !source.is_empty() && !column.is_empty() && !column.contains('.') =>
-            {
-                Ok(Reference {
-                    source: source.to_string(),
-                    column: column.to_string(),
-                })
+            Some((source, column)) if !source.is_empty() && !column.is_empty() && !column.contains('.') => {
+                Ok(Reference { source: source.to_string(), column: column.to_string() })
             }
-            _ => Err(serde::de::Error::custom(format!(
-                "`{text}`: write the reference as source.column"
-            ))),
+            _ => Err(serde::de::Error::custom(format!("`{text}`: write the reference as source.column"))),
         }
     }
 }
@@ -333,22 +302,11 @@ mod tests {
 
     #[test]
     fn column_types_parse() {
-        assert_eq!(
-            "decimal(18, 2)".parse::<ColumnType>(),
-            Ok(ColumnType::Decimal {
-                precision: 18,
-                scale: 2
-            })
-        );
+        assert_eq!("decimal(18, 2)".parse::<ColumnType>(), Ok(ColumnType::Decimal { precision: 18, scale: 2 }));
         assert_eq!("Date".parse::<ColumnType>(), Ok(ColumnType::Date));
         assert!("decimal(40,2)".parse::<ColumnType>().is_err());
         assert!("decimal(4,5)".parse::<ColumnType>().is_err());
-        assert!(
-            "float"
-                .parse::<ColumnType>()
-                .unwrap_err()
-                .contains("unknown column type `float`")
-        );
+        assert!("float".parse::<ColumnType>().unwrap_err().contains("unknown column type `float`"));
     }
 }
 
@@ -362,9 +320,7 @@ pub fn expand_as_of(pattern: &str, as_of: chrono::NaiveDate) -> Result<String, S
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
         let after = &rest[start + 1..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("unclosed `{{` in `{pattern}`"))?;
+        let end = after.find('}').ok_or_else(|| format!("unclosed `{{` in `{pattern}`"))?;
         let inner = &after[..end];
         let format = match inner.split_once(':') {
             None if inner == "as_of" => "%Y-%m-%d",
@@ -382,9 +338,7 @@ pub fn expand_as_of(pattern: &str, as_of: chrono::NaiveDate) -> Result<String, S
     }
     out.push_str(rest);
     if placeholders == 0 {
-        return Err(format!(
-            "`{pattern}` has no {{as_of}} placeholder: every date would read the same files"
-        ));
+        return Err(format!("`{pattern}` has no {{as_of}} placeholder: every date would read the same files"));
     }
     Ok(out)
 }
@@ -406,10 +360,7 @@ pub fn parse_offset(text: &str) -> Option<chrono::FixedOffset> {
     }
     let (hours, minutes) = match digits.len() {
         2 => (digits.parse::<i32>().ok()?, 0),
-        4 => (
-            digits[..2].parse::<i32>().ok()?,
-            digits[2..].parse::<i32>().ok()?,
-        ),
+        4 => (digits[..2].parse::<i32>().ok()?, digits[2..].parse::<i32>().ok()?),
         _ => return None,
     };
     if hours > 14 || minutes > 59 {
@@ -422,9 +373,7 @@ pub fn parse_offset(text: &str) -> Option<chrono::FixedOffset> {
 pub fn check_chrono_format(format: &str) -> Result<(), String> {
     use chrono::format::{Item, StrftimeItems};
     if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
-        return Err(format!(
-            "`{format}` is not a valid chrono format (see %Y, %m, %d, %H, %M, %S)"
-        ));
+        return Err(format!("`{format}` is not a valid chrono format (see %Y, %m, %d, %H, %M, %S)"));
     }
     Ok(())
 }
@@ -436,24 +385,10 @@ mod expand_tests {
     #[test]
     fn placeholders_expand() {
         let d = chrono::NaiveDate::from_ymd_opt(2024, 6, 1).unwrap();
-        assert_eq!(
-            expand_as_of("erp/orders/{as_of}/*.csv", d).unwrap(),
-            "erp/orders/2024-06-01/*.csv"
-        );
-        assert_eq!(
-            expand_as_of("x/{as_of:%Y%m%d}_*.csv", d).unwrap(),
-            "x/20240601_*.csv"
-        );
-        assert!(
-            expand_as_of("x/*.csv", d)
-                .unwrap_err()
-                .contains("no {as_of}")
-        );
-        assert!(
-            expand_as_of("x/{date}/*.csv", d)
-                .unwrap_err()
-                .contains("unknown placeholder")
-        );
+        assert_eq!(expand_as_of("erp/orders/{as_of}/*.csv", d).unwrap(), "erp/orders/2024-06-01/*.csv");
+        assert_eq!(expand_as_of("x/{as_of:%Y%m%d}_*.csv", d).unwrap(), "x/20240601_*.csv");
+        assert!(expand_as_of("x/*.csv", d).unwrap_err().contains("no {as_of}"));
+        assert!(expand_as_of("x/{date}/*.csv", d).unwrap_err().contains("unknown placeholder"));
         assert!(expand_as_of("x/{as_of:%Q}/*.csv", d).is_err());
     }
 }

@@ -5,14 +5,15 @@ pub mod contract;
 mod validate;
 pub mod yaml;
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 pub use contract::{
-    ColumnSpec, ColumnType, CsvOptions, Encoding, FileFormat, LoadMode, Reference, SourceContract,
-    ValueOptions, XlsxOptions,
+    ColumnSpec, ColumnType, CsvOptions, Encoding, FileFormat, LoadMode, Reference, SourceContract, ValueOptions,
+    XlsxOptions,
 };
 use yaml::{EachEntry, Located, Position, YamlError};
 
@@ -45,9 +46,7 @@ pub struct Defaults {
 
 impl Default for Defaults {
     fn default() -> Self {
-        Defaults {
-            max_reject_ratio: Located::new(0.01, Position::default()),
-        }
+        Defaults { max_reject_ratio: Located::new(0.01, Position::default()) }
     }
 }
 
@@ -70,6 +69,8 @@ pub struct Pipeline {
     pub description: String,
     /// In YAML order.
     pub sources: Vec<SourceContract>,
+    /// Sources left out or incomplete because of parse errors (their checks wait for a fix).
+    damaged: BTreeSet<String>,
 }
 
 impl Pipeline {
@@ -84,9 +85,7 @@ impl Pipeline {
         while !pending.is_empty() {
             let before = pending.len();
             pending.retain(|s| {
-                let ready = s
-                    .referenced_sources()
-                    .all(|r| r == s.name || ordered.iter().any(|o| o.name == r));
+                let ready = s.referenced_sources().all(|r| r == s.name || ordered.iter().any(|o| o.name == r));
                 if ready {
                     ordered.push(s);
                 }
@@ -115,26 +114,16 @@ impl Project {
         let mut diagnostics = Diagnostics::default();
         let settings_path = root.join(PROJECT_FILE);
         let settings: Settings = match std::fs::read_to_string(&settings_path) {
-            Ok(text) => {
-                parse_file(&text, Path::new(PROJECT_FILE), &mut diagnostics).unwrap_or_default()
-            }
+            Ok(text) => parse_file(&text, Path::new(PROJECT_FILE), &mut diagnostics).unwrap_or_default(),
             Err(e) => {
-                diagnostics.file_error(
-                    PROJECT_FILE,
-                    format!("cannot read {}: {e}", settings_path.display()),
-                );
+                diagnostics.file_error(PROJECT_FILE, format!("cannot read {}: {e}", settings_path.display()));
                 Settings::default()
             }
         };
 
         let mut pipelines = Vec::new();
-        let mut pipeline_problems = std::collections::BTreeSet::new();
         for file in pipeline_files(root, &mut diagnostics) {
-            let name = file
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default()
-                .to_string();
+            let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
             let errors_before = diagnostics.0.len();
             let text = match std::fs::read_to_string(root.join(&file)) {
                 Ok(text) => text,
@@ -148,34 +137,16 @@ impl Project {
                     .sources
                     .0
                     .into_iter()
-                    .map(|(source_name, contract)| SourceContract {
-                        name: source_name,
-                        ..contract.value
-                    })
+                    .map(|(source_name, contract)| SourceContract { name: source_name, ..contract.value })
                     .collect();
-                pipelines.push(Pipeline {
-                    name: name.clone(),
-                    file: file.clone(),
-                    description: parsed.description,
-                    sources,
-                });
-            }
-            if diagnostics.0.len() > errors_before {
-                pipeline_problems.insert(name);
+                let damaged = damaged_entries(&diagnostics.0[errors_before..], "sources");
+                pipelines.push(Pipeline { name, file, description: parsed.description, sources, damaged });
             }
         }
 
-        let project = Project {
-            root: root.to_path_buf(),
-            settings,
-            pipelines,
-        };
-        validate::project(&project, &pipeline_problems, &mut diagnostics);
-        if diagnostics.is_empty() {
-            Ok(project)
-        } else {
-            Err(diagnostics)
-        }
+        let project = Project { root: root.to_path_buf(), settings, pipelines };
+        validate::project(&project, &mut diagnostics);
+        if diagnostics.is_empty() { Ok(project) } else { Err(diagnostics) }
     }
 
     pub fn pipeline(&self, name: &str) -> Option<&Pipeline> {
@@ -184,45 +155,25 @@ impl Project {
 
     /// The pipeline named, else `default_pipeline`, else the only one.
     pub fn select_pipeline(&self, name: Option<&str>) -> Result<&Pipeline, String> {
-        let known = || {
-            self.pipelines
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let wanted = name.map(str::to_string).or_else(|| {
-            self.settings
-                .default_pipeline
-                .as_ref()
-                .map(|p| p.value.clone())
-        });
+        let known = || self.pipelines.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
+        let wanted =
+            name.map(str::to_string).or_else(|| self.settings.default_pipeline.as_ref().map(|p| p.value.clone()));
         match wanted {
-            Some(wanted) => self
-                .pipeline(&wanted)
-                .ok_or_else(|| format!("no pipeline named `{wanted}` (pipelines: {})", known())),
+            Some(wanted) => {
+                self.pipeline(&wanted).ok_or_else(|| format!("no pipeline named `{wanted}` (pipelines: {})", known()))
+            }
             None if self.pipelines.len() == 1 => Ok(&self.pipelines[0]),
-            None => Err(format!(
-                "several pipelines ({}): name one with --pipeline or set default_pipeline",
-                known()
-            )),
+            None => Err(format!("several pipelines ({}): name one with --pipeline or set default_pipeline", known())),
         }
     }
 
     /// The warehouse given on the command line or in the environment, else keymart.yaml, else `./warehouse`.
     pub fn warehouse_url(&self, overridden: Option<&str>) -> String {
-        overridden
-            .map(str::to_string)
-            .or_else(|| self.settings.warehouse.clone())
-            .unwrap_or_else(|| "warehouse".into())
+        overridden.map(str::to_string).or_else(|| self.settings.warehouse.clone()).unwrap_or_else(|| "warehouse".into())
     }
 
     pub fn max_reject_ratio(&self, source: &SourceContract) -> f64 {
-        source
-            .max_reject_ratio
-            .as_ref()
-            .map(|r| r.value)
-            .unwrap_or(self.settings.defaults.max_reject_ratio.value)
+        source.max_reject_ratio.as_ref().map(|r| r.value).unwrap_or(self.settings.defaults.max_reject_ratio.value)
     }
 }
 
@@ -231,10 +182,7 @@ fn pipeline_files(root: &Path, diagnostics: &mut Diagnostics) -> Vec<PathBuf> {
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) => {
-            diagnostics.file_error(
-                PIPELINES_DIR,
-                format!("cannot read the pipelines folder {}: {e}", dir.display()),
-            );
+            diagnostics.file_error(PIPELINES_DIR, format!("cannot read the pipelines folder {}: {e}", dir.display()));
             return Vec::new();
         }
     };
@@ -246,28 +194,28 @@ fn pipeline_files(root: &Path, diagnostics: &mut Diagnostics) -> Vec<PathBuf> {
         .collect();
     files.sort();
     if files.is_empty() {
-        diagnostics.file_error(
-            PIPELINES_DIR,
-            "no pipeline: add pipelines/<name>.yaml".to_string(),
-        );
+        diagnostics.file_error(PIPELINES_DIR, "no pipeline: add pipelines/<name>.yaml".to_string());
     }
     files
 }
 
-fn parse_file<T: for<'de> Deserialize<'de>>(
-    text: &str,
-    file: &Path,
-    diagnostics: &mut Diagnostics,
-) -> Option<T> {
-    match yaml::from_str::<T>(text) {
-        Ok(value) => Some(value),
-        Err(errors) => {
-            for e in errors {
-                diagnostics.push_yaml(file, e);
-            }
-            None
-        }
+/// The file's value as far as it could be read (entries with errors left out), errors recorded.
+fn parse_file<T: for<'de> Deserialize<'de>>(text: &str, file: &Path, diagnostics: &mut Diagnostics) -> Option<T> {
+    let (value, errors) = yaml::from_str_partial::<T>(text);
+    for e in errors {
+        diagnostics.push_yaml(file, e);
     }
+    value
+}
+
+/// Names of the entries under `section` (`sources.<name>…`) that had parse errors.
+fn damaged_entries(diagnostics: &[Diagnostic], section: &str) -> BTreeSet<String> {
+    let prefix = format!("{section}.");
+    diagnostics
+        .iter()
+        .filter_map(|d| d.field.strip_prefix(&prefix))
+        .map(|rest| rest.split(['.', '[']).next().unwrap_or_default().to_string())
+        .collect()
 }
 
 /// One problem in the project's configuration.
@@ -331,15 +279,11 @@ impl Diagnostics {
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} configuration error{}:", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
         for d in self.sorted() {
-            writeln!(f, "{d}")?;
+            write!(f, "\n{d}")?;
         }
-        write!(
-            f,
-            "{} configuration error{}",
-            self.0.len(),
-            if self.0.len() == 1 { "" } else { "s" }
-        )
+        Ok(())
     }
 }
 

@@ -1,59 +1,38 @@
 //! Checks that need the whole parsed project: names, cross-references, option combinations.
 //! Every finding is recorded; nothing stops at the first.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
-use super::contract::{
-    ColumnType, FileFormat, LoadMode, SourceContract, check_chrono_format, expand_as_of,
-};
+use super::contract::{ColumnType, FileFormat, LoadMode, SourceContract, check_chrono_format, expand_as_of};
 use super::yaml::Position;
 use super::{Diagnostics, Pipeline, Project};
 
-pub(super) fn project(
-    project: &Project,
-    pipelines_with_parse_errors: &BTreeSet<String>,
-    d: &mut Diagnostics,
-) {
+pub(super) fn project(project: &Project, d: &mut Diagnostics) {
     let settings_file = Path::new(super::PROJECT_FILE);
     let ratio = &project.settings.defaults.max_reject_ratio;
     if !(0.0..=1.0).contains(&ratio.value) {
         d.at(settings_file, &ratio.position, "must be between 0 and 1");
     }
     if let Some(default) = &project.settings.default_pipeline {
-        if project.pipeline(&default.value).is_none()
-            && !pipelines_with_parse_errors.contains(&default.value)
-        {
-            d.at(
-                settings_file,
-                &default.position,
-                format!("no pipeline named `{}` in pipelines/", default.value),
-            );
+        let file_exists = project.root.join(super::PIPELINES_DIR).join(format!("{}.yaml", default.value)).exists();
+        if project.pipeline(&default.value).is_none() && !file_exists {
+            d.at(settings_file, &default.position, format!("no pipeline named `{}` in pipelines/", default.value));
         }
     }
-    // A pipeline with parse errors lost the entries that failed; checking its cross-references
-    // would report those as missing, so its semantic checks wait until it parses.
-    for pipeline in project
-        .pipelines
-        .iter()
-        .filter(|p| !pipelines_with_parse_errors.contains(&p.name))
-    {
+    for pipeline in &project.pipelines {
         self::pipeline(pipeline, d);
     }
 }
 
 fn pipeline(pipeline: &Pipeline, d: &mut Diagnostics) {
     let file = pipeline.file.as_path();
-    for source in &pipeline.sources {
-        let at = |d: &mut Diagnostics, position: &Position, message: String| {
-            d.at(file, position, message)
-        };
+    // A source with parse errors lost the parts that failed: checking it would report them as
+    // missing. Its checks wait until it parses.
+    for source in pipeline.sources.iter().filter(|s| !pipeline.damaged.contains(&s.name)) {
+        let at = |d: &mut Diagnostics, position: &Position, message: String| d.at(file, position, message);
         if !is_snake_case(&source.name) {
-            at(
-                d,
-                &source.columns.position,
-                format!("source name `{}` must be snake_case", source.name),
-            );
+            at(d, &source.columns.position, format!("source name `{}` must be snake_case", source.name));
         }
         source_options(source, file, d);
         columns(source, pipeline, file, d);
@@ -66,50 +45,27 @@ fn source_options(source: &SourceContract, file: &Path, d: &mut Diagnostics) {
     match expand_as_of(&source.path.value, sample_date) {
         Ok(expanded) => {
             if let Err(e) = glob::Pattern::new(&expanded) {
-                d.at(
-                    file,
-                    &source.path.position,
-                    format!("not a valid glob: {e}"),
-                );
+                d.at(file, &source.path.position, format!("not a valid glob: {e}"));
             }
         }
         Err(e) => d.at(file, &source.path.position, e),
     }
     if source.path.value.starts_with('/') || source.path.value.contains("..") {
-        d.at(
-            file,
-            &source.path.position,
-            "must be relative to the landing root (no leading `/`, no `..`)",
-        );
+        d.at(file, &source.path.position, "must be relative to the landing root (no leading `/`, no `..`)");
     }
     if let Some(csv) = &source.csv {
         if source.format != FileFormat::Csv {
-            d.at(
-                file,
-                &csv.position,
-                format!("csv options given for a {} source", source.format),
-            );
+            d.at(file, &csv.position, format!("csv options given for a {} source", source.format));
         }
-        for (what, value) in [
-            ("delimiter", &csv.value.delimiter),
-            ("quote", &csv.value.quote),
-        ] {
+        for (what, value) in [("delimiter", &csv.value.delimiter), ("quote", &csv.value.quote)] {
             if value.len() != 1 || !value.is_ascii() {
-                d.at(
-                    file,
-                    &csv.position,
-                    format!("{what} must be one ASCII character, not `{value}`"),
-                );
+                d.at(file, &csv.position, format!("{what} must be one ASCII character, not `{value}`"));
             }
         }
     }
     if let Some(xlsx) = &source.xlsx {
         if source.format != FileFormat::Xlsx {
-            d.at(
-                file,
-                &xlsx.position,
-                format!("xlsx options given for a {} source", source.format),
-            );
+            d.at(file, &xlsx.position, format!("xlsx options given for a {} source", source.format));
         }
     }
     let values = &source.values;
@@ -122,26 +78,12 @@ fn source_options(source: &SourceContract, file: &Path, d: &mut Diagnostics) {
     }
     if let Some(tz) = &values.timezone {
         if super::contract::parse_offset(&tz.value).is_none() {
-            d.at(
-                file,
-                &tz.position,
-                format!("`{}` is not an offset such as +08:00 or Z", tz.value),
-            );
+            d.at(file, &tz.position, format!("`{}` is not an offset such as +08:00 or Z", tz.value));
         }
     }
     if let Some(sep) = &values.thousands_separator {
-        if sep.value.chars().count() != 1
-            || sep.value == "."
-            || sep.value.chars().any(|c| c.is_ascii_digit())
-        {
-            d.at(
-                file,
-                &sep.position,
-                format!(
-                    "`{}` must be one character other than a digit or `.`",
-                    sep.value
-                ),
-            );
+        if sep.value.chars().count() != 1 || sep.value == "." || sep.value.chars().any(|c| c.is_ascii_digit()) {
+            d.at(file, &sep.position, format!("`{}` must be one character other than a digit or `.`", sep.value));
         }
     }
     if let Some(ratio) = &source.max_reject_ratio {
@@ -160,46 +102,27 @@ fn source_options(source: &SourceContract, file: &Path, d: &mut Diagnostics) {
 
 fn columns(source: &SourceContract, pipeline: &Pipeline, file: &Path, d: &mut Diagnostics) {
     if source.columns.value.0.is_empty() {
-        d.at(
-            file,
-            &source.columns.position,
-            "a source needs at least one column",
-        );
+        d.at(file, &source.columns.position, "a source needs at least one column");
     }
     let mut names = HashSet::new();
     let mut field_names = HashSet::new();
     for column in &source.columns.value.0 {
         let (c, position) = (&column.value, &column.position);
         if !is_snake_case(&c.name) {
-            d.at(
-                file,
-                position,
-                format!("column name `{}` must be snake_case", c.name),
-            );
+            d.at(file, position, format!("column name `{}` must be snake_case", c.name));
         }
         if !names.insert(c.name.as_str()) {
-            d.at(
-                file,
-                position,
-                format!("column `{}` is declared twice", c.name),
-            );
+            d.at(file, position, format!("column `{}` is declared twice", c.name));
         }
         if !field_names.insert(c.field_name()) {
-            d.at(
-                file,
-                position,
-                format!("field `{}` is read by two columns", c.field_name()),
-            );
+            d.at(file, position, format!("field `{}` is read by two columns", c.field_name()));
         }
         if let Some(values) = &c.accepted_values {
             if c.data_type != ColumnType::String {
                 d.at(
                     file,
                     &values.position,
-                    format!(
-                        "accepted_values needs a string column, `{}` is {}",
-                        c.name, c.data_type
-                    ),
+                    format!("accepted_values needs a string column, `{}` is {}", c.name, c.data_type),
                 );
             }
         }
@@ -208,38 +131,26 @@ fn columns(source: &SourceContract, pipeline: &Pipeline, file: &Path, d: &mut Di
                 d.at(
                     file,
                     &bound.position,
-                    format!(
-                        "min/max need an int or decimal column, `{}` is {}",
-                        c.name, c.data_type
-                    ),
+                    format!("min/max need an int or decimal column, `{}` is {}", c.name, c.data_type),
                 );
             }
         }
         if let Some(reference) = &c.references {
             match pipeline.source(&reference.value.source) {
-                None => d.at(
-                    file,
-                    &reference.position,
-                    format!("no source `{}` in this pipeline", reference.value.source),
-                ),
+                None => {
+                    d.at(file, &reference.position, format!("no source `{}` in this pipeline", reference.value.source))
+                }
                 Some(target) => match target.column(&reference.value.column) {
                     None => d.at(
                         file,
                         &reference.position,
-                        format!(
-                            "source `{}` has no column `{}`",
-                            target.name, reference.value.column
-                        ),
+                        format!("source `{}` has no column `{}`", target.name, reference.value.column),
                     ),
-                    Some(_) if target.primary_key.value != [reference.value.column.clone()] => d
-                        .at(
-                            file,
-                            &reference.position,
-                            format!(
-                                "`{}` must be the whole primary key of `{}`",
-                                reference.value.column, target.name
-                            ),
-                        ),
+                    Some(_) if target.primary_key.value != [reference.value.column.clone()] => d.at(
+                        file,
+                        &reference.position,
+                        format!("`{}` must be the whole primary key of `{}`", reference.value.column, target.name),
+                    ),
                     Some(_) => {}
                 },
             }
@@ -247,11 +158,7 @@ fn columns(source: &SourceContract, pipeline: &Pipeline, file: &Path, d: &mut Di
     }
     for key in &source.primary_key.value {
         match source.column(key) {
-            None => d.at(
-                file,
-                &source.primary_key.position,
-                format!("primary key column `{key}` is not declared"),
-            ),
+            None => d.at(file, &source.primary_key.position, format!("primary key column `{key}` is not declared")),
             Some(c) if c.nullable => d.at(
                 file,
                 &source.primary_key.position,
@@ -266,17 +173,13 @@ fn reference_cycles(pipeline: &Pipeline, d: &mut Diagnostics) {
     let ordered = pipeline.sources_in_reference_order();
     let mut seen: HashSet<&str> = HashSet::new();
     for source in ordered {
-        let waits_on_later = source
-            .referenced_sources()
-            .any(|r| r != source.name && !seen.contains(r) && pipeline.source(r).is_some());
+        let waits_on_later =
+            source.referenced_sources().any(|r| r != source.name && !seen.contains(r) && pipeline.source(r).is_some());
         if waits_on_later {
             d.at(
                 &pipeline.file,
                 &source.columns.position,
-                format!(
-                    "references between sources form a cycle through `{}`",
-                    source.name
-                ),
+                format!("references between sources form a cycle through `{}`", source.name),
             );
         }
         seen.insert(&source.name);
@@ -286,7 +189,5 @@ fn reference_cycles(pipeline: &Pipeline, d: &mut Diagnostics) {
 fn is_snake_case(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }

@@ -12,9 +12,7 @@ use std::fmt;
 use std::rc::Rc;
 
 use serde::Deserialize;
-use serde::de::{
-    self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
-};
+use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 
 /// Where a YAML node stands: 1-based line and column, and the field path from the document root.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -92,17 +90,14 @@ impl std::error::Error for YamlError {}
 
 impl de::Error for YamlError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        YamlError {
-            position: None,
-            message: msg.to_string(),
-        }
+        YamlError { position: None, message: msg.to_string() }
     }
 }
 
 impl YamlError {
     /// Give an error without a position the position of the node being deserialized.
     fn at(mut self, node: &Node) -> Self {
-        if self.position.is_none() && !self.is_skipped() {
+        if self.position.is_none() && !self.is_marker() {
             self.position = Some(node.position.clone());
         }
         self
@@ -112,25 +107,33 @@ impl YamlError {
 /// Parse `text` and deserialize it into `T`. Returns the value only when there was no error at
 /// all; otherwise every error found, in document order.
 pub fn from_str<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, Vec<YamlError>> {
-    let root = parse_tree(text).map_err(|e| vec![e])?;
-    from_node(&root)
+    match from_str_partial(text) {
+        (Some(value), errors) if errors.is_empty() => Ok(value),
+        (_, errors) => Err(errors),
+    }
 }
 
-/// Deserialize `T` from an already parsed node (all errors, or the value).
-pub fn from_node<T: for<'de> Deserialize<'de>>(node: &Node) -> Result<T, Vec<YamlError>> {
+/// Parse and deserialize as far as possible: the value with the entries that failed left out
+/// (`None` when even the top level failed), and every error found, in document order.
+pub fn from_str_partial<T: for<'de> Deserialize<'de>>(text: &str) -> (Option<T>, Vec<YamlError>) {
+    let root = match parse_tree(text) {
+        Ok(root) => root,
+        Err(e) => return (None, vec![e]),
+    };
     let sink = Rc::new(RefCell::new(Vec::new()));
-    let result = T::deserialize(NodeDeserializer {
-        node,
-        sink: sink.clone(),
-    });
+    let result = T::deserialize(NodeDeserializer { node: &root, sink: sink.clone() });
     let mut errors = sink.take();
-    match result {
-        Ok(value) if errors.is_empty() => return Ok(value),
-        Ok(_) => {}
-        Err(e) => errors.push(e),
-    }
+    let value = match result {
+        Ok(value) => Some(value),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
     errors.sort_by_key(|e| e.position.as_ref().map(|p| (p.line, p.column)));
-    Err(errors)
+    // A retried entry (see `Recovery`) reads its nested collections again.
+    errors.dedup();
+    (value, errors)
 }
 
 /// Parse YAML text into a located node tree (syntax errors only).
@@ -138,23 +141,12 @@ pub fn parse_tree(text: &str) -> Result<Node, YamlError> {
     if text.trim().is_empty() {
         return Ok(Node {
             value: NodeValue::Map(Vec::new()),
-            position: Position {
-                line: 1,
-                column: 1,
-                path: String::new(),
-            },
+            position: Position { line: 1, column: 1, path: String::new() },
         });
     }
     let mut root: RawNode = serde_saphyr::from_str(text).map_err(|e| {
-        let position = e.location().map(|l| Position {
-            line: l.line(),
-            column: l.column(),
-            path: String::new(),
-        });
-        YamlError {
-            position,
-            message: first_line(&e.without_snippet().to_string()),
-        }
+        let position = e.location().map(|l| Position { line: l.line(), column: l.column(), path: String::new() });
+        YamlError { position, message: first_line(&e.without_snippet().to_string()) }
     })?;
     Ok(root.take_with_path(String::new()))
 }
@@ -200,35 +192,20 @@ impl RawNode {
                             RawValue::Scalar(s) => s.scalar_text().unwrap_or_default(),
                             _ => "?".to_string(),
                         };
-                        let child = if path.is_empty() {
-                            key_text
-                        } else {
-                            format!("{path}.{key_text}")
-                        };
+                        let child = if path.is_empty() { key_text } else { format!("{path}.{key_text}") };
                         (k.take_with_path(child.clone()), v.take_with_path(child))
                     })
                     .collect(),
             ),
         };
-        Node {
-            value,
-            position: Position {
-                line: self.line,
-                column: self.column,
-                path,
-            },
-        }
+        Node { value, position: Position { line: self.line, column: self.column, path } }
     }
 }
 
 impl<'de> Deserialize<'de> for RawNode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let spanned: serde_saphyr::Spanned<RawValue> = serde_saphyr::Spanned::deserialize(d)?;
-        Ok(RawNode {
-            value: spanned.value,
-            line: spanned.referenced.line(),
-            column: spanned.referenced.column(),
-        })
+        Ok(RawNode { value: spanned.value, line: spanned.referenced.line(), column: spanned.referenced.column() })
     }
 }
 
@@ -300,32 +277,26 @@ pub struct NodeDeserializer<'a> {
 
 impl<'a> NodeDeserializer<'a> {
     fn invalid_type(&self, expected: &str) -> YamlError {
-        <YamlError as de::Error>::custom(format!(
-            "expected {expected}, found {}",
-            self.node.value.kind()
-        ))
-        .at(self.node)
+        <YamlError as de::Error>::custom(format!("expected {expected}, found {}", self.node.value.kind())).at(self.node)
     }
 
     /// With `lenient`, a failed entry is recorded in the sink and skipped (see [`Each`]);
     /// otherwise the first error ends the collection.
-    fn visit_collection<'de, V: Visitor<'de>>(
-        self,
-        visitor: V,
-        lenient: bool,
-    ) -> Result<V::Value, YamlError> {
+    fn visit_collection<'de, V: Visitor<'de>>(self, visitor: V, lenient: bool) -> Result<V::Value, YamlError> {
         let node = self.node;
         let result = match &node.value {
             NodeValue::Seq(items) => visitor.visit_seq(NodeSeq {
                 items: items.iter(),
                 sink: self.sink.clone(),
                 lenient,
+                recovery: Recovery::default(),
             }),
             NodeValue::Map(entries) => visitor.visit_map(NodeMap {
                 entries: entries.iter(),
                 value: None,
                 sink: self.sink.clone(),
                 lenient,
+                recovery: Recovery::default(),
             }),
             _ => return Err(self.invalid_type("a list or mapping")),
         };
@@ -360,9 +331,7 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, YamlError> {
         let node = self.node;
         match node.value.scalar_text() {
-            Some(text) => visitor
-                .visit_string::<YamlError>(text)
-                .map_err(|e| e.at(node)),
+            Some(text) => visitor.visit_string::<YamlError>(text).map_err(|e| e.at(node)),
             None => Err(self.invalid_type("a string")),
         }
     }
@@ -378,6 +347,7 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
                 items: [].iter(),
                 sink: self.sink,
                 lenient: false,
+                recovery: Recovery::default(),
             }),
             _ => Err(self.invalid_type("a list")),
         }
@@ -391,6 +361,7 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
                 value: None,
                 sink: self.sink,
                 lenient: false,
+                recovery: Recovery::default(),
             }),
             _ => Err(self.invalid_type("a mapping")),
         }
@@ -417,8 +388,7 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
         let node = self.node;
         match &node.value {
             NodeValue::Str(s) => {
-                let access: de::value::StrDeserializer<'_, YamlError> =
-                    s.as_str().into_deserializer();
+                let access: de::value::StrDeserializer<'_, YamlError> = s.as_str().into_deserializer();
                 visitor.visit_enum(access).map_err(|e| e.at(node))
             }
             _ => Err(self.invalid_type("one of the listed names")),
@@ -431,11 +401,7 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
         visitor: V,
     ) -> Result<V::Value, YamlError> {
         if name == LOCATED_MARKER {
-            return visitor.visit_seq(LocatedSeq {
-                node: self.node,
-                sink: self.sink,
-                next: 0,
-            });
+            return visitor.visit_seq(LocatedSeq { node: self.node, sink: self.sink, next: 0 });
         }
         if name == EACH_MARKER {
             return match self.node.value {
@@ -457,27 +423,23 @@ struct NodeSeq<'a> {
     items: std::slice::Iter<'a, Node>,
     sink: ErrorSink,
     lenient: bool,
+    recovery: Recovery,
 }
 
 impl<'de, 'a> SeqAccess<'de> for NodeSeq<'a> {
     type Error = YamlError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, YamlError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, YamlError> {
+        if let Some(pruned) = self.recovery.node.take() {
+            let attempt = seed.deserialize(NodeDeserializer { node: &pruned, sink: self.sink.clone() });
+            return Err(self.recovery.after_retry(&self.sink, &pruned, attempt.err()));
+        }
         let Some(item) = self.items.next() else {
             return Ok(None);
         };
-        match seed.deserialize(NodeDeserializer {
-            node: item,
-            sink: self.sink.clone(),
-        }) {
+        match seed.deserialize(NodeDeserializer { node: item, sink: self.sink.clone() }) {
             Ok(value) => Ok(Some(value)),
-            Err(e) if self.lenient => {
-                self.sink.borrow_mut().push(e.at(item));
-                Err(SKIPPED.clone())
-            }
+            Err(e) if self.lenient => Err(self.recovery.failed(&self.sink, item, e)),
             Err(e) => Err(e.at(item)),
         }
     }
@@ -488,58 +450,141 @@ struct NodeMap<'a> {
     value: Option<&'a Node>,
     sink: ErrorSink,
     lenient: bool,
+    recovery: Recovery,
 }
 
 impl<'de, 'a> MapAccess<'de> for NodeMap<'a> {
     type Error = YamlError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, YamlError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, YamlError> {
         match self.entries.next() {
             Some((key, value)) => {
                 self.value = Some(value);
-                seed.deserialize(NodeDeserializer {
-                    node: key,
-                    sink: self.sink.clone(),
-                })
-                .map(Some)
-                .map_err(|e| e.at(key))
+                seed.deserialize(NodeDeserializer { node: key, sink: self.sink.clone() })
+                    .map(Some)
+                    .map_err(|e| e.at(key))
             }
             None => Ok(None),
         }
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, YamlError> {
-        let node = self
-            .value
-            .take()
-            .expect("next_value_seed before next_key_seed");
-        match seed.deserialize(NodeDeserializer {
-            node,
-            sink: self.sink.clone(),
-        }) {
+        if let Some(pruned) = self.recovery.node.take() {
+            let attempt = seed.deserialize(NodeDeserializer { node: &pruned, sink: self.sink.clone() });
+            return Err(self.recovery.after_retry(&self.sink, &pruned, attempt.err()));
+        }
+        let node = self.value.take().expect("next_value_seed before next_key_seed");
+        match seed.deserialize(NodeDeserializer { node, sink: self.sink.clone() }) {
             Ok(v) => Ok(v),
-            Err(e) if self.lenient => {
-                self.sink.borrow_mut().push(e.at(node));
-                Err(SKIPPED.clone())
-            }
+            Err(e) if self.lenient => Err(self.recovery.failed(&self.sink, node, e)),
             Err(e) => Err(e.at(node)),
         }
     }
 }
 
-/// Marker error: the real error is already in the sink; [`Each`] and [`EachEntry`] drop it and
-/// carry on with the next entry.
-static SKIPPED: YamlError = YamlError {
-    position: None,
-    message: String::new(),
-};
+/// Error recovery inside one entry of a lenient collection. Derived struct deserializers stop at
+/// their first error, so after an error the failing part is pruned from a copy of the entry and
+/// the entry is read again: the errors further on in it are found too. The entry itself is
+/// dropped either way (its error is already recorded).
+#[derive(Default)]
+struct Recovery {
+    /// The pruned copy to read next, when a retry is due.
+    node: Option<Node>,
+    pruned: Vec<String>,
+    attempts: u32,
+}
+
+const MAX_RECOVERY_ATTEMPTS: u32 = 32;
+
+impl Recovery {
+    /// Record an error of `entry`; returns the marker telling the collection to retry or skip.
+    fn failed(&mut self, sink: &ErrorSink, entry: &Node, error: YamlError) -> YamlError {
+        let error = error.at(entry);
+        if !self.is_consequence(&error) {
+            sink.borrow_mut().push(error.clone());
+        }
+        let path = error.position.as_ref().map(|p| p.path.clone()).unwrap_or_default();
+        let pruned = (self.attempts < MAX_RECOVERY_ATTEMPTS && path != entry.position.path)
+            .then(|| prune(entry, &path))
+            .flatten();
+        match pruned {
+            Some(node) => {
+                self.pruned.push(path);
+                self.attempts += 1;
+                self.node = Some(node);
+                YamlError::retry()
+            }
+            None => {
+                *self = Recovery::default();
+                YamlError::skip()
+            }
+        }
+    }
+
+    /// After reading a pruned copy: on success the entry is done (and dropped); on error, go on.
+    fn after_retry(&mut self, sink: &ErrorSink, pruned: &Node, error: Option<YamlError>) -> YamlError {
+        match error {
+            Some(e) => self.failed(sink, pruned, e),
+            None => {
+                *self = Recovery::default();
+                YamlError::skip()
+            }
+        }
+    }
+
+    /// "missing field `x`" for a field this recovery pruned is not a new problem.
+    fn is_consequence(&self, error: &YamlError) -> bool {
+        let Some(field) = error.message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) else {
+            return false;
+        };
+        let parent = error.position.as_ref().map(|p| p.path.as_str()).unwrap_or_default();
+        let child = if parent.is_empty() { field.to_string() } else { format!("{parent}.{field}") };
+        self.pruned.contains(&child)
+    }
+}
+
+/// A copy of `node` without the map entry or list element whose path is `path`.
+fn prune(node: &Node, path: &str) -> Option<Node> {
+    let mut copy = node.clone();
+    remove_path(&mut copy, path).then_some(copy)
+}
+
+fn remove_path(node: &mut Node, path: &str) -> bool {
+    match &mut node.value {
+        NodeValue::Map(entries) => {
+            if let Some(i) = entries.iter().position(|(k, v)| k.position.path == path || v.position.path == path) {
+                entries.remove(i);
+                return true;
+            }
+            entries.iter_mut().any(|(_, v)| remove_path(v, path))
+        }
+        NodeValue::Seq(items) => {
+            if let Some(i) = items.iter().position(|item| item.position.path == path) {
+                items.remove(i);
+                return true;
+            }
+            items.iter_mut().any(|item| remove_path(item, path))
+        }
+        _ => false,
+    }
+}
+
+/// Marker errors (the real error is already in the sink): skip to the next entry, or read the
+/// current entry again after pruning. Generic code sees them only through `Display`.
+const SKIP_MARK: &str = "";
+const RETRY_MARK: &str = "\u{1}";
 
 impl YamlError {
-    fn is_skipped(&self) -> bool {
-        self.position.is_none() && self.message.is_empty()
+    fn skip() -> YamlError {
+        YamlError { position: None, message: SKIP_MARK.to_string() }
+    }
+
+    fn retry() -> YamlError {
+        YamlError { position: None, message: RETRY_MARK.to_string() }
+    }
+
+    fn is_marker(&self) -> bool {
+        self.position.is_none() && (self.message == SKIP_MARK || self.message == RETRY_MARK)
     }
 }
 
@@ -559,10 +604,7 @@ impl<T> std::ops::Deref for Located<T> {
 
 impl<T: Default> Default for Located<T> {
     fn default() -> Self {
-        Located {
-            value: T::default(),
-            position: Position::default(),
-        }
+        Located { value: T::default(), position: Position::default() }
     }
 }
 
@@ -588,10 +630,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
                 let column: u64 = seq.next_element()?.ok_or_else(missing)?;
                 let path: String = seq.next_element()?.ok_or_else(missing)?;
                 let value: T = seq.next_element()?.ok_or_else(missing)?;
-                Ok(Located {
-                    value,
-                    position: Position { line, column, path },
-                })
+                Ok(Located { value, position: Position { line, column, path } })
             }
         }
         d.deserialize_newtype_struct(LOCATED_MARKER, V(std::marker::PhantomData))
@@ -608,24 +647,14 @@ struct LocatedSeq<'a> {
 impl<'de, 'a> SeqAccess<'de> for LocatedSeq<'a> {
     type Error = YamlError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, YamlError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, YamlError> {
         self.next += 1;
         let p = &self.node.position;
         match self.next {
             1 => seed.deserialize(p.line.into_deserializer()).map(Some),
             2 => seed.deserialize(p.column.into_deserializer()).map(Some),
-            3 => seed
-                .deserialize(p.path.as_str().into_deserializer())
-                .map(Some),
-            4 => seed
-                .deserialize(NodeDeserializer {
-                    node: self.node,
-                    sink: self.sink.clone(),
-                })
-                .map(Some),
+            3 => seed.deserialize(p.path.as_str().into_deserializer()).map(Some),
+            4 => seed.deserialize(NodeDeserializer { node: self.node, sink: self.sink.clone() }).map(Some),
             _ => Ok(None),
         }
     }
@@ -662,7 +691,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Each<T> {
                     match seq.next_element::<T>() {
                         Ok(Some(item)) => items.push(item),
                         Ok(None) => return Ok(Each(items)),
-                        Err(e) if skipped(&e) => continue,
+                        Err(e) if is_mark(&e, SKIP_MARK) || is_mark(&e, RETRY_MARK) => continue,
                         Err(e) => return Err(e),
                     }
                 }
@@ -696,10 +725,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for EachEntry<T> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EachEntry<T>, A::Error> {
                 let mut entries = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
-                    match map.next_value::<T>() {
-                        Ok(value) => entries.push((key, value)),
-                        Err(e) if skipped(&e) => continue,
-                        Err(e) => return Err(e),
+                    loop {
+                        match map.next_value::<T>() {
+                            Ok(value) => entries.push((key.clone(), value)),
+                            Err(e) if is_mark(&e, RETRY_MARK) => continue,
+                            Err(e) if is_mark(&e, SKIP_MARK) => {}
+                            Err(e) => return Err(e),
+                        }
+                        break;
                     }
                 }
                 Ok(EachEntry(entries))
@@ -709,10 +742,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for EachEntry<T> {
     }
 }
 
-/// Whether a deserializer error is the "already recorded, skip me" marker. Generic errors can only
-/// be inspected through `Display`, and the marker is the one error with an empty message.
-fn skipped<E: de::Error>(e: &E) -> bool {
-    e.to_string().is_empty()
+/// Whether a deserializer error is one of the recovery markers. Generic errors can only be
+/// inspected through `Display`; a marker displays as its mark alone.
+fn is_mark<E: de::Error>(e: &E, mark: &str) -> bool {
+    e.to_string() == mark
 }
 
 #[cfg(test)]
@@ -741,39 +774,16 @@ mod tests {
         let errors = from_str::<Doc>(text).unwrap_err();
         let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(shown.len(), 3, "{shown:#?}");
-        assert!(
-            shown[0].starts_with("4:5: columns[1].nulable: unknown field `nulable`"),
-            "{}",
-            shown[0]
-        );
-        assert!(
-            shown[1].starts_with("6:15: columns[2].nullable: "),
-            "{}",
-            shown[1]
-        );
-        assert!(
-            shown[2].starts_with("9:11: limits.second: "),
-            "{}",
-            shown[2]
-        );
+        assert!(shown[0].starts_with("4:5: columns[1].nulable: unknown field `nulable`"), "{}", shown[0]);
+        assert!(shown[1].starts_with("6:15: columns[2].nullable: "), "{}", shown[1]);
+        assert!(shown[2].starts_with("9:11: limits.second: "), "{}", shown[2]);
     }
 
     #[test]
     fn keeps_good_elements_and_order() {
-        let doc: Doc =
-            from_str("columns:\n  - name: a\n  - name: 7\nlimits:\n  z: 3\n  a: 4\n").unwrap();
-        assert_eq!(
-            doc.columns
-                .0
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>(),
-            ["a", "7"]
-        );
-        assert_eq!(
-            doc.limits.0,
-            vec![("z".to_string(), 3), ("a".to_string(), 4)]
-        );
+        let doc: Doc = from_str("columns:\n  - name: a\n  - name: 7\nlimits:\n  z: 3\n  a: 4\n").unwrap();
+        assert_eq!(doc.columns.0.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["a", "7"]);
+        assert_eq!(doc.limits.0, vec![("z".to_string(), 3), ("a".to_string(), 4)]);
         assert!(doc.columns.0[0].nullable.is_none());
         assert_eq!(doc.columns.0[1].position.line, 3);
         assert_eq!(doc.columns.0[1].position.path, "columns[1]");
@@ -783,10 +793,6 @@ mod tests {
     fn syntax_error_has_a_position() {
         let errors = from_str::<Doc>("columns:\n  - name: [a\n").unwrap_err();
         assert_eq!(errors.len(), 1);
-        assert!(
-            errors[0].position.as_ref().unwrap().line >= 2,
-            "{:?}",
-            errors[0]
-        );
+        assert!(errors[0].position.as_ref().unwrap().line >= 2, "{:?}", errors[0]);
     }
 }

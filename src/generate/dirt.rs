@@ -18,6 +18,7 @@ use crate::ingest::values::reason;
 #[serde(rename_all = "snake_case")]
 pub enum Dirt {
     BadDate,
+    BadTimestamp,
     ThousandsSeparator,
     UnknownCustomer,
     DuplicateLine,
@@ -32,6 +33,7 @@ impl Dirt {
     pub fn expected_reason(self) -> Option<&'static str> {
         match self {
             Dirt::BadDate => Some(reason::INVALID_DATE),
+            Dirt::BadTimestamp => Some(reason::INVALID_TIMESTAMP),
             Dirt::UnknownCustomer => Some(reason::UNKNOWN_REFERENCE),
             Dirt::DuplicateLine => Some(reason::DUPLICATE_KEY),
             Dirt::NegativeQuantity => Some(reason::OUT_OF_RANGE),
@@ -44,7 +46,8 @@ impl Dirt {
     pub fn kinds_for(layout: &SourceLayout) -> Vec<Dirt> {
         let mut kinds = vec![Dirt::DuplicateLine];
         if !layout.date_columns.is_empty() {
-            kinds.extend([Dirt::BadDate, Dirt::AltDateFormat]);
+            kinds.push(if layout.dates_are_timestamps { Dirt::BadTimestamp } else { Dirt::BadDate });
+            kinds.push(Dirt::AltDateFormat);
         }
         if !layout.amount_columns.is_empty() {
             kinds.push(Dirt::ThousandsSeparator);
@@ -77,13 +80,7 @@ pub struct Dirtied {
 
 /// Apply one kind of mess to `row` (changed in place for accepted kinds). `fresh_key` makes the
 /// key of an extra row unique.
-pub fn apply<R: Rng>(
-    dirt: Dirt,
-    row: &mut [Cell],
-    layout: &SourceLayout,
-    fresh_key: String,
-    rng: &mut R,
-) -> Dirtied {
+pub fn apply<R: Rng>(dirt: Dirt, row: &mut [Cell], layout: &SourceLayout, fresh_key: String, rng: &mut R) -> Dirtied {
     let extra = || {
         let mut copy = row.to_vec();
         copy[layout.key_column] = Cell::Text(fresh_key.clone());
@@ -91,49 +88,27 @@ pub fn apply<R: Rng>(
     };
     let pick = |rng: &mut R, columns: &[usize]| columns[rng.random_range(0..columns.len())];
     match dirt {
-        Dirt::DuplicateLine => Dirtied {
-            extra: None,
-            duplicate: true,
-        },
-        Dirt::BadDate => {
+        Dirt::DuplicateLine => Dirtied { extra: None, duplicate: true },
+        Dirt::BadDate | Dirt::BadTimestamp => {
             let mut copy = extra();
             let column = pick(rng, layout.date_columns);
-            let bad = [
-                "2024-02-30",
-                "2023-13-01",
-                "31.02.2024",
-                "N/A",
-                "0000-00-00",
-            ][rng.random_range(0..5)];
+            let bad = ["2024-02-30", "2023-13-01", "31.02.2024", "N/A", "0000-00-00"][rng.random_range(0..5)];
             copy[column] = Cell::Text(bad.to_string());
-            Dirtied {
-                extra: Some(copy),
-                duplicate: false,
-            }
+            Dirtied { extra: Some(copy), duplicate: false }
         }
         Dirt::UnknownCustomer => {
             let mut copy = extra();
-            let column = layout
-                .customer_column
-                .expect("kind chosen for a source with a customer column");
+            let column = layout.customer_column.expect("kind chosen for a source with a customer column");
             copy[column] = Cell::Text(format!("C9{:07}", rng.random_range(0..10_000_000)));
-            Dirtied {
-                extra: Some(copy),
-                duplicate: false,
-            }
+            Dirtied { extra: Some(copy), duplicate: false }
         }
         Dirt::NegativeQuantity => {
             let mut copy = extra();
-            let column = layout
-                .quantity_column
-                .expect("kind chosen for a source with a quantity");
+            let column = layout.quantity_column.expect("kind chosen for a source with a quantity");
             if let Cell::Int(q) = copy[column] {
                 copy[column] = Cell::Int(-q.abs().max(1));
             }
-            Dirtied {
-                extra: Some(copy),
-                duplicate: false,
-            }
+            Dirtied { extra: Some(copy), duplicate: false }
         }
         Dirt::BadEncoding => {
             let mut copy = extra();
@@ -142,47 +117,31 @@ pub fn apply<R: Rng>(
             // 0xFF starts no character in UTF-8, GBK or GB18030.
             bytes.extend_from_slice(b"\xFF\xFE");
             copy[column] = Cell::Bytes(bytes);
-            Dirtied {
-                extra: Some(copy),
-                duplicate: false,
-            }
+            Dirtied { extra: Some(copy), duplicate: false }
         }
         Dirt::AltDateFormat => {
             let column = pick(rng, layout.date_columns);
-            let format = if rng.random_bool(0.5) {
-                "%Y/%m/%d"
-            } else {
-                "%Y%m%d"
-            };
+            let format = if rng.random_bool(0.5) { "%Y/%m/%d" } else { "%Y%m%d" };
             row[column] = match &row[column] {
                 Cell::Date(d) => Cell::Text(d.format(format).to_string()),
                 Cell::Timestamp(t) => Cell::Text(t.format("%Y/%m/%d %H:%M:%S").to_string()),
                 other => other.clone(),
             };
-            Dirtied {
-                extra: None,
-                duplicate: false,
-            }
+            Dirtied { extra: None, duplicate: false }
         }
         Dirt::ThousandsSeparator => {
             let column = pick(rng, layout.amount_columns);
             if let Cell::Decimal(unscaled, scale) = row[column] {
                 row[column] = Cell::Text(grouped_decimal_text(unscaled, scale));
             }
-            Dirtied {
-                extra: None,
-                duplicate: false,
-            }
+            Dirtied { extra: None, duplicate: false }
         }
         Dirt::TrailingBlanks => {
             let column = pick(rng, layout.text_columns);
             if let Cell::Text(s) = &row[column] {
                 row[column] = Cell::Text(format!("{s}{}", " ".repeat(rng.random_range(1..4))));
             }
-            Dirtied {
-                extra: None,
-                duplicate: false,
-            }
+            Dirtied { extra: None, duplicate: false }
         }
     }
 }

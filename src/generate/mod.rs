@@ -23,9 +23,7 @@ use rand_distr::{Distribution, Exp};
 use serde::Serialize;
 
 pub use dirt::{Dirt, Expected};
-use population::{
-    BgNbdParams, Customer, GammaGammaParams, STREAM_CONTACTS, STREAM_DIRT, STREAM_ORDERS, stream,
-};
+use population::{BgNbdParams, Customer, GammaGammaParams, STREAM_CONTACTS, STREAM_DIRT, STREAM_ORDERS, stream};
 use sources::{OutFormat, SourceLayout};
 use write::{Cell, CsvWriter, ExtractWriter, JsonLinesWriter, XlsxWriter};
 
@@ -65,20 +63,13 @@ impl GenerateOptions {
         }
         let b = &self.bgnbd;
         let s = &self.spend;
-        if [b.r, b.alpha, b.a, b.b, s.p, s.q, s.gamma]
-            .iter()
-            .any(|v| !(v.is_finite() && *v > 0.0))
-        {
+        if [b.r, b.alpha, b.a, b.b, s.p, s.q, s.gamma].iter().any(|v| !(v.is_finite() && *v > 0.0)) {
             problems.push("model parameters must be positive numbers");
         }
         if !(0.0..=1.0).contains(&self.enterprise_share) {
             problems.push("--enterprise-share must be in [0, 1]");
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Usage(problems.join("; ")))
-        }
+        if problems.is_empty() { Ok(()) } else { Err(Error::Usage(problems.join("; "))) }
     }
 }
 
@@ -114,11 +105,8 @@ pub fn generate(options: &GenerateOptions, progress: &Progress) -> Result<Manife
         options.enterprise_share,
         options.seed,
     );
-    let habits: Vec<sources::Habits> = population
-        .iter()
-        .enumerate()
-        .map(|(i, c)| sources::habits(options.seed, i as u32, c))
-        .collect();
+    let habits: Vec<sources::Habits> =
+        population.iter().enumerate().map(|(i, c)| sources::habits(options.seed, i as u32, c)).collect();
     let mut run = Generation {
         options,
         window,
@@ -158,31 +146,17 @@ pub fn generate(options: &GenerateOptions, progress: &Progress) -> Result<Manife
         }
         task.inc(1);
     }
-    task.finish(&format!(
-        "{} extract days, {} occasions",
-        options.days,
-        occasions.len()
-    ));
+    task.finish(&format!("{} extract days, {} occasions", options.days, occasions.len()));
 
     let mut totals: BTreeMap<String, Expected> = BTreeMap::new();
     for record in &run.extracts {
-        totals
-            .entry(record.source.clone())
-            .or_default()
-            .add(&record.expected);
+        totals.entry(record.source.clone()).or_default().add(&record.expected);
     }
-    let manifest = Manifest {
-        generator: options.clone(),
-        occasions: occasions.len() as u64,
-        extracts: run.extracts,
-        totals,
-    };
+    let manifest =
+        Manifest { generator: options.clone(), occasions: occasions.len() as u64, extracts: run.extracts, totals };
     let path = options.out.join(MANIFEST_FILE);
-    std::fs::write(
-        &path,
-        serde_json::to_vec_pretty(&manifest).expect("manifest serializes"),
-    )
-    .map_err(|e| Error::io(&path, e))?;
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).expect("manifest serializes"))
+        .map_err(|e| Error::io(&path, e))?;
     Ok(manifest)
 }
 
@@ -202,10 +176,7 @@ pub fn summary(manifest: &Manifest) -> String {
             expected.rows, expected.loaded
         ));
     }
-    lines.push(format!(
-        "manifest: {}",
-        manifest.generator.out.join(MANIFEST_FILE).display()
-    ));
+    lines.push(format!("manifest: {}", manifest.generator.out.join(MANIFEST_FILE).display()));
     lines.join("\n")
 }
 
@@ -220,17 +191,11 @@ fn master_changes(
     let mut changes: BTreeMap<u32, BTreeMap<u32, u32>> = BTreeMap::new();
     for (index, customer) in population.iter().enumerate() {
         let mut rng = stream(options.seed, population::STREAM_MASTER + 7, index as u64);
-        changes
-            .entry(customer.birth_day.max(first_extract))
-            .or_default()
-            .insert(index as u32, 0);
+        changes.entry(customer.birth_day.max(first_extract)).or_default().insert(index as u32, 0);
         if rng.random_bool(0.1) {
             let day = customer.birth_day + rng.random_range(1..=365);
             if day < window {
-                changes
-                    .entry(day.max(first_extract))
-                    .or_default()
-                    .insert(index as u32, 1);
+                changes.entry(day.max(first_extract)).or_default().insert(index as u32, 1);
             }
         }
     }
@@ -239,16 +204,11 @@ fn master_changes(
 
 /// Days on which customers contact the call centre on their own, and whether it is a complaint.
 /// Customers who are about to drop out (high dropout probability) complain more.
-fn contact_days(
-    options: &GenerateOptions,
-    population: &[Customer],
-    window: u32,
-) -> Vec<(u32, u32, bool)> {
+fn contact_days(options: &GenerateOptions, population: &[Customer], window: u32) -> Vec<(u32, u32, bool)> {
     let mut contacts = Vec::new();
     for (index, customer) in population.iter().enumerate() {
         let mut rng = stream(options.seed, STREAM_CONTACTS, index as u64);
-        let rate_per_day = (0.02 + 0.15 * customer.lambda).min(2.0) / 7.0
-            * if customer.enterprise { 2.0 } else { 1.0 };
+        let rate_per_day = (0.02 + 0.15 * customer.lambda).min(2.0) / 7.0 * if customer.enterprise { 2.0 } else { 1.0 };
         let gap = Exp::new(rate_per_day).expect("positive rate");
         let end = customer.death_day.map_or(window, |d| (d + 30).min(window));
         let mut t = customer.birth_day as f64;
@@ -306,13 +266,7 @@ impl Generation<'_> {
         let mut files = ExtractFiles::open(self.options, extract_day, date)?;
         for (customer, version) in self.master.remove(&extract_day).unwrap_or_default() {
             let c = &self.population[customer as usize];
-            let row = sources::customer_row(
-                self.options.seed,
-                customer,
-                c,
-                self.date(c.birth_day),
-                version,
-            );
+            let row = sources::customer_row(self.options.seed, customer, c, self.date(c.birth_day), version);
             files.emit(CUSTOMERS, row)?;
         }
         self.files = Some(files);
@@ -339,10 +293,7 @@ impl Generation<'_> {
         match &mut self.files {
             Some(files) if files.day == extract_day => files.emit(source, row),
             _ => {
-                self.pending
-                    .entry(extract_day)
-                    .or_default()
-                    .push((source, row));
+                self.pending.entry(extract_day).or_default().push((source, row));
                 Ok(())
             }
         }
@@ -352,11 +303,8 @@ impl Generation<'_> {
         let customer = occasion.customer;
         let c = &self.population[customer as usize];
         let habits = self.habits[customer as usize];
-        let mut rng: ChaCha8Rng = stream(
-            self.options.seed,
-            STREAM_ORDERS,
-            customer as u64 * 65_536 + occasion.day as u64,
-        );
+        let mut rng: ChaCha8Rng =
+            stream(self.options.seed, STREAM_ORDERS, customer as u64 * 65_536 + occasion.day as u64);
         let date = self.date(occasion.day);
 
         self.order_seq += 1;
@@ -416,21 +364,12 @@ impl Generation<'_> {
         }
         self.route(SHIPMENTS, shipment.delivered_day, shipment.delivered)?;
         if shipment.late && rng.random_bool(0.4) {
-            self.triggered
-                .entry(shipment.delivered_day + 1)
-                .or_default()
-                .push((customer, true, Some("delivery")));
+            self.triggered.entry(shipment.delivered_day + 1).or_default().push((customer, true, Some("delivery")));
         }
         Ok(())
     }
 
-    fn contact(
-        &mut self,
-        day: u32,
-        customer: u32,
-        complaint: bool,
-        category: Option<&'static str>,
-    ) -> Result<()> {
+    fn contact(&mut self, day: u32, customer: u32, complaint: bool, category: Option<&'static str>) -> Result<()> {
         self.contact_seq += 1;
         let mut rng = stream(self.options.seed, STREAM_CONTACTS + 100, self.contact_seq);
         let c = &self.population[customer as usize];
@@ -446,8 +385,7 @@ impl Generation<'_> {
         );
         match (contact.resolved_day, contact.resolved) {
             (Some(resolved_day), Some(resolved))
-                if self.extract_day(resolved_day) == self.extract_day(day)
-                    && resolved_day < self.window =>
+                if self.extract_day(resolved_day) == self.extract_day(day) && resolved_day < self.window =>
             {
                 self.route(INTERACTIONS, day, resolved)
             }
@@ -480,11 +418,7 @@ struct SourceFiles {
     expected: Expected,
 }
 
-fn open_writer(
-    layout: &SourceLayout,
-    path: &Path,
-    date: NaiveDate,
-) -> Result<Box<dyn ExtractWriter>> {
+fn open_writer(layout: &SourceLayout, path: &Path, date: NaiveDate) -> Result<Box<dyn ExtractWriter>> {
     Ok(match layout.format {
         OutFormat::Csv { gbk } => Box::new(CsvWriter::create(path, layout.headers, gbk)?),
         OutFormat::Jsonl => Box::new(JsonLinesWriter::create(path, layout.headers)?),
@@ -522,12 +456,7 @@ impl ExtractFiles {
         }
         let kind = files.dirt_kinds[files.dirt_rng.random_range(0..files.dirt_kinds.len())];
         files.fresh_keys += 1;
-        let fresh_key = format!(
-            "{}{}{:07}",
-            files.layout.fresh_key_prefix,
-            date.format("%Y%m%d"),
-            files.fresh_keys
-        );
+        let fresh_key = format!("{}{}{:07}", files.layout.fresh_key_prefix, date.format("%Y%m%d"), files.fresh_keys);
         let dirtied = dirt::apply(kind, &mut row, files.layout, fresh_key, &mut files.dirt_rng);
         files.expected.clean_row();
         files.expected.dirt(kind);
@@ -543,11 +472,7 @@ impl ExtractFiles {
                 if files.resent.is_none() {
                     files.resent = Some(open_writer(files.layout, &files.resent_path, date)?);
                 }
-                files
-                    .resent
-                    .as_mut()
-                    .expect("opened above")
-                    .write_row(&row)?;
+                files.resent.as_mut().expect("opened above").write_row(&row)?;
             }
         }
         Ok(())
@@ -556,12 +481,7 @@ impl ExtractFiles {
     fn close(self, out: &Path) -> Result<Vec<ExtractRecord>> {
         let mut records = Vec::new();
         for files in self.sources {
-            let relative = |p: &Path| {
-                p.strip_prefix(out)
-                    .unwrap_or(p)
-                    .to_string_lossy()
-                    .replace('\\', "/")
-            };
+            let relative = |p: &Path| p.strip_prefix(out).unwrap_or(p).to_string_lossy().replace('\\', "/");
             let mut names = vec![relative(&files.main_path)];
             files.main.finish()?;
             if let Some(writer) = files.resent {

@@ -3,12 +3,12 @@
 use rand::Rng;
 
 const SURNAMES: &[&str] = &[
-    "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭",
-    "何", "高", "林", "罗",
+    "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭", "何", "高", "林",
+    "罗",
 ];
 const GIVEN: &[&str] = &[
-    "伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明",
-    "超", "秀英", "华", "慧", "建国", "志强", "海燕", "晓东", "子涵", "浩然",
+    "伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明", "超", "秀英", "华",
+    "慧", "建国", "志强", "海燕", "晓东", "子涵", "浩然",
 ];
 const CITIES: &[(&str, &str)] = &[
     ("上海", "east"),
@@ -42,19 +42,10 @@ const REGIONS: &[(&str, &str)] = &[
     ("northeast", "东北"),
 ];
 const BRAND: &[&str] = &[
-    "华信", "恒通", "宏达", "金泰", "瑞丰", "中科", "新锐", "博远", "盛世", "天成", "鼎力", "联创",
-    "汇丰", "永安", "启明", "东方",
+    "华信", "恒通", "宏达", "金泰", "瑞丰", "中科", "新锐", "博远", "盛世", "天成", "鼎力", "联创", "汇丰", "永安",
+    "启明", "东方",
 ];
-const STREETS: &[&str] = &[
-    "人民路",
-    "解放路",
-    "中山路",
-    "建设路",
-    "和平路",
-    "长江路",
-    "科技路",
-    "创业大道",
-];
+const STREETS: &[&str] = &["人民路", "解放路", "中山路", "建设路", "和平路", "长江路", "科技路", "创业大道"];
 
 /// Industries as stored (English codes) with the word used in a company name.
 pub const INDUSTRIES: &[(&str, &str)] = &[
@@ -79,10 +70,7 @@ pub fn city<R: Rng>(rng: &mut R) -> (&'static str, &'static str) {
 
 /// The Chinese name of a region code (华东, 华北, …), as the ERP stores it.
 pub fn region_name(code: &str) -> &'static str {
-    REGIONS
-        .iter()
-        .find(|(c, _)| *c == code)
-        .map_or("华东", |(_, name)| name)
+    REGIONS.iter().find(|(c, _)| *c == code).map_or("华东", |(_, name)| name)
 }
 
 pub fn company<R: Rng>(rng: &mut R, city: &str, industry_word: &str) -> String {
@@ -90,11 +78,7 @@ pub fn company<R: Rng>(rng: &mut R, city: &str, industry_word: &str) -> String {
 }
 
 pub fn address<R: Rng>(rng: &mut R, city: &str) -> String {
-    format!(
-        "{city}市{}{}号",
-        pick(rng, STREETS),
-        rng.random_range(1..=999)
-    )
+    format!("{city}市{}{}号", pick(rng, STREETS), rng.random_range(1..=999))
 }
 
 pub fn phone<R: Rng>(rng: &mut R) -> String {

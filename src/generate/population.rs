@@ -53,9 +53,7 @@ pub struct Occasion {
 
 /// A deterministic random stream for one purpose and one entity.
 pub fn stream(seed: u64, purpose: u64, entity: u64) -> ChaCha8Rng {
-    let mut z = seed
-        ^ purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ entity.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z = seed ^ purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ entity.wrapping_mul(0xD1B5_4A32_D192_ED03);
     // splitmix64 finaliser: nearby inputs give unrelated seeds.
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -113,11 +111,7 @@ pub fn simulate(
                 break;
             }
         }
-        occasions.extend(days.into_iter().map(|(day, spend_cents)| Occasion {
-            day,
-            customer: index,
-            spend_cents,
-        }));
+        occasions.extend(days.into_iter().map(|(day, spend_cents)| Occasion { day, customer: index, spend_cents }));
         population.push(Customer {
             birth_day,
             death_day,
@@ -135,11 +129,8 @@ pub fn simulate(
 /// The customers with the highest expected yearly value are the enterprise accounts: a few of
 /// them carry most of the revenue, as in a real B2B base.
 fn mark_enterprises(population: &mut [Customer], share: f64) {
-    let mut values: Vec<(f64, usize)> = population
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.lambda * 52.0 * c.mean_spend, i))
-        .collect();
+    let mut values: Vec<(f64, usize)> =
+        population.iter().enumerate().map(|(i, c)| (c.lambda * 52.0 * c.mean_spend, i)).collect();
     values.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let count = ((population.len() as f64) * share).round() as usize;
     for (_, i) in values.into_iter().take(count) {

@@ -32,6 +32,8 @@ pub struct SourceLayout {
     /// Prefix of keys made up for extra (rejected) rows; never a real key.
     pub fresh_key_prefix: &'static str,
     pub date_columns: &'static [usize],
+    /// The date columns hold timestamps (a bad one is an invalid timestamp, not date).
+    pub dates_are_timestamps: bool,
     pub amount_columns: &'static [usize],
     /// Free-text columns (no accepted values) that may carry blanks or bad bytes.
     pub text_columns: &'static [usize],
@@ -83,6 +85,7 @@ pub const CUSTOMERS: SourceLayout = SourceLayout {
     key_column: 0,
     fresh_key_prefix: "CX",
     date_columns: &[8],
+    dates_are_timestamps: false,
     amount_columns: &[7],
     text_columns: &[1, 9, 12],
     customer_column: None,
@@ -113,6 +116,7 @@ pub const ORDERS: SourceLayout = SourceLayout {
     key_column: 0,
     fresh_key_prefix: "SOX",
     date_columns: &[3],
+    dates_are_timestamps: false,
     amount_columns: &[7, 9, 10],
     text_columns: &[5],
     customer_column: Some(2),
@@ -139,6 +143,7 @@ pub const SHIPMENTS: SourceLayout = SourceLayout {
     key_column: 0,
     fresh_key_prefix: "SHX",
     date_columns: &[3, 4],
+    dates_are_timestamps: false,
     amount_columns: &[7],
     text_columns: &[6],
     customer_column: Some(2),
@@ -165,6 +170,7 @@ pub const INTERACTIONS: SourceLayout = SourceLayout {
     key_column: 0,
     fresh_key_prefix: "CCX",
     date_columns: &[2],
+    dates_are_timestamps: true,
     amount_columns: &[],
     text_columns: &[5, 9],
     customer_column: Some(1),
@@ -204,16 +210,9 @@ pub struct Habits {
 
 pub fn habits(seed: u64, index: u32, customer: &Customer) -> Habits {
     let mut rng = stream(seed, STREAM_MASTER + 1000, index as u64);
-    let channel = if customer.enterprise {
-        rng.random_range(0..ORDER_CHANNELS.len())
-    } else {
-        rng.random_range(0..3)
-    };
-    let discount = if customer.enterprise {
-        rng.random_range(2..DISCOUNT_LEVELS.len())
-    } else {
-        rng.random_range(0..3)
-    };
+    let channel = if customer.enterprise { rng.random_range(0..ORDER_CHANNELS.len()) } else { rng.random_range(0..3) };
+    let discount =
+        if customer.enterprise { rng.random_range(2..DISCOUNT_LEVELS.len()) } else { rng.random_range(0..3) };
     Habits {
         order_channel: channel as u8,
         discount_level: discount as u8,
@@ -223,35 +222,18 @@ pub fn habits(seed: u64, index: u32, customer: &Customer) -> Habits {
 }
 
 /// Customer master row; `version` > 0 is a later change (account manager, credit rating).
-pub fn customer_row(
-    seed: u64,
-    index: u32,
-    customer: &Customer,
-    created: NaiveDate,
-    version: u32,
-) -> Vec<Cell> {
+pub fn customer_row(seed: u64, index: u32, customer: &Customer, created: NaiveDate, version: u32) -> Vec<Cell> {
     let mut rng = stream(seed, STREAM_MASTER, index as u64);
     let (city, region) = names::city(&mut rng);
     let (industry, industry_word) = *names::pick(&mut rng, names::INDUSTRIES);
     let contact = names::person(&mut rng);
-    let name = if customer.enterprise {
-        names::company(&mut rng, city, industry_word)
-    } else {
-        contact.clone()
-    };
-    let ratings: &[&str] = if customer.enterprise {
-        &["AAA", "AA", "A", "BBB"]
-    } else {
-        &["A", "BBB", "BB", "B"]
-    };
+    let name = if customer.enterprise { names::company(&mut rng, city, industry_word) } else { contact.clone() };
+    let ratings: &[&str] = if customer.enterprise { &["AAA", "AA", "A", "BBB"] } else { &["A", "BBB", "BB", "B"] };
     let mut rating = *names::pick(&mut rng, ratings);
     let mut manager = rng.random_range(1..=40);
     let revenue = customer.enterprise.then(|| {
         let exponent: f64 = rng.random_range(7.0..10.0);
-        Cell::Decimal(
-            ((10f64.powf(exponent) / 1000.0).round() as i64) * 100_000,
-            2,
-        )
+        Cell::Decimal(((10f64.powf(exponent) / 1000.0).round() as i64) * 100_000, 2)
     });
     let phone = names::phone(&mut rng);
     let address = names::address(&mut rng, city);
@@ -263,14 +245,7 @@ pub fn customer_row(
     vec![
         Cell::Text(customer_id(index)),
         Cell::Text(name),
-        Cell::Text(
-            if customer.enterprise {
-                "enterprise"
-            } else {
-                "person"
-            }
-            .to_string(),
-        ),
+        Cell::Text(if customer.enterprise { "enterprise" } else { "person" }.to_string()),
         Cell::Text(industry.to_string()),
         Cell::Text(names::region_name(region).to_string()),
         Cell::Text(format!("AM{manager:03}")),
@@ -303,61 +278,30 @@ pub fn order_lines<R: Rng>(
     status: &str,
     returned_line: bool,
 ) -> Order {
-    let count = (1 + Poisson::new(1.8).expect("rate").sample(rng) as i64)
-        .min(10)
-        .min(spend_cents.max(1));
+    let count = (1 + Poisson::new(1.8).expect("rate").sample(rng) as i64).min(10).min(spend_cents.max(1));
     let weights: Vec<f64> = (0..count).map(|_| rng.random_range(0.2..1.0)).collect();
     let total_weight: f64 = weights.iter().sum();
-    let mut amounts: Vec<i64> = weights
-        .iter()
-        .map(|w| ((spend_cents as f64 * w / total_weight).floor() as i64).max(1))
-        .collect();
+    let mut amounts: Vec<i64> =
+        weights.iter().map(|w| ((spend_cents as f64 * w / total_weight).floor() as i64).max(1)).collect();
     let assigned: i64 = amounts[..amounts.len() - 1].iter().sum();
     *amounts.last_mut().expect("at least one line") = (spend_cents - assigned).max(1);
 
     let mut lines = Vec::with_capacity(amounts.len() + 1);
     let mut returned_qty = 0;
     for (i, net) in amounts.iter().copied().enumerate() {
-        lines.push(order_line(
-            rng,
-            order_id,
-            i as i64 + 1,
-            customer,
-            enterprise,
-            habits,
-            date,
-            net,
-            status,
-        ));
+        lines.push(order_line(rng, order_id, i as i64 + 1, customer, enterprise, habits, date, net, status));
     }
     if returned_line {
         let net = (spend_cents / 4).max(100);
-        let line = order_line(
-            rng,
-            order_id,
-            lines.len() as i64 + 1,
-            customer,
-            enterprise,
-            habits,
-            date,
-            net,
-            "returned",
-        );
+        let line =
+            order_line(rng, order_id, lines.len() as i64 + 1, customer, enterprise, habits, date, net, "returned");
         if let Cell::Int(q) = line[6] {
             returned_qty = q;
         }
         lines.push(line);
     }
-    let completed_cents = if status == "completed" {
-        amounts.iter().sum()
-    } else {
-        0
-    };
-    Order {
-        lines,
-        completed_cents,
-        returned_qty,
-    }
+    let completed_cents = if status == "completed" { amounts.iter().sum() } else { 0 };
+    Order { lines, completed_cents, returned_qty }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -372,26 +316,18 @@ fn order_line<R: Rng>(
     net_cents: i64,
     status: &str,
 ) -> Vec<Cell> {
-    let category = if rng.random_bool(0.5) {
-        habits.favourite_category as usize
-    } else {
-        rng.random_range(0..CATEGORIES.len())
-    };
+    let category =
+        if rng.random_bool(0.5) { habits.favourite_category as usize } else { rng.random_range(0..CATEGORIES.len()) };
     let (category_name, prefix, margin) = CATEGORIES[category];
     let max_quantity = if enterprise { 200 } else { 10 };
     let quantity = rng.random_range(1..=max_quantity).min(net_cents.max(1));
-    let level = (habits.discount_level as i64 + rng.random_range(-1..=1))
-        .clamp(0, DISCOUNT_LEVELS.len() as i64 - 1);
+    let level = (habits.discount_level as i64 + rng.random_range(-1..=1)).clamp(0, DISCOUNT_LEVELS.len() as i64 - 1);
     let discount = DISCOUNT_LEVELS[level as usize];
     // net = quantity × unit_price × (1 − discount); net is what the ERP books, the price is rounded.
-    let unit_price = ((net_cents as f64) / (quantity as f64 * (1.0 - discount as f64 / 10_000.0)))
-        .round() as i64;
+    let unit_price = ((net_cents as f64) / (quantity as f64 * (1.0 - discount as f64 / 10_000.0))).round() as i64;
     let cost = ((net_cents as f64) * (1.0 - margin + rng.random_range(-0.05..0.05))).round() as i64;
-    let channel = if rng.random_bool(0.8) {
-        habits.order_channel as usize
-    } else {
-        rng.random_range(0..ORDER_CHANNELS.len())
-    };
+    let channel =
+        if rng.random_bool(0.8) { habits.order_channel as usize } else { rng.random_range(0..ORDER_CHANNELS.len()) };
     vec![
         Cell::Text(order_id.to_string()),
         Cell::Int(line_no),
@@ -434,9 +370,7 @@ pub fn shipment<R: Rng>(
     let date = |day: u32| window_start + Duration::days(day as i64);
     let shipped_day = order_day + rng.random_range(0..=2);
     let promised_day = order_day + 4;
-    let transit = 1 + Poisson::new(1.0 + habits.lateness as f64)
-        .expect("rate")
-        .sample(rng) as u32;
+    let transit = 1 + Poisson::new(1.0 + habits.lateness as f64).expect("rate").sample(rng) as u32;
     let delivered_day = shipped_day + transit;
     let freight = 1500 + order_cents / 120 + rng.random_range(0..500);
     let carrier = *names::pick(rng, CARRIERS);
@@ -454,11 +388,7 @@ pub fn shipment<R: Rng>(
             Cell::Int(returned),
         ]
     };
-    let final_status = if returned_qty > 0 {
-        "returned"
-    } else {
-        "delivered"
-    };
+    let final_status = if returned_qty > 0 { "returned" } else { "delivered" };
     Shipment {
         shipped_day,
         delivered_day,
@@ -491,11 +421,7 @@ pub fn contact<R: Rng>(
     complaint: bool,
     complaint_category: Option<&str>,
 ) -> Contact {
-    let weights: [u32; 5] = if enterprise {
-        [40, 20, 5, 10, 25]
-    } else {
-        [45, 20, 15, 18, 2]
-    };
+    let weights: [u32; 5] = if enterprise { [40, 20, 5, 10, 25] } else { [45, 20, 15, 18, 2] };
     let mut roll = rng.random_range(0..weights.iter().sum::<u32>());
     let channel = weights
         .iter()
@@ -516,12 +442,8 @@ pub fn contact<R: Rng>(
     };
     let started = NaiveDateTime::new(
         window_start + Duration::days(day as i64),
-        NaiveTime::from_hms_opt(
-            rng.random_range(8..20),
-            rng.random_range(0..60),
-            rng.random_range(0..60),
-        )
-        .expect("valid time"),
+        NaiveTime::from_hms_opt(rng.random_range(8..20), rng.random_range(0..60), rng.random_range(0..60))
+            .expect("valid time"),
     );
     let category = match (complaint, complaint_category) {
         (true, Some(c)) => c,
@@ -559,20 +481,8 @@ pub fn contact<R: Rng>(
     };
     let resolved_day = resolved_at.map(|t| (t.date() - window_start).num_days() as u32);
     match resolved_day {
-        Some(d) if d == day => Contact {
-            opened: row(resolved_at),
-            resolved_day: None,
-            resolved: None,
-        },
-        Some(d) => Contact {
-            opened: row(None),
-            resolved_day: Some(d),
-            resolved: Some(row(resolved_at)),
-        },
-        None => Contact {
-            opened: row(None),
-            resolved_day: None,
-            resolved: None,
-        },
+        Some(d) if d == day => Contact { opened: row(resolved_at), resolved_day: None, resolved: None },
+        Some(d) => Contact { opened: row(None), resolved_day: Some(d), resolved: Some(row(resolved_at)) },
+        None => Contact { opened: row(None), resolved_day: None, resolved: None },
     }
 }

@@ -47,23 +47,14 @@ pub fn decimal_text(unscaled: i64, scale: u32) -> String {
     let factor = 10i64.pow(scale);
     let sign = if unscaled < 0 { "-" } else { "" };
     let abs = unscaled.unsigned_abs();
-    format!(
-        "{sign}{}.{:0width$}",
-        abs / factor as u64,
-        abs % factor as u64,
-        width = scale as usize
-    )
+    format!("{sign}{}.{:0width$}", abs / factor as u64, abs % factor as u64, width = scale as usize)
 }
 
 /// `1234567.80` → `1,234,567.80`.
 pub fn grouped_decimal_text(unscaled: i64, scale: u32) -> String {
     let plain = decimal_text(unscaled, scale);
-    let (sign, rest) = plain
-        .strip_prefix('-')
-        .map_or(("", plain.as_str()), |r| ("-", r));
-    let (whole, fraction) = rest
-        .split_once('.')
-        .map_or((rest, None), |(w, f)| (w, Some(f)));
+    let (sign, rest) = plain.strip_prefix('-').map_or(("", plain.as_str()), |r| ("-", r));
+    let (whole, fraction) = rest.split_once('.').map_or((rest, None), |(w, f)| (w, Some(f)));
     let mut grouped = String::new();
     for (i, ch) in whole.chars().enumerate() {
         if i > 0 && (whole.len() - i) % 3 == 0 {
@@ -87,10 +78,7 @@ fn create(path: &Path) -> Result<BufWriter<File>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    Ok(BufWriter::with_capacity(
-        1 << 20,
-        File::create(path).map_err(|e| Error::io(path, e))?,
-    ))
+    Ok(BufWriter::with_capacity(1 << 20, File::create(path).map_err(|e| Error::io(path, e))?))
 }
 
 pub struct CsvWriter {
@@ -103,13 +91,7 @@ pub struct CsvWriter {
 
 impl CsvWriter {
     pub fn create(path: &Path, headers: &[&str], gbk: bool) -> Result<CsvWriter> {
-        let mut writer = CsvWriter {
-            out: create(path)?,
-            path: path.to_path_buf(),
-            gbk,
-            line: Vec::new(),
-            rows: 0,
-        };
+        let mut writer = CsvWriter { out: create(path)?, path: path.to_path_buf(), gbk, line: Vec::new(), rows: 0 };
         let header: Vec<Cell> = headers.iter().map(|h| Cell::Text(h.to_string())).collect();
         writer.write_line(&header)?;
         writer.rows = 0;
@@ -118,11 +100,7 @@ impl CsvWriter {
 
     fn push_text(&mut self, text: &str) {
         let needs_quotes = text.contains([',', '"', '\n', '\r']);
-        let text = if needs_quotes {
-            format!("\"{}\"", text.replace('"', "\"\""))
-        } else {
-            text.to_string()
-        };
+        let text = if needs_quotes { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_string() };
         if self.gbk && !text.is_ascii() {
             let (encoded, _, _) = encoding_rs::GBK.encode(&text);
             self.line.extend_from_slice(&encoded);
@@ -144,9 +122,7 @@ impl CsvWriter {
         }
         self.line.push(b'\n');
         self.rows += 1;
-        self.out
-            .write_all(&self.line)
-            .map_err(|e| Error::io(&self.path, e))
+        self.out.write_all(&self.line).map_err(|e| Error::io(&self.path, e))
     }
 }
 
@@ -174,10 +150,7 @@ impl JsonLinesWriter {
         Ok(JsonLinesWriter {
             out: create(path)?,
             path: path.to_path_buf(),
-            keys: keys
-                .iter()
-                .map(|k| serde_json::to_string(k).expect("string"))
-                .collect(),
+            keys: keys.iter().map(|k| serde_json::to_string(k).expect("string")).collect(),
             line: Vec::new(),
             rows: 0,
         })
@@ -204,18 +177,12 @@ impl ExtractWriter for JsonLinesWriter {
                     self.line.extend_from_slice(bytes);
                     self.line.push(b'"');
                 }
-                other => self.line.extend_from_slice(
-                    serde_json::to_string(&other.text())
-                        .expect("string")
-                        .as_bytes(),
-                ),
+                other => self.line.extend_from_slice(serde_json::to_string(&other.text()).expect("string").as_bytes()),
             }
         }
         self.line.extend_from_slice(b"}\n");
         self.rows += 1;
-        self.out
-            .write_all(&self.line)
-            .map_err(|e| Error::io(&self.path, e))
+        self.out.write_all(&self.line).map_err(|e| Error::io(&self.path, e))
     }
 
     fn finish(mut self: Box<Self>) -> Result<u64> {
@@ -239,14 +206,11 @@ impl XlsxWriter {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
         let mut workbook = rust_xlsxwriter::Workbook::new();
-        workbook
-            .set_properties(&rust_xlsxwriter::DocProperties::new().set_creation_datetime(&date));
+        workbook.set_properties(&rust_xlsxwriter::DocProperties::new().set_creation_datetime(&date));
         let sheet = workbook.add_worksheet();
         sheet.set_name("export").map_err(|e| xlsx_error(path, e))?;
         for (col, header) in headers.iter().enumerate() {
-            sheet
-                .write_string(0, col as u16, *header)
-                .map_err(|e| xlsx_error(path, e))?;
+            sheet.write_string(0, col as u16, *header).map_err(|e| xlsx_error(path, e))?;
         }
         Ok(XlsxWriter {
             workbook,
@@ -264,25 +228,16 @@ fn xlsx_error(path: &Path, e: rust_xlsxwriter::XlsxError) -> Error {
 
 impl ExtractWriter for XlsxWriter {
     fn write_row(&mut self, row: &[Cell]) -> Result<()> {
-        let sheet = self
-            .workbook
-            .worksheet_from_index(0)
-            .map_err(|e| xlsx_error(&self.path, e))?;
+        let sheet = self.workbook.worksheet_from_index(0).map_err(|e| xlsx_error(&self.path, e))?;
         for (col, cell) in row.iter().enumerate() {
             let col = col as u16;
             let written = match cell {
                 Cell::Null => Ok(&mut *sheet),
                 Cell::Text(s) => sheet.write_string(self.row, col, s),
                 Cell::Int(i) => sheet.write_number(self.row, col, *i as f64),
-                Cell::Decimal(u, s) => {
-                    sheet.write_number(self.row, col, *u as f64 / 10f64.powi(*s as i32))
-                }
-                Cell::Date(d) => {
-                    sheet.write_datetime_with_format(self.row, col, d, &self.date_format)
-                }
-                Cell::Timestamp(t) => {
-                    sheet.write_datetime_with_format(self.row, col, t, &self.timestamp_format)
-                }
+                Cell::Decimal(u, s) => sheet.write_number(self.row, col, *u as f64 / 10f64.powi(*s as i32)),
+                Cell::Date(d) => sheet.write_datetime_with_format(self.row, col, d, &self.date_format),
+                Cell::Timestamp(t) => sheet.write_datetime_with_format(self.row, col, t, &self.timestamp_format),
                 Cell::Bool(b) => sheet.write_boolean(self.row, col, *b),
                 Cell::Bytes(b) => sheet.write_string(self.row, col, String::from_utf8_lossy(b)),
             };
@@ -293,9 +248,7 @@ impl ExtractWriter for XlsxWriter {
     }
 
     fn finish(mut self: Box<Self>) -> Result<u64> {
-        self.workbook
-            .save(&self.path)
-            .map_err(|e| xlsx_error(&self.path, e))?;
+        self.workbook.save(&self.path).map_err(|e| xlsx_error(&self.path, e))?;
         Ok(self.row as u64 - 1)
     }
 }

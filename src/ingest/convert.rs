@@ -46,10 +46,8 @@ pub fn arrow_type(data_type: ColumnType) -> DataType {
 
 /// The schema of `raw/<source>/`: the contract's columns, in contract order.
 pub fn raw_schema(contract: &SourceContract) -> SchemaRef {
-    let fields: Vec<Field> = contract
-        .columns()
-        .map(|c| Field::new(&c.name, arrow_type(c.data_type), c.nullable))
-        .collect();
+    let fields: Vec<Field> =
+        contract.columns().map(|c| Field::new(&c.name, arrow_type(c.data_type), c.nullable)).collect();
     Arc::new(Schema::new(fields))
 }
 
@@ -101,10 +99,7 @@ impl Converter {
                 name: c.name.clone(),
                 data_type: c.data_type,
                 nullable: c.nullable,
-                accepted: c
-                    .accepted_values
-                    .as_ref()
-                    .map(|v| v.value.iter().cloned().collect()),
+                accepted: c.accepted_values.as_ref().map(|v| v.value.iter().cloned().collect()),
                 min: c.min.as_ref().map(|m| m.value),
                 max: c.max.as_ref().map(|m| m.value),
                 reference: c.references.as_ref().and_then(|r| {
@@ -121,17 +116,8 @@ impl Converter {
             columns,
             parser: TextParser::new(&contract.values),
             decoder: Decoder::new(encoding),
-            key_columns: contract
-                .primary_key
-                .value
-                .iter()
-                .filter_map(|k| contract.column_index(k))
-                .collect(),
-            json_fields: contract
-                .columns()
-                .enumerate()
-                .map(|(i, c)| (c.field_name().to_string(), i))
-                .collect(),
+            key_columns: contract.primary_key.value.iter().filter_map(|k| contract.column_index(k)).collect(),
+            json_fields: contract.columns().enumerate().map(|(i, c)| (c.field_name().to_string(), i)).collect(),
             schema: raw_schema(contract),
             watch_encoding: encoding != Encoding::Utf8,
         }
@@ -147,11 +133,8 @@ impl Converter {
 
     pub fn convert(&self, chunk: Chunk) -> Converted {
         let n = chunk.text.len();
-        let mut builders: Vec<ColumnBuilder> = self
-            .columns
-            .iter()
-            .map(|c| ColumnBuilder::new(c.data_type, n))
-            .collect();
+        let mut builders: Vec<ColumnBuilder> =
+            self.columns.iter().map(|c| ColumnBuilder::new(c.data_type, n)).collect();
         let mut key_hashes = Vec::with_capacity(if self.key_columns.is_empty() { 0 } else { n });
         let mut row_records = Vec::with_capacity(n);
         let mut rejects = Vec::new();
@@ -164,9 +147,7 @@ impl Converter {
             if self.watch_encoding {
                 evidence.observe(chunk.text.raw(record));
             }
-            let reader_problem = problems
-                .next_if(|(i, _)| *i == record)
-                .map(|(_, p)| (None, p.clone()));
+            let reader_problem = problems.next_if(|(i, _)| *i == record).map(|(_, p)| (None, p.clone()));
             let outcome = match (reader_problem, &chunk.fields) {
                 (Some(problem), _) => Err(problem),
                 (None, Fields::Split { .. }) => {
@@ -202,8 +183,7 @@ impl Converter {
             }
         }
         let arrays: Vec<ArrayRef> = builders.into_iter().map(ColumnBuilder::finish).collect();
-        let batch =
-            RecordBatch::try_new(self.schema.clone(), arrays).expect("builders follow the schema");
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays).expect("builders follow the schema");
         Converted {
             seq: chunk.seq,
             file_index: chunk.file_index,
@@ -219,12 +199,7 @@ impl Converter {
         }
     }
 
-    fn append_row(
-        &self,
-        row: &[Value],
-        builders: &mut [ColumnBuilder],
-        key_hashes: &mut Vec<u128>,
-    ) {
+    fn append_row(&self, row: &[Value], builders: &mut [ColumnBuilder], key_hashes: &mut Vec<u128>) {
         for (builder, value) in builders.iter_mut().zip(row) {
             builder.append(value);
         }
@@ -239,14 +214,8 @@ impl Converter {
             Some(text) => text.into_owned(),
             None => match self.decoder.encoding() {
                 Encoding::Utf8 => String::from_utf8_lossy(raw).into_owned(),
-                Encoding::Gbk => encoding_rs::GBK
-                    .decode_without_bom_handling(raw)
-                    .0
-                    .into_owned(),
-                Encoding::Gb18030 => encoding_rs::GB18030
-                    .decode_without_bom_handling(raw)
-                    .0
-                    .into_owned(),
+                Encoding::Gbk => encoding_rs::GBK.decode_without_bom_handling(raw).0.into_owned(),
+                Encoding::Gb18030 => encoding_rs::GB18030.decode_without_bom_handling(raw).0.into_owned(),
             },
         }
     }
@@ -286,14 +255,10 @@ impl Converter {
             let column = *self.json_fields.get(key.as_ref()).ok_or_else(|| {
                 (
                     Some(key.to_string()),
-                    FieldError::new(
-                        reason::UNEXPECTED_FIELD,
-                        format!("key `{key}` is not in the contract"),
-                    ),
+                    FieldError::new(reason::UNEXPECTED_FIELD, format!("key `{key}` is not in the contract")),
                 )
             })?;
-            texts[column] =
-                json_scalar_text(raw).map_err(|e| (Some(self.columns[column].name.clone()), e))?;
+            texts[column] = json_scalar_text(raw).map_err(|e| (Some(self.columns[column].name.clone()), e))?;
         }
         for (plan, text) in self.columns.iter().zip(texts) {
             let value = match text {
@@ -306,11 +271,7 @@ impl Converter {
     }
 
     /// Type and check one field's text against its column.
-    fn value<'a>(
-        &self,
-        plan: &ColumnPlan,
-        text: Cow<'a, str>,
-    ) -> Result<Value<'a>, (Option<String>, FieldError)> {
+    fn value<'a>(&self, plan: &ColumnPlan, text: Cow<'a, str>) -> Result<Value<'a>, (Option<String>, FieldError)> {
         let fail = |e: FieldError| (Some(plan.name.clone()), e);
         let prepared: Option<Cow<'a, str>> = match text {
             Cow::Borrowed(t) => self.parser.prepare(t).map(Cow::Borrowed),
@@ -336,18 +297,13 @@ impl Converter {
             if !accepted.contains(s.as_ref()) {
                 let mut list: Vec<&str> = accepted.iter().map(String::as_str).collect();
                 list.sort_unstable();
-                return Err(FieldError::new(
-                    reason::NOT_ACCEPTED,
-                    format!("`{s}` is not one of {}", list.join(", ")),
-                ));
+                return Err(FieldError::new(reason::NOT_ACCEPTED, format!("`{s}` is not one of {}", list.join(", "))));
             }
         }
         if plan.min.is_some() || plan.max.is_some() {
             let number = match (value, plan.data_type) {
                 (Value::Int(i), _) => Some(*i as f64),
-                (Value::Decimal(d), ColumnType::Decimal { scale, .. }) => {
-                    Some(*d as f64 / 10f64.powi(scale as i32))
-                }
+                (Value::Decimal(d), ColumnType::Decimal { scale, .. }) => Some(*d as f64 / 10f64.powi(scale as i32)),
                 _ => None,
             };
             if let Some(x) = number {
@@ -368,10 +324,7 @@ impl Converter {
         if let Some((keys, target)) = &plan.reference {
             let key = key_text(value);
             if !key.is_empty() && !keys.contains(key.as_ref()) {
-                return Err(FieldError::new(
-                    reason::UNKNOWN_REFERENCE,
-                    format!("`{key}` is not in {target}"),
-                ));
+                return Err(FieldError::new(reason::UNKNOWN_REFERENCE, format!("`{key}` is not in {target}")));
             }
         }
         Ok(())
@@ -385,10 +338,7 @@ fn no_value<'a>(plan: &ColumnPlan) -> Result<Value<'a>, (Option<String>, FieldEr
     } else {
         Err((
             Some(plan.name.clone()),
-            FieldError::new(
-                reason::MISSING_VALUE,
-                format!("`{}` must have a value", plan.name),
-            ),
+            FieldError::new(reason::MISSING_VALUE, format!("`{}` must have a value", plan.name)),
         ))
     }
 }
@@ -443,10 +393,7 @@ type JsonObject<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
 
 fn parse_json_object(line: &[u8]) -> Result<JsonObject<'_>, FieldError> {
     let text = std::str::from_utf8(line).map_err(|e| {
-        FieldError::new(
-            reason::INVALID_ENCODING,
-            format!("not valid UTF-8 at byte {}", e.valid_up_to()),
-        )
+        FieldError::new(reason::INVALID_ENCODING, format!("not valid UTF-8 at byte {}", e.valid_up_to()))
     })?;
     let object: HashMap<Cow<str>, &RawValue> = serde_json::from_str(text)
         .map_err(|e| FieldError::new(reason::INVALID_JSON, format!("not a JSON object: {e}")))?;
@@ -463,10 +410,7 @@ fn json_scalar_text(raw: &RawValue) -> Result<Option<Cow<'_, str>>, FieldError> 
             .map(Some)
             .map_err(|e| FieldError::new(reason::INVALID_JSON, e.to_string())),
         Some(b'n') => Ok(None),
-        Some(b'{') | Some(b'[') => Err(FieldError::new(
-            reason::INVALID_VALUE,
-            format!("`{text}` is not a scalar"),
-        )),
+        Some(b'{') | Some(b'[') => Err(FieldError::new(reason::INVALID_VALUE, format!("`{text}` is not a scalar"))),
         _ => Ok(Some(Cow::Borrowed(text))),
     }
 }
@@ -483,17 +427,13 @@ enum ColumnBuilder {
 impl ColumnBuilder {
     fn new(data_type: ColumnType, capacity: usize) -> Self {
         match data_type {
-            ColumnType::String => {
-                ColumnBuilder::Str(StringBuilder::with_capacity(capacity, capacity * 8))
-            }
+            ColumnType::String => ColumnBuilder::Str(StringBuilder::with_capacity(capacity, capacity * 8)),
             ColumnType::Int => ColumnBuilder::Int(Int64Builder::with_capacity(capacity)),
             ColumnType::Decimal { precision, scale } => {
                 ColumnBuilder::Decimal(Decimal128Builder::with_capacity(capacity), precision, scale)
             }
             ColumnType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(capacity)),
-            ColumnType::Timestamp => {
-                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity))
-            }
+            ColumnType::Timestamp => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity)),
             ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(capacity)),
         }
     }
@@ -520,11 +460,9 @@ impl ColumnBuilder {
         match self {
             ColumnBuilder::Str(mut b) => Arc::new(b.finish()),
             ColumnBuilder::Int(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Decimal(mut b, precision, scale) => Arc::new(
-                b.finish()
-                    .with_precision_and_scale(precision, scale)
-                    .expect("validated precision and scale"),
-            ),
+            ColumnBuilder::Decimal(mut b, precision, scale) => {
+                Arc::new(b.finish().with_precision_and_scale(precision, scale).expect("validated precision and scale"))
+            }
             ColumnBuilder::Date(mut b) => Arc::new(b.finish()),
             ColumnBuilder::Timestamp(mut b) => Arc::new(b.finish().with_timezone("UTC")),
             ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),

@@ -27,12 +27,8 @@ impl Decoder {
         match self.encoding {
             Encoding::Utf8 => std::str::from_utf8(bytes).ok().map(Cow::Borrowed),
             // encoding_rs decodes GBK with the GB18030 decoder (WHATWG), so both accept all of GB18030.
-            Encoding::Gbk => {
-                encoding_rs::GBK.decode_without_bom_handling_and_without_replacement(bytes)
-            }
-            Encoding::Gb18030 => {
-                encoding_rs::GB18030.decode_without_bom_handling_and_without_replacement(bytes)
-            }
+            Encoding::Gbk => encoding_rs::GBK.decode_without_bom_handling_and_without_replacement(bytes),
+            Encoding::Gb18030 => encoding_rs::GB18030.decode_without_bom_handling_and_without_replacement(bytes),
         }
     }
 }
@@ -75,18 +71,10 @@ mod tests {
     #[test]
     fn gbk_decodes_and_invalid_bytes_are_refused() {
         let (gbk, _, _) = encoding_rs::GBK.encode("华东区");
-        assert_eq!(
-            Decoder::new(Encoding::Gbk).decode(&gbk).as_deref(),
-            Some("华东区")
-        );
+        assert_eq!(Decoder::new(Encoding::Gbk).decode(&gbk).as_deref(), Some("华东区"));
         assert_eq!(Decoder::new(Encoding::Utf8).decode(&gbk), None);
         assert_eq!(Decoder::new(Encoding::Gbk).decode(b"ab\xFFcd"), None);
-        assert_eq!(
-            Decoder::new(Encoding::Utf8)
-                .decode("华东".as_bytes())
-                .as_deref(),
-            Some("华东")
-        );
+        assert_eq!(Decoder::new(Encoding::Utf8).decode("华东".as_bytes()).as_deref(), Some("华东"));
     }
 
     #[test]

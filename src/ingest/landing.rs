@@ -27,9 +27,7 @@ pub async fn find(
         Ok(p) => p,
         Err(e) => return Ok(Err(e)),
     };
-    let literal_end = pattern_text
-        .find(['*', '?', '[', '{'])
-        .unwrap_or(pattern_text.len());
+    let literal_end = pattern_text.find(['*', '?', '[', '{']).unwrap_or(pattern_text.len());
     let folder = match pattern_text[..literal_end].rfind('/') {
         Some(slash) => &pattern_text[..slash],
         None => "",
@@ -38,27 +36,17 @@ pub async fn find(
         Ok(p) => p,
         Err(e) => return Ok(Err(format!("`{pattern_text}` is not a valid glob: {e}"))),
     };
-    let options = glob::MatchOptions {
-        require_literal_separator: true,
-        ..Default::default()
-    };
+    let options = glob::MatchOptions { require_literal_separator: true, ..Default::default() };
     let objects = landing.list(folder).await?;
     if objects.is_empty() {
-        return Ok(Err(format!(
-            "no landing folder for {as_of}: nothing under {}/{folder}",
-            landing.display
-        )));
+        return Ok(Err(format!("no landing folder for {as_of}: nothing under {}/{folder}", landing.display)));
     }
     let mut files = Vec::new();
     let mut others = Vec::new();
     for object in objects {
         let name = landing.relative(&object.location);
         if pattern.matches_with(&name, options) {
-            files.push(LandingFile {
-                key: object.location,
-                name,
-                size: object.size,
-            });
+            files.push(LandingFile { key: object.location, name, size: object.size });
         } else {
             others.push(name);
         }

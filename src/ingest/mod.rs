@@ -106,33 +106,21 @@ pub async fn load_source(
     let mut references = HashMap::new();
     for column in contract.columns() {
         if let Some(reference) = &column.references {
-            let target = pipeline.source(&reference.value.source).ok_or_else(|| {
-                Error::Internal(format!(
-                    "validated reference {} has no source",
-                    reference.value
-                ))
-            })?;
-            let keys =
-                references::load_keys(&ctx.warehouse, target, &reference.value.column, as_of)
-                    .await?;
+            let target = pipeline
+                .source(&reference.value.source)
+                .ok_or_else(|| Error::Internal(format!("validated reference {} has no source", reference.value)))?;
+            let keys = references::load_keys(&ctx.warehouse, target, &reference.value.column, as_of).await?;
             references.insert(reference.value.to_string(), keys);
         }
     }
 
     let layout = ctx.warehouse.layout();
-    let staged_rows = layout.staging_file(
-        &ctx.run_id,
-        &format!("raw/{}/load_date={as_of}/part-0.parquet", contract.name),
-    );
-    let staged_rejects = layout.staging_file(
-        &ctx.run_id,
-        &format!("rejects/{}/load_date={as_of}/part-0.parquet", contract.name),
-    );
+    let staged_rows =
+        layout.staging_file(&ctx.run_id, &format!("raw/{}/load_date={as_of}/part-0.parquet", contract.name));
+    let staged_rejects =
+        layout.staging_file(&ctx.run_id, &format!("rejects/{}/load_date={as_of}/part-0.parquet", contract.name));
     let total_bytes = files.iter().map(|f| f.size).sum();
-    let task = Arc::new(
-        ctx.progress
-            .bytes(format!("ingest {}", contract.name), total_bytes),
-    );
+    let task = Arc::new(ctx.progress.bytes(format!("ingest {}", contract.name), total_bytes));
 
     let converter = Arc::new(Converter::new(contract, &references));
     let read_job = ReadJob {
@@ -152,20 +140,9 @@ pub async fn load_source(
     let rows_read: u64 = outcome.files.iter().map(|f| f.rows_read).sum();
     let rows_loaded: u64 = outcome.files.iter().map(|f| f.rows_loaded).sum();
     let rows_rejected: u64 = outcome.files.iter().map(|f| f.rows_rejected).sum();
-    let ratio = if rows_read == 0 {
-        0.0
-    } else {
-        rows_rejected as f64 / rows_read as f64
-    };
+    let ratio = if rows_read == 0 { 0.0 } else { rows_rejected as f64 / rows_read as f64 };
     let error = if !outcome.file_errors.is_empty() {
-        Some(
-            outcome
-                .file_errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
+        Some(outcome.file_errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
     } else if ratio > max_reject_ratio {
         Some(format!(
             "rejected {rows_rejected} of {rows_read} rows ({:.2}%), more than max_reject_ratio {}%",
@@ -182,11 +159,7 @@ pub async fn load_source(
         let rejects_key = layout.part_file(&layout.rejects_partition(&contract.name, as_of), 0);
         location.rename(&staged_rejects, &rejects_key).await?;
         location.rename(&staged_rows, &rows_key).await?;
-        (
-            LoadStatus::Loaded,
-            Some(location.relative(&rows_key)),
-            Some(location.relative(&rejects_key)),
-        )
+        (LoadStatus::Loaded, Some(location.relative(&rows_key)), Some(location.relative(&rejects_key)))
     } else {
         // The previous partition stays as it was; the rejects are kept beside the ledger.
         location.delete(&staged_rows).await?;
@@ -199,9 +172,7 @@ pub async fn load_source(
             (LoadStatus::Failed, None, None)
         }
     };
-    task.finish(&format!(
-        "{rows_read} read, {rows_loaded} loaded, {rows_rejected} rejected"
-    ));
+    task.finish(&format!("{rows_read} read, {rows_loaded} loaded, {rows_rejected} rejected"));
     Ok(SourceLoad {
         source: contract.name.clone(),
         load_date: as_of,
@@ -239,11 +210,7 @@ struct ReadOutcome {
 impl ReadJob {
     fn run(self, converter: &Converter) -> Result<ReadOutcome> {
         let runtime = tokio::runtime::Handle::current();
-        let file_list = self
-            .files
-            .iter()
-            .map(|f| (f.name.clone(), f.size))
-            .collect();
+        let file_list = self.files.iter().map(|f| (f.name.clone(), f.size)).collect();
         let mut sink = LoadSink::create(
             converter,
             self.contract.primary_key.value.clone(),
@@ -272,19 +239,13 @@ impl ReadJob {
                         on_bytes: &on_bytes,
                     };
                     match self.contract.format {
-                        FileFormat::Csv => read::csv::read(
-                            &mut input,
-                            &input_file,
-                            &self.contract.csv_options(),
-                            emit,
-                        )?,
+                        FileFormat::Csv => {
+                            read::csv::read(&mut input, &input_file, &self.contract.csv_options(), emit)?
+                        }
                         FileFormat::Jsonl => read::jsonl::read(&mut input, &input_file, emit)?,
-                        FileFormat::Xlsx => read::xlsx::read(
-                            &mut input,
-                            &input_file,
-                            &self.contract.xlsx_options(),
-                            emit,
-                        )?,
+                        FileFormat::Xlsx => {
+                            read::xlsx::read(&mut input, &input_file, &self.contract.xlsx_options(), emit)?
+                        }
                     };
                 }
                 Ok(())
@@ -301,10 +262,6 @@ impl ReadJob {
         let files = sink.files.clone();
         let rejects_by_reason = sink.rejects_by_reason.clone();
         sink.finish()?;
-        Ok(ReadOutcome {
-            files,
-            file_errors,
-            rejects_by_reason,
-        })
+        Ok(ReadOutcome { files, file_errors, rejects_by_reason })
     }
 }

@@ -63,10 +63,7 @@ fn next_chunk(chunk_rx: &Mutex<Receiver<Chunk>>) -> Option<Chunk> {
 
 /// Results arrive in any order; release them by sequence number. On the first error the receiver
 /// is dropped, which stops the workers and, through them, the reader.
-fn consume_in_order(
-    done_rx: Receiver<Converted>,
-    consume: &mut impl FnMut(Converted) -> Result<()>,
-) -> Result<()> {
+fn consume_in_order(done_rx: Receiver<Converted>, consume: &mut impl FnMut(Converted) -> Result<()>) -> Result<()> {
     let mut waiting: BTreeMap<usize, Converted> = BTreeMap::new();
     let mut next = 0;
     for converted in done_rx {

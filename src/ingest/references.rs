@@ -42,28 +42,21 @@ pub async fn load_keys(
     for (_, key) in partitions {
         let bytes = location.get_bytes(&key).await?;
         let url = location.url_of(&key);
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .map_err(|e| Error::parquet(format!("reading {url}"), e))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::parquet(format!("reading {url}"), e))?;
         let index = builder
             .schema()
             .index_of(column)
             .map_err(|_| Error::Internal(format!("{url} has no column `{column}`")))?;
         let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
-        let reader = builder
-            .with_projection(mask)
-            .build()
-            .map_err(|e| Error::parquet(format!("reading {url}"), e))?;
+        let reader = builder.with_projection(mask).build().map_err(|e| Error::parquet(format!("reading {url}"), e))?;
         for batch in reader {
             let batch = batch.map_err(|e| Error::arrow(format!("reading {url}"), e))?;
             let values = batch.column(0);
             if let Some(strings) = values.as_any().downcast_ref::<StringArray>() {
                 keys.extend(strings.iter().flatten().map(Box::from));
             } else if let Some(ints) = values.as_any().downcast_ref::<Int64Array>() {
-                keys.extend(
-                    ints.iter()
-                        .flatten()
-                        .map(|i| i.to_string().into_boxed_str()),
-                );
+                keys.extend(ints.iter().flatten().map(|i| i.to_string().into_boxed_str()));
             } else {
                 return Err(Error::Internal(format!(
                     "{url}: column `{column}` cannot be referenced (type {})",

@@ -80,36 +80,17 @@ impl<'c> LoadSink<'c> {
             rows: ParquetFile::create(location, rows_key, converter.schema())?,
             rejects: ParquetFile::create(location, rejects_key, rejects_schema())?,
             seen_keys: HashSet::new(),
-            files: files
-                .into_iter()
-                .map(|(file, bytes)| FileCounts {
-                    file,
-                    bytes,
-                    ..Default::default()
-                })
-                .collect(),
+            files: files.into_iter().map(|(file, bytes)| FileCounts { file, bytes, ..Default::default() }).collect(),
             file_errors: Vec::new(),
             rejects_by_reason: BTreeMap::new(),
         })
     }
 
     pub fn accept(&mut self, converted: Converted) -> Result<()> {
-        let Converted {
-            file_index,
-            shape,
-            batch,
-            key_hashes,
-            row_records,
-            text,
-            mut rejects,
-            ..
-        } = converted;
+        let Converted { file_index, shape, batch, key_hashes, row_records, text, mut rejects, .. } = converted;
         let mut batch = batch;
         if !key_hashes.is_empty() {
-            let keep: Vec<bool> = key_hashes
-                .iter()
-                .map(|h| self.seen_keys.insert(*h))
-                .collect();
+            let keep: Vec<bool> = key_hashes.iter().map(|h| self.seen_keys.insert(*h)).collect();
             if keep.iter().any(|k| !k) {
                 for (row, _) in keep.iter().enumerate().filter(|(_, k)| !**k) {
                     let record = row_records[row] as usize;
@@ -118,10 +99,7 @@ impl<'c> LoadSink<'c> {
                         line: text.lines[record],
                         column: None,
                         reason: reason::DUPLICATE_KEY,
-                        detail: format!(
-                            "{} appears earlier in this load",
-                            self.key_description(&batch, row)
-                        ),
+                        detail: format!("{} appears earlier in this load", self.key_description(&batch, row)),
                         raw: self.converter.raw_text(text.raw(record)),
                     });
                 }
@@ -138,10 +116,7 @@ impl<'c> LoadSink<'c> {
         counts.encoding_rejects += converted.encoding_rejects;
         counts.evidence.add(converted.evidence);
         for r in &rejects {
-            *self
-                .rejects_by_reason
-                .entry(r.reason.to_string())
-                .or_default() += 1;
+            *self.rejects_by_reason.entry(r.reason.to_string()).or_default() += 1;
         }
         self.rows.write(&batch)?;
         if !rejects.is_empty() {
@@ -149,14 +124,9 @@ impl<'c> LoadSink<'c> {
         }
         if let Some(end) = converted.end_of_file {
             counts.bytes = end.bytes;
-            if let Some(message) =
-                file_verdict(counts, end.truncated, self.converter.decoder().encoding())
-            {
+            if let Some(message) = file_verdict(counts, end.truncated, self.converter.decoder().encoding()) {
                 counts.error = Some(message.clone());
-                self.file_errors.push(FileError {
-                    file: counts.file.clone(),
-                    message,
-                });
+                self.file_errors.push(FileError { file: counts.file.clone(), message });
             }
         }
         Ok(())
@@ -168,39 +138,30 @@ impl<'c> LoadSink<'c> {
             .iter()
             .filter_map(|name| {
                 let column = batch.column_by_name(name)?;
-                Some(format!(
-                    "{name}={}",
-                    array_value_to_string(column, row).unwrap_or_default()
-                ))
+                Some(format!("{name}={}", array_value_to_string(column, row).unwrap_or_default()))
             })
             .collect();
         format!("key ({})", parts.join(", "))
     }
 
     pub fn finish(self) -> Result<SinkOutput> {
-        Ok(SinkOutput {
-            rows: self.rows.finish()?,
-            rejects: self.rejects.finish()?,
-        })
+        Ok(SinkOutput { rows: self.rows.finish()?, rejects: self.rejects.finish()? })
     }
 }
 
 /// A whole file that cannot be trusted, even if some of its rows typed correctly.
 fn file_verdict(counts: &FileCounts, truncated: bool, encoding: Encoding) -> Option<String> {
     if truncated {
-        return Some(
-            "truncated: the last record stops in the middle (an incomplete extract?)".to_string(),
-        );
+        return Some("truncated: the last record stops in the middle (an incomplete extract?)".to_string());
+    }
+    // Valid UTF-8 is the more precise diagnosis for a file declared GBK, so it comes first.
+    if encoding != Encoding::Utf8 && counts.evidence.looks_like_utf8() {
+        return Some(format!("declared {encoding} but its text is UTF-8: set `encoding: utf-8` or re-export the file"));
     }
     if counts.rows_read > 0 && counts.encoding_rejects * 2 > counts.rows_read {
         return Some(format!(
             "not valid {encoding} ({} of {} records): is the file in another encoding?",
             counts.encoding_rejects, counts.rows_read
-        ));
-    }
-    if encoding != Encoding::Utf8 && counts.evidence.looks_like_utf8() {
-        return Some(format!(
-            "declared {encoding} but its text is UTF-8: set `encoding: utf-8` or re-export the file"
         ));
     }
     None

@@ -36,10 +36,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(reason: &'static str, detail: impl Into<String>) -> Self {
-        FieldError {
-            reason,
-            detail: detail.into(),
-        }
+        FieldError { reason, detail: detail.into() }
     }
 }
 
@@ -82,10 +79,7 @@ impl TextParser {
                 .as_ref()
                 .and_then(|tz| crate::config::contract::parse_offset(&tz.value))
                 .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset")),
-            thousands: options
-                .thousands_separator
-                .as_ref()
-                .and_then(|s| s.value.chars().next()),
+            thousands: options.thousands_separator.as_ref().and_then(|s| s.value.chars().next()),
             trim: options.trim,
         }
     }
@@ -93,11 +87,7 @@ impl TextParser {
     /// Trim (when configured) and map null tokens to `None`.
     pub fn prepare<'t>(&self, text: &'t str) -> Option<&'t str> {
         let text = if self.trim { text.trim() } else { text };
-        if self.null_tokens.iter().any(|t| t == text) {
-            None
-        } else {
-            Some(text)
-        }
+        if self.null_tokens.iter().any(|t| t == text) { None } else { Some(text) }
     }
 
     /// Parse non-null text as `data_type`.
@@ -105,9 +95,7 @@ impl TextParser {
         match data_type {
             ColumnType::String => Ok(Value::Str(Cow::Borrowed(text))),
             ColumnType::Int => self.parse_int(text).map(Value::Int),
-            ColumnType::Decimal { precision, scale } => self
-                .parse_decimal(text, precision, scale)
-                .map(Value::Decimal),
+            ColumnType::Decimal { precision, scale } => self.parse_decimal(text, precision, scale).map(Value::Decimal),
             ColumnType::Date => self.parse_date(text).map(Value::Date),
             ColumnType::Timestamp => self.parse_timestamp(text).map(Value::Timestamp),
             ColumnType::Bool => parse_bool(text).map(Value::Bool),
@@ -132,21 +120,14 @@ impl TextParser {
     }
 
     fn parse_int(&self, text: &str) -> Result<i64, FieldError> {
-        let bad = || {
-            FieldError::new(
-                reason::INVALID_INTEGER,
-                format!("`{text}` is not a whole number"),
-            )
-        };
+        let bad = || FieldError::new(reason::INVALID_INTEGER, format!("`{text}` is not a whole number"));
         let plain = self.ungroup(text).ok_or_else(bad)?;
         plain.parse::<i64>().map_err(|_| bad())
     }
 
     fn parse_decimal(&self, text: &str, precision: u8, scale: i8) -> Result<i128, FieldError> {
         let bad = |why: &str| FieldError::new(reason::INVALID_DECIMAL, format!("`{text}` {why}"));
-        let plain = self
-            .ungroup(text)
-            .ok_or_else(|| bad("has misplaced digit grouping"))?;
+        let plain = self.ungroup(text).ok_or_else(|| bad("has misplaced digit grouping"))?;
         let (negative, digits) = match plain.as_bytes().first() {
             Some(b'-') => (true, &plain[1..]),
             Some(b'+') => (false, &plain[1..]),
@@ -169,11 +150,7 @@ impl TextParser {
             return Err(bad(&format!("does not fit decimal({precision},{scale})")));
         }
         let mut unscaled: i128 = 0;
-        for b in whole
-            .bytes()
-            .chain(kept.bytes())
-            .chain(std::iter::repeat_n(b'0', scale - kept.len()))
-        {
+        for b in whole.bytes().chain(kept.bytes()).chain(std::iter::repeat_n(b'0', scale - kept.len())) {
             unscaled = unscaled * 10 + (b - b'0') as i128;
         }
         Ok(if negative { -unscaled } else { unscaled })
@@ -181,19 +158,11 @@ impl TextParser {
 
     fn parse_date(&self, text: &str) -> Result<i32, FieldError> {
         let date = iso_date(text)
-            .or_else(|| {
-                self.date_formats
-                    .iter()
-                    .find_map(|f| NaiveDate::parse_from_str(text, f).ok())
-            })
+            .or_else(|| self.date_formats.iter().find_map(|f| NaiveDate::parse_from_str(text, f).ok()))
             .ok_or_else(|| {
-                let tried = std::iter::once("%Y-%m-%d")
-                    .chain(self.date_formats.iter().map(String::as_str))
-                    .collect::<Vec<_>>();
-                FieldError::new(
-                    reason::INVALID_DATE,
-                    format!("`{text}` is not a date in {}", tried.join(", ")),
-                )
+                let tried =
+                    std::iter::once("%Y-%m-%d").chain(self.date_formats.iter().map(String::as_str)).collect::<Vec<_>>();
+                FieldError::new(reason::INVALID_DATE, format!("`{text}` is not a date in {}", tried.join(", ")))
             })?;
         Ok(date.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE)
     }
@@ -202,11 +171,7 @@ impl TextParser {
         if let Ok(with_offset) = DateTime::parse_from_rfc3339(text) {
             return Ok(with_offset.timestamp_micros());
         }
-        const NAIVE: [&str; 3] = [
-            "%Y-%m-%d %H:%M:%S%.f",
-            "%Y-%m-%dT%H:%M:%S%.f",
-            "%Y-%m-%d %H:%M",
-        ];
+        const NAIVE: [&str; 3] = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"];
         let naive = NAIVE
             .iter()
             .copied()
@@ -214,12 +179,12 @@ impl TextParser {
             .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
             .or_else(|| iso_date(text).and_then(|d| d.and_hms_opt(0, 0, 0)))
             .ok_or_else(|| {
-                FieldError::new(reason::INVALID_TIMESTAMP, format!("`{text}` is not a timestamp (RFC 3339, `%Y-%m-%d %H:%M:%S` or a configured format)"))
+                FieldError::new(
+                    reason::INVALID_TIMESTAMP,
+                    format!("`{text}` is not a timestamp (RFC 3339, `%Y-%m-%d %H:%M:%S` or a configured format)"),
+                )
             })?;
-        let local = naive
-            .and_local_timezone(self.offset)
-            .single()
-            .expect("fixed offsets are unambiguous");
+        let local = naive.and_local_timezone(self.offset).single().expect("fixed offsets are unambiguous");
         Ok(local.timestamp_micros())
     }
 }
@@ -231,9 +196,7 @@ fn iso_date(text: &str) -> Option<NaiveDate> {
         return None;
     }
     let num = |range: std::ops::Range<usize>| -> Option<u32> {
-        b[range].iter().try_fold(0u32, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32)
-        })
+        b[range].iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32))
     };
     NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
 }
@@ -242,10 +205,7 @@ fn parse_bool(text: &str) -> Result<bool, FieldError> {
     match text.to_ascii_lowercase().as_str() {
         "true" | "t" | "yes" | "y" | "1" | "是" => Ok(true),
         "false" | "f" | "no" | "n" | "0" | "否" => Ok(false),
-        _ => Err(FieldError::new(
-            reason::INVALID_BOOLEAN,
-            format!("`{text}` is not true/false, yes/no or 1/0"),
-        )),
+        _ => Err(FieldError::new(reason::INVALID_BOOLEAN, format!("`{text}` is not true/false, yes/no or 1/0"))),
     }
 }
 
@@ -258,20 +218,12 @@ pub fn date_to_days(date: NaiveDate) -> i32 {
 /// same way so that 12.3 is `12.3`, not `12.300000000000001`.
 pub fn excel_number_text(value: f64) -> String {
     if value == 0.0 || !value.is_finite() {
-        return if value.is_finite() {
-            "0".to_string()
-        } else {
-            value.to_string()
-        };
+        return if value.is_finite() { "0".to_string() } else { value.to_string() };
     }
     let magnitude = value.abs().log10().floor() as i32 + 1;
     let decimals = (15 - magnitude).clamp(0, 20) as usize;
     let text = format!("{value:.decimals$}");
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
-    }
+    if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text }
 }
 
 #[cfg(test)]
@@ -281,12 +233,8 @@ mod tests {
 
     fn parser(thousands: Option<&str>, date_formats: &[&str]) -> TextParser {
         let mut options = ValueOptions::default();
-        options.thousands_separator =
-            thousands.map(|s| Located::new(s.to_string(), Default::default()));
-        options.date_formats = Located::new(
-            date_formats.iter().map(|s| s.to_string()).collect(),
-            Default::default(),
-        );
+        options.thousands_separator = thousands.map(|s| Located::new(s.to_string(), Default::default()));
+        options.date_formats = Located::new(date_formats.iter().map(|s| s.to_string()).collect(), Default::default());
         TextParser::new(&options)
     }
 
@@ -299,18 +247,8 @@ mod tests {
         assert_eq!(dec("12.3400"), Ok(1234));
         assert_eq!(dec("7"), Ok(700));
         assert_eq!(dec("12,34.5").unwrap_err().reason, reason::INVALID_DECIMAL);
-        assert!(
-            dec("1.234")
-                .unwrap_err()
-                .detail
-                .contains("more than 2 decimal places")
-        );
-        assert!(
-            p.parse_decimal("12345", 5, 2)
-                .unwrap_err()
-                .detail
-                .contains("does not fit")
-        );
+        assert!(dec("1.234").unwrap_err().detail.contains("more than 2 decimal places"));
+        assert!(p.parse_decimal("12345", 5, 2).unwrap_err().detail.contains("does not fit"));
         assert!(dec("abc").is_err());
         assert!(dec(".").is_err());
         assert!(parser(None, &[]).parse_decimal("1,234.5", 18, 2).is_err());
@@ -323,16 +261,8 @@ mod tests {
         for text in ["2024-06-01", "2024/06/01", "20240601"] {
             assert_eq!(p.parse_date(text), Ok(day), "{text}");
         }
-        assert_eq!(
-            p.parse_date("2024-02-30").unwrap_err().reason,
-            reason::INVALID_DATE
-        );
-        assert!(
-            p.parse_date("01.06.2024")
-                .unwrap_err()
-                .detail
-                .contains("%Y/%m/%d")
-        );
+        assert_eq!(p.parse_date("2024-02-30").unwrap_err().reason, reason::INVALID_DATE);
+        assert!(p.parse_date("01.06.2024").unwrap_err().detail.contains("%Y/%m/%d"));
     }
 
     #[test]

@@ -83,11 +83,12 @@ impl Ledger {
     }
 }
 
-/// A run id sorts by start time and is unique per process: `20260101T020000Z-1a2b`.
+/// A run id sorts by start time (to the millisecond) and is unique per process:
+/// `20260101T020000.123Z-1a2b`.
 pub fn new_run_id() -> String {
     let now = Utc::now();
     let salt = (now.timestamp_subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
-    format!("{}-{salt:04x}", now.format("%Y%m%dT%H%M%SZ"))
+    format!("{}-{salt:04x}", now.format("%Y%m%dT%H%M%S%.3fZ"))
 }
 
 pub fn hostname() -> String {

@@ -33,21 +33,10 @@ pub struct Session {
 impl Session {
     pub fn open(project_dir: &Path, overrides: &Overrides, progress: Progress) -> Result<Session> {
         let project = Project::load(project_dir).map_err(Error::Config)?;
-        let warehouse = Warehouse::open(
-            &project.warehouse_url(overrides.warehouse.as_deref()),
-            project_dir,
-        )?;
-        let landing_spec = overrides
-            .landing
-            .clone()
-            .or_else(|| project.settings.landing.clone());
+        let warehouse = Warehouse::open(&project.warehouse_url(overrides.warehouse.as_deref()), project_dir)?;
+        let landing_spec = overrides.landing.clone().or_else(|| project.settings.landing.clone());
         let landing = warehouse.landing(landing_spec.as_deref(), project_dir)?;
-        Ok(Session {
-            project,
-            warehouse,
-            landing,
-            progress,
-        })
+        Ok(Session { project, warehouse, landing, progress })
     }
 }
 
@@ -67,11 +56,7 @@ pub fn check(project_dir: &Path) -> Result<String> {
 }
 
 fn display_dir(dir: &Path) -> PathBuf {
-    if dir.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        dir.to_path_buf()
-    }
+    if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir.to_path_buf() }
 }
 
 fn plural(n: usize) -> &'static str {
@@ -95,10 +80,7 @@ pub struct IngestReport {
 
 /// Load the selected sources for one date, in reference order, and write the ledger.
 pub async fn ingest(session: &Session, request: &IngestRequest) -> Result<IngestReport> {
-    let pipeline = session
-        .project
-        .select_pipeline(request.pipeline.as_deref())
-        .map_err(Error::Usage)?;
+    let pipeline = session.project.select_pipeline(request.pipeline.as_deref()).map_err(Error::Usage)?;
     for wanted in &request.sources {
         if pipeline.source(wanted).is_none() {
             let known: Vec<&str> = pipeline.sources.iter().map(|s| s.name.as_str()).collect();
@@ -145,12 +127,7 @@ pub async fn ingest(session: &Session, request: &IngestRequest) -> Result<Ingest
             }
         }
     }
-    session
-        .warehouse
-        .location
-        .delete_prefix(&session.warehouse.layout().staging(&run_id))
-        .await
-        .ok();
+    session.warehouse.location.delete_prefix(&session.warehouse.layout().staging(&run_id)).await.ok();
 
     let status = if failure.is_some() || loads.iter().any(|l| l.status == LoadStatus::Failed) {
         RunStatus::Failed
@@ -162,15 +139,8 @@ pub async fn ingest(session: &Session, request: &IngestRequest) -> Result<Ingest
     if let Some(e) = failure {
         return Err(e);
     }
-    let ledger_url = session
-        .warehouse
-        .location
-        .url_of(&session.warehouse.layout().run_ledger(&run_id));
-    Ok(IngestReport {
-        run_id,
-        ledger: ledger_url,
-        loads,
-    })
+    let ledger_url = session.warehouse.location.url_of(&session.warehouse.layout().run_ledger(&run_id));
+    Ok(IngestReport { run_id, ledger: ledger_url, loads })
 }
 
 impl IngestReport {
@@ -182,60 +152,34 @@ impl IngestReport {
             .filter(|l| l.status == LoadStatus::Failed)
             .map(|l| format!("{}: {}", l.source, l.error.as_deref().unwrap_or("failed")))
             .collect();
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InputRejected(failed.join("\n")))
-        }
+        if failed.is_empty() { Ok(()) } else { Err(Error::InputRejected(failed.join("\n"))) }
     }
 }
 
 impl fmt::Display for IngestReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rows: Vec<[String; 6]> = vec![[
-            "source".into(),
-            "file".into(),
-            "read".into(),
-            "loaded".into(),
-            "rejected".into(),
-            "status".into(),
-        ]];
+        let mut rows: Vec<[String; 6]> =
+            vec![["source".into(), "file".into(), "read".into(), "loaded".into(), "rejected".into(), "status".into()]];
         for load in &self.loads {
             let status = match load.status {
                 LoadStatus::Loaded => "loaded".to_string(),
                 LoadStatus::Failed => "FAILED".to_string(),
             };
             if load.files.is_empty() {
-                rows.push([
-                    load.source.clone(),
-                    "-".into(),
-                    "0".into(),
-                    "0".into(),
-                    "0".into(),
-                    status.clone(),
-                ]);
+                rows.push([load.source.clone(), "-".into(), "0".into(), "0".into(), "0".into(), status.clone()]);
             }
             for (i, file) in load.files.iter().enumerate() {
                 rows.push([
-                    if i == 0 {
-                        load.source.clone()
-                    } else {
-                        String::new()
-                    },
+                    if i == 0 { load.source.clone() } else { String::new() },
                     file.file.clone(),
                     file.rows_read.to_string(),
                     file.rows_loaded.to_string(),
                     file.rows_rejected.to_string(),
-                    if i == 0 {
-                        status.clone()
-                    } else {
-                        String::new()
-                    },
+                    if i == 0 { status.clone() } else { String::new() },
                 ]);
             }
         }
-        let total =
-            |pick: fn(&SourceLoad) -> u64| self.loads.iter().map(pick).sum::<u64>().to_string();
+        let total = |pick: fn(&SourceLoad) -> u64| self.loads.iter().map(pick).sum::<u64>().to_string();
         rows.push([
             "total".into(),
             String::new(),
@@ -244,9 +188,7 @@ impl fmt::Display for IngestReport {
             total(|l| l.rows_rejected),
             String::new(),
         ]);
-        let widths: Vec<usize> = (0..6)
-            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-            .collect();
+        let widths: Vec<usize> = (0..6).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
         for row in &rows {
             let mut line = String::new();
             for (c, cell) in row.iter().enumerate() {
@@ -264,11 +206,7 @@ impl fmt::Display for IngestReport {
         }
         for load in &self.loads {
             if !load.rejects_by_reason.is_empty() {
-                let reasons: Vec<String> = load
-                    .rejects_by_reason
-                    .iter()
-                    .map(|(r, n)| format!("{r} {n}"))
-                    .collect();
+                let reasons: Vec<String> = load.rejects_by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
                 writeln!(f, "{} rejects: {}", load.source, reasons.join(", "))?;
             }
             if let Some(error) = &load.error {

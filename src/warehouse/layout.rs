@@ -32,15 +32,12 @@ impl Layout<'_> {
     }
 
     pub fn staging_file(&self, run_id: &str, name: &str) -> Path {
-        self.location
-            .key(&format!("{}/{name}", self.staging(run_id)))
+        self.location.key(&format!("{}/{name}", self.staging(run_id)))
     }
 
     /// Rejects of a load that failed its threshold: kept for the operator, outside `rejects/`.
     pub fn failed_load_rejects(&self, run_id: &str, source: &str, load_date: NaiveDate) -> Path {
-        self.location.key(&format!(
-            "_runs/{run_id}/rejects/{source}/load_date={load_date}/part-0.parquet"
-        ))
+        self.location.key(&format!("_runs/{run_id}/rejects/{source}/load_date={load_date}/part-0.parquet"))
     }
 
     pub fn runs_dir(&self) -> &'static str {

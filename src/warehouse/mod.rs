@@ -37,9 +37,8 @@ impl Location {
                 let dir = base_dir.join(spec);
                 std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
                 let dir = dir.canonicalize().map_err(|e| Error::io(&dir, e))?;
-                Url::from_directory_path(&dir).map_err(|_| {
-                    Error::Usage(format!("`{}` is not a usable directory", dir.display()))
-                })?
+                Url::from_directory_path(&dir)
+                    .map_err(|_| Error::Usage(format!("`{}` is not a usable directory", dir.display())))?
             }
         };
         if url.scheme() == "file" {
@@ -47,21 +46,21 @@ impl Location {
                 std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
             }
         }
-        let (store, root) =
-            object_store::parse_url_opts(&url, std::iter::empty::<(String, String)>()).map_err(
-                |e| Error::Usage(format!("cannot use `{spec}` as a storage location: {e}")),
-            )?;
+        let (store, root): (Box<dyn ObjectStore>, Path) = if url.scheme() == "file" {
+            // Remove folders left empty by deletes, so replaced partitions leave no trace.
+            let root = Path::from_url_path(url.path())
+                .map_err(|e| Error::Usage(format!("cannot use `{spec}` as a storage location: {e}")))?;
+            (Box::new(object_store::local::LocalFileSystem::new().with_automatic_cleanup(true)), root)
+        } else {
+            object_store::parse_url_opts(&url, std::iter::empty::<(String, String)>())
+                .map_err(|e| Error::Usage(format!("cannot use `{spec}` as a storage location: {e}")))?
+        };
         let mut store_url = url.clone();
         store_url.set_path("/");
         store_url.set_query(None);
         store_url.set_fragment(None);
         let display = url.to_string().trim_end_matches('/').to_string();
-        Ok(Location {
-            store: Arc::from(store),
-            store_url,
-            root,
-            display,
-        })
+        Ok(Location { store: Arc::from(store), store_url, root, display })
     }
 
     /// A location below this one.
@@ -76,19 +75,13 @@ impl Location {
 
     /// The store key of a path relative to this root.
     pub fn key(&self, relative: &str) -> Path {
-        relative
-            .split('/')
-            .filter(|part| !part.is_empty())
-            .fold(self.root.clone(), |key, part| key.clone().join(part))
+        relative.split('/').filter(|part| !part.is_empty()).fold(self.root.clone(), |key, part| key.clone().join(part))
     }
 
     /// The key relative to this root, for messages and ledgers.
     pub fn relative<'a>(&self, key: &'a Path) -> String {
         match key.prefix_match(&self.root) {
-            Some(parts) => parts
-                .map(|p| p.as_ref().to_string())
-                .collect::<Vec<_>>()
-                .join("/"),
+            Some(parts) => parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"),
             None => key.to_string(),
         }
     }
@@ -106,9 +99,7 @@ impl Location {
             .list(Some(&prefix))
             .try_collect()
             .await
-            .map_err(|e| {
-                Error::storage(format!("listing {}/{relative_prefix}", self.display), e)
-            })?;
+            .map_err(|e| Error::storage(format!("listing {}/{relative_prefix}", self.display), e))?;
         objects.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(objects)
     }
@@ -122,36 +113,32 @@ impl Location {
     }
 
     pub async fn get_bytes(&self, key: &Path) -> Result<bytes::Bytes> {
-        let result = self
-            .store
-            .get(key)
-            .await
-            .map_err(|e| Error::storage(format!("reading {}", self.url_of(key)), e))?;
-        result
-            .bytes()
-            .await
-            .map_err(|e| Error::storage(format!("reading {}", self.url_of(key)), e))
+        let result =
+            self.store.get(key).await.map_err(|e| Error::storage(format!("reading {}", self.url_of(key)), e))?;
+        result.bytes().await.map_err(|e| Error::storage(format!("reading {}", self.url_of(key)), e))
     }
 
     /// Move an object into place; the destination appears whole or not at all.
     pub async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-        self.store.rename(from, to).await.map_err(|e| {
-            Error::storage(
-                format!("moving {} to {}", self.url_of(from), self.url_of(to)),
-                e,
-            )
-        })
+        self.store
+            .rename(from, to)
+            .await
+            .map_err(|e| Error::storage(format!("moving {} to {}", self.url_of(from), self.url_of(to)), e))
+    }
+
+    /// The file behind a key, when this location is on local disk.
+    fn local_path(&self, key: &Path) -> Option<std::path::PathBuf> {
+        if self.store_url.scheme() != "file" {
+            return None;
+        }
+        Url::parse(&self.url_of(key)).ok()?.to_file_path().ok()
     }
 
     /// Open an object for reading from blocking code: a local file directly, else a streamed GET.
     /// Must run inside the Tokio runtime (on a `spawn_blocking` thread).
     pub fn open_read_blocking(&self, key: &Path) -> Result<Box<dyn std::io::Read + Send>> {
         let url = self.url_of(key);
-        if self.store_url.scheme() == "file" {
-            let path = Url::parse(&url)
-                .ok()
-                .and_then(|u| u.to_file_path().ok())
-                .ok_or_else(|| Error::Internal(format!("{url} is not a local path")))?;
+        if let Some(path) = self.local_path(key) {
             let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
             return Ok(Box::new(file));
         }
@@ -159,9 +146,7 @@ impl Location {
             .block_on(self.store.get(key))
             .map_err(|e| Error::storage(format!("reading {url}"), e))?;
         let stream = result.into_stream().map_err(std::io::Error::other);
-        Ok(Box::new(tokio_util::io::SyncIoBridge::new(
-            tokio_util::io::StreamReader::new(stream),
-        )))
+        Ok(Box::new(tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream))))
     }
 
     /// Delete one object; a missing object is fine.
@@ -177,6 +162,14 @@ impl Location {
         for object in self.list(relative_prefix).await? {
             self.delete(&object.location).await?;
         }
+        // On disk, folders emptied by renames (not deletes) stay behind; object stores have none.
+        if let Some(dir) = self.local_path(&self.key(relative_prefix)) {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&dir, e)),
+            }
+        }
         Ok(())
     }
 }
@@ -189,15 +182,11 @@ pub struct Warehouse {
 
 impl Warehouse {
     pub fn open(spec: &str, base_dir: &FsPath) -> Result<Warehouse> {
-        Ok(Warehouse {
-            location: Location::open(spec, base_dir)?,
-        })
+        Ok(Warehouse { location: Location::open(spec, base_dir)? })
     }
 
     pub fn layout(&self) -> Layout<'_> {
-        Layout {
-            location: &self.location,
-        }
+        Layout { location: &self.location }
     }
 
     /// The landing zone: the one configured, else `<warehouse>/landing`.

@@ -20,9 +20,7 @@ const ZSTD_LEVEL: i32 = 1;
 
 pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(ZSTD_LEVEL).expect("valid zstd level"),
-        ))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL).expect("valid zstd level")))
         .build()
 }
 
@@ -47,18 +45,10 @@ impl ParquetFile {
     pub fn create(location: &Location, key: Path, schema: SchemaRef) -> Result<ParquetFile> {
         let url = location.url_of(&key);
         let upload = BufWriter::with_capacity(location.store.clone(), key.clone(), 8 << 20);
-        let sink = Counting {
-            inner: SyncIoBridge::new(upload),
-            bytes: 0,
-        };
+        let sink = Counting { inner: SyncIoBridge::new(upload), bytes: 0 };
         let writer = ArrowWriter::try_new(sink, schema, Some(writer_properties()))
             .map_err(|e| Error::parquet(format!("starting {url}"), e))?;
-        Ok(ParquetFile {
-            writer,
-            key,
-            url,
-            rows: 0,
-        })
+        Ok(ParquetFile { writer, key, url, rows: 0 })
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -66,25 +56,14 @@ impl ParquetFile {
             return Ok(());
         }
         self.rows += batch.num_rows() as u64;
-        self.writer
-            .write(batch)
-            .map_err(|e| Error::parquet(format!("writing {}", self.url), e))
+        self.writer.write(batch).map_err(|e| Error::parquet(format!("writing {}", self.url), e))
     }
 
     pub fn finish(self) -> Result<WrittenFile> {
         let url = self.url;
-        let mut sink = self
-            .writer
-            .into_inner()
-            .map_err(|e| Error::parquet(format!("closing {url}"), e))?;
-        sink.inner
-            .shutdown()
-            .map_err(|e| Error::Internal(format!("completing the upload of {url}: {e}")))?;
-        Ok(WrittenFile {
-            key: self.key,
-            rows: self.rows,
-            bytes: sink.bytes,
-        })
+        let mut sink = self.writer.into_inner().map_err(|e| Error::parquet(format!("closing {url}"), e))?;
+        sink.inner.shutdown().map_err(|e| Error::Internal(format!("completing the upload of {url}: {e}")))?;
+        Ok(WrittenFile { key: self.key, rows: self.rows, bytes: sink.bytes })
     }
 }
 

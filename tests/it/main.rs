@@ -1,1 +1,6 @@
+//! One integration-test binary (the DataFusion tree is linked once): modules by subject.
 
+mod config;
+mod generate;
+mod ingest;
+mod support;

@@ -37,14 +37,9 @@ pub fn read(
     let mut records = Records::new(input, options, file.on_bytes);
     records.fill().map_err(io_error)?;
     if records.total_bytes == 0 {
-        return Err(ReadStop::file(
-            file.file,
-            "empty file (0 bytes): the extract has no header and no rows",
-        ));
+        return Err(ReadStop::file(file.file, "empty file (0 bytes): the extract has no header and no rows"));
     }
-    if options.encoding == Encoding::Utf8
-        && records.buf[records.pos..records.len].starts_with(b"\xEF\xBB\xBF")
-    {
+    if options.encoding == Encoding::Utf8 && records.buf[records.pos..records.len].starts_with(b"\xEF\xBB\xBF") {
         records.pos += 3;
     }
 
@@ -59,21 +54,13 @@ pub fn read(
             let name = file.decoder.decode(scratch.field(i)).ok_or_else(|| {
                 ReadStop::file(
                     file.file,
-                    format!(
-                        "header is not valid {}: is the file in another encoding?",
-                        file.decoder.encoding()
-                    ),
+                    format!("header is not valid {}: is the file in another encoding?", file.decoder.encoding()),
                 )
             })?;
             names.push(name.trim().to_string());
         }
-        let positions =
-            match_header(&names, file.fields).map_err(|m| ReadStop::file(file.file, m))?;
-        FileShape {
-            file: Arc::from(file.file),
-            positions,
-            field_count: names.len(),
-        }
+        let positions = match_header(&names, file.fields).map_err(|m| ReadStop::file(file.file, m))?;
+        FileShape { file: Arc::from(file.file), positions, field_count: names.len() }
     } else {
         FileShape {
             file: Arc::from(file.file),
@@ -90,32 +77,24 @@ pub fn read(
         let base = data.len();
         data.extend_from_slice(&scratch.data);
         ends.extend(scratch.ends.iter().map(|e| base + e));
-        let problem = if scratch.ends.len() == expected_fields {
-            None
-        } else if !info.terminated && (scratch.ends.len() < expected_fields || info.open_quote) {
+        let truncated_here = !info.terminated && (info.open_quote || scratch.ends.len() < expected_fields);
+        let problem = if truncated_here {
             truncated = true;
             Some(FieldError::new(
                 reason::TRUNCATED_RECORD,
-                format!(
-                    "the file ends inside this record ({} of {expected_fields} fields)",
-                    scratch.ends.len()
-                ),
+                format!("the file ends inside this record ({} of {expected_fields} fields)", scratch.ends.len()),
             ))
-        } else {
+        } else if scratch.ends.len() != expected_fields {
             Some(FieldError::new(
                 reason::WRONG_FIELD_COUNT,
-                format!(
-                    "expected {expected_fields} fields, found {}",
-                    scratch.ends.len()
-                ),
+                format!("expected {expected_fields} fields, found {}", scratch.ends.len()),
             ))
+        } else {
+            None
         };
         chunks.end_record(info.line, scratch.raw_text(), problem)?;
     }
-    let end = FileEnd {
-        truncated,
-        bytes: records.total_bytes,
-    };
+    let end = FileEnd { truncated, bytes: records.total_bytes };
     chunks.finish(end)?;
     Ok(end)
 }
@@ -139,10 +118,7 @@ impl Record {
     /// The record as written, without blank lines before it or the line break after it.
     fn raw_text(&self) -> &[u8] {
         let raw = &self.raw[self.raw_start..];
-        let end = raw
-            .iter()
-            .rposition(|b| *b != b'\n' && *b != b'\r')
-            .map_or(0, |p| p + 1);
+        let end = raw.iter().rposition(|b| *b != b'\n' && *b != b'\r').map_or(0, |p| p + 1);
         &raw[..end]
     }
 }
@@ -172,19 +148,11 @@ struct Records<'a> {
 
 impl<'a> Records<'a> {
     fn new(input: &'a mut dyn Read, options: &CsvOptions, on_bytes: &'a dyn Fn(u64)) -> Self {
-        let delimiter = options
-            .delimiter
-            .as_bytes()
-            .first()
-            .copied()
-            .unwrap_or(b',');
+        let delimiter = options.delimiter.as_bytes().first().copied().unwrap_or(b',');
         let quote = options.quote.as_bytes().first().copied().unwrap_or(b'"');
         Records {
             input,
-            core: ReaderBuilder::new()
-                .delimiter(delimiter)
-                .quote(quote)
-                .build(),
+            core: ReaderBuilder::new().delimiter(delimiter).quote(quote).build(),
             quote,
             buf: vec![0; READ_BLOCK],
             pos: 0,
@@ -230,8 +198,7 @@ impl<'a> Records<'a> {
             }
             let input = &self.buf[self.pos..self.len];
             let (result, n_in, n_out, n_ends) =
-                self.core
-                    .read_record(input, &mut self.out[out_len..], &mut self.ends[ends_len..]);
+                self.core.read_record(input, &mut self.out[out_len..], &mut self.ends[ends_len..]);
             record.raw.extend_from_slice(&input[..n_in]);
             self.pos += n_in;
             out_len += n_out;
@@ -249,24 +216,12 @@ impl<'a> Records<'a> {
         record.ends.extend_from_slice(&self.ends[..ends_len]);
 
         // csv-core skips blank lines before a record: they belong to the line count, not to it.
-        record.raw_start = record
-            .raw
-            .iter()
-            .position(|b| *b != b'\n' && *b != b'\r')
-            .unwrap_or(record.raw.len());
-        let skipped_lines = record.raw[..record.raw_start]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count() as u64;
+        record.raw_start = record.raw.iter().position(|b| *b != b'\n' && *b != b'\r').unwrap_or(record.raw.len());
+        let skipped_lines = record.raw[..record.raw_start].iter().filter(|b| **b == b'\n').count() as u64;
         let line = self.line + skipped_lines;
         self.line += record.raw.iter().filter(|b| **b == b'\n').count() as u64;
         let terminated = record.raw.last() == Some(&b'\n') || record.raw.last() == Some(&b'\r');
-        let open_quote =
-            !terminated && record.raw.iter().filter(|b| **b == self.quote).count() % 2 == 1;
-        Ok(Some(RecordInfo {
-            line,
-            terminated,
-            open_quote,
-        }))
+        let open_quote = !terminated && record.raw.iter().filter(|b| **b == self.quote).count() % 2 == 1;
+        Ok(Some(RecordInfo { line, terminated, open_quote }))
     }
 }

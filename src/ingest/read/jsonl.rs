@@ -37,16 +37,12 @@ pub fn read(
         if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let problem =
-            if !terminated && serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err() {
-                truncated = true;
-                Some(FieldError::new(
-                    reason::TRUNCATED_RECORD,
-                    "the file ends inside this JSON object",
-                ))
-            } else {
-                None
-            };
+        let problem = if !terminated && serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err() {
+            truncated = true;
+            Some(FieldError::new(reason::TRUNCATED_RECORD, "the file ends inside this JSON object"))
+        } else {
+            None
+        };
         chunks.end_record(line_no, text, problem)?;
     }
     // JSON lines have no header, so a day without records is a file of 0 bytes: zero rows.
@@ -56,9 +52,6 @@ pub fn read(
 }
 
 fn trim_line_end(line: &[u8]) -> &[u8] {
-    let end = line
-        .iter()
-        .rposition(|b| *b != b'\n' && *b != b'\r')
-        .map_or(0, |p| p + 1);
+    let end = line.iter().rposition(|b| *b != b'\n' && *b != b'\r').map_or(0, |p| p + 1);
     &line[..end]
 }

@@ -35,11 +35,7 @@ pub struct FileEnd {
 #[derive(Debug)]
 pub enum Fields {
     /// Records already split into fields (CSV, Excel).
-    Split {
-        data: Vec<u8>,
-        field_ends: Vec<usize>,
-        record_ends: Vec<usize>,
-    },
+    Split { data: Vec<u8>, field_ends: Vec<usize>, record_ends: Vec<usize> },
     /// One JSON object per record, in `RecordText::raw`.
     Json,
 }
@@ -64,11 +60,7 @@ impl RecordText {
     }
 
     pub fn raw(&self, record: usize) -> &[u8] {
-        let start = if record == 0 {
-            0
-        } else {
-            self.raw_ends[record - 1]
-        };
+        let start = if record == 0 { 0 } else { self.raw_ends[record - 1] };
         &self.raw[start..self.raw_ends[record]]
     }
 
@@ -96,28 +88,12 @@ impl Chunk {
     /// The fields of a split record.
     pub fn split_record(&self, record: usize) -> SplitRecord<'_> {
         match &self.fields {
-            Fields::Split {
-                data,
-                field_ends,
-                record_ends,
-            } => {
-                let first = if record == 0 {
-                    0
-                } else {
-                    record_ends[record - 1]
-                };
+            Fields::Split { data, field_ends, record_ends } => {
+                let first = if record == 0 { 0 } else { record_ends[record - 1] };
                 let data_start = if first == 0 { 0 } else { field_ends[first - 1] };
-                SplitRecord {
-                    data,
-                    ends: &field_ends[first..record_ends[record]],
-                    start: data_start,
-                }
+                SplitRecord { data, ends: &field_ends[first..record_ends[record]], start: data_start }
             }
-            Fields::Json => SplitRecord {
-                data: &[],
-                ends: &[],
-                start: 0,
-            },
+            Fields::Json => SplitRecord { data: &[], ends: &[], start: 0 },
         }
     }
 }
@@ -191,12 +167,7 @@ impl<'e> ChunkBuilder<'e> {
     }
 
     /// Close the current record; emits the chunk when it is full.
-    pub fn end_record(
-        &mut self,
-        line: u64,
-        raw: &[u8],
-        problem: Option<FieldError>,
-    ) -> Result<(), Hangup> {
+    pub fn end_record(&mut self, line: u64, raw: &[u8], problem: Option<FieldError>) -> Result<(), Hangup> {
         if let Some(problem) = problem {
             self.text.problems.push((self.text.len(), problem));
         }
@@ -273,40 +244,20 @@ impl From<Hangup> for ReadStop {
 
 impl ReadStop {
     pub fn file(file: &str, message: impl Into<String>) -> ReadStop {
-        ReadStop::File(FileError {
-            file: file.to_string(),
-            message: message.into(),
-        })
+        ReadStop::File(FileError { file: file.to_string(), message: message.into() })
     }
 }
 
 /// Match a file's header names against the contract: the position of each contract field, or
 /// one message listing every difference.
-pub fn match_header(
-    header: &[String],
-    contract_fields: &[&str],
-) -> Result<Vec<Option<usize>>, String> {
-    let positions: Vec<Option<usize>> = contract_fields
-        .iter()
-        .map(|f| header.iter().position(|h| h == f))
-        .collect();
-    let missing: Vec<&str> = contract_fields
-        .iter()
-        .zip(&positions)
-        .filter(|(_, p)| p.is_none())
-        .map(|(f, _)| *f)
-        .collect();
-    let unexpected: Vec<&str> = header
-        .iter()
-        .filter(|h| !contract_fields.contains(&h.as_str()))
-        .map(String::as_str)
-        .collect();
+pub fn match_header(header: &[String], contract_fields: &[&str]) -> Result<Vec<Option<usize>>, String> {
+    let positions: Vec<Option<usize>> = contract_fields.iter().map(|f| header.iter().position(|h| h == f)).collect();
+    let missing: Vec<&str> =
+        contract_fields.iter().zip(&positions).filter(|(_, p)| p.is_none()).map(|(f, _)| *f).collect();
+    let unexpected: Vec<&str> =
+        header.iter().filter(|h| !contract_fields.contains(&h.as_str())).map(String::as_str).collect();
     let mut seen = std::collections::HashSet::new();
-    let repeated: Vec<&str> = header
-        .iter()
-        .filter(|h| !seen.insert(h.as_str()))
-        .map(String::as_str)
-        .collect();
+    let repeated: Vec<&str> = header.iter().filter(|h| !seen.insert(h.as_str())).map(String::as_str).collect();
     if missing.is_empty() && unexpected.is_empty() && repeated.is_empty() {
         return Ok(positions);
     }
@@ -320,10 +271,7 @@ pub fn match_header(
     if !repeated.is_empty() {
         parts.push(format!("repeated {}", repeated.join(", ")));
     }
-    Err(format!(
-        "header does not match the contract: {}",
-        parts.join("; ")
-    ))
+    Err(format!("header does not match the contract: {}", parts.join("; ")))
 }
 
 #[cfg(test)]
@@ -332,19 +280,10 @@ mod tests {
 
     #[test]
     fn header_mismatch_lists_every_difference() {
-        let header: Vec<String> = ["id", "amount", "extra", "id"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let header: Vec<String> = ["id", "amount", "extra", "id"].iter().map(|s| s.to_string()).collect();
         let err = match_header(&header, &["id", "amount", "date"]).unwrap_err();
-        assert_eq!(
-            err,
-            "header does not match the contract: missing date; unexpected extra; repeated id"
-        );
+        assert_eq!(err, "header does not match the contract: missing date; unexpected extra; repeated id");
         let ok: Vec<String> = ["b", "a"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(
-            match_header(&ok, &["a", "b"]).unwrap(),
-            vec![Some(1), Some(0)]
-        );
+        assert_eq!(match_header(&ok, &["a", "b"]).unwrap(), vec![Some(1), Some(0)]);
     }
 }

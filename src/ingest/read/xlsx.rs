@@ -18,20 +18,14 @@ pub fn read(
     emit: &mut dyn FnMut(super::Chunk) -> Result<(), Hangup>,
 ) -> Result<FileEnd, ReadStop> {
     let mut bytes = Vec::new();
-    input
-        .read_to_end(&mut bytes)
-        .map_err(|e| ReadStop::file(file.file, format!("cannot read: {e}")))?;
+    input.read_to_end(&mut bytes).map_err(|e| ReadStop::file(file.file, format!("cannot read: {e}")))?;
     (file.on_bytes)(bytes.len() as u64);
     let size = bytes.len() as u64;
     if bytes.is_empty() {
         return Err(ReadStop::file(file.file, "empty file (0 bytes)"));
     }
-    let mut workbook = calamine::open_workbook_auto_from_rs(Cursor::new(bytes)).map_err(|e| {
-        ReadStop::file(
-            file.file,
-            format!("not a readable workbook (truncated or not Excel?): {e}"),
-        )
-    })?;
+    let mut workbook = calamine::open_workbook_auto_from_rs(Cursor::new(bytes))
+        .map_err(|e| ReadStop::file(file.file, format!("not a readable workbook (truncated or not Excel?): {e}")))?;
     let sheet = match &options.sheet {
         Some(name) => name.clone(),
         None => workbook
@@ -46,29 +40,15 @@ pub fn read(
     let first_row = range.start().map_or(0, |(row, _)| row as u64);
     let mut rows = range.rows();
     let header: Vec<String> = match rows.next() {
-        Some(cells) => cells
-            .iter()
-            .map(|c| cell_text(c).0.trim().to_string())
-            .collect(),
+        Some(cells) => cells.iter().map(|c| cell_text(c).0.trim().to_string()).collect(),
         None => {
-            return Err(ReadStop::file(
-                file.file,
-                format!("sheet `{sheet}` is empty: no header row"),
-            ));
+            return Err(ReadStop::file(file.file, format!("sheet `{sheet}` is empty: no header row")));
         }
     };
     // Trailing empty header cells are formatting, not columns.
-    let width = header
-        .iter()
-        .rposition(|h| !h.is_empty())
-        .map_or(0, |p| p + 1);
-    let positions =
-        match_header(&header[..width], file.fields).map_err(|m| ReadStop::file(file.file, m))?;
-    let shape = FileShape {
-        file: Arc::from(file.file),
-        positions,
-        field_count: width,
-    };
+    let width = header.iter().rposition(|h| !h.is_empty()).map_or(0, |p| p + 1);
+    let positions = match_header(&header[..width], file.fields).map_err(|m| ReadStop::file(file.file, m))?;
+    let shape = FileShape { file: Arc::from(file.file), positions, field_count: width };
 
     let mut chunks = ChunkBuilder::new(file.file_index, Arc::new(shape), true, emit);
     let mut raw = String::new();
@@ -99,10 +79,7 @@ pub fn read(
         let line = first_row + i as u64 + 2;
         chunks.end_record(line, raw.as_bytes(), problem)?;
     }
-    let end = FileEnd {
-        truncated: false,
-        bytes: size,
-    };
+    let end = FileEnd { truncated: false, bytes: size };
     chunks.finish(end)?;
     Ok(end)
 }
@@ -116,9 +93,7 @@ fn cell_text(cell: &Data) -> (String, Option<String>) {
         Data::Float(f) => (excel_number_text(*f), None),
         Data::Bool(b) => (b.to_string(), None),
         Data::DateTime(dt) => match dt.as_datetime() {
-            Some(t) if t.time() == chrono::NaiveTime::MIN => {
-                (t.date().format("%Y-%m-%d").to_string(), None)
-            }
+            Some(t) if t.time() == chrono::NaiveTime::MIN => (t.date().format("%Y-%m-%d").to_string(), None),
             Some(t) => (t.format("%Y-%m-%d %H:%M:%S").to_string(), None),
             None => (dt.to_string(), Some(format!("date {dt} out of range"))),
         },

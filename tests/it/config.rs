@@ -1,0 +1,76 @@
+//! `keymart check` and configuration errors: every problem at once, each with file:line:column.
+
+use crate::support::{TestProject, assert_exit, keymart, repo_root, stderr, stdout};
+
+#[test]
+fn the_shipped_project_is_valid() {
+    let output = keymart().args(["check", "--project"]).arg(repo_root()).output().unwrap();
+    assert_exit(&output, 0);
+    assert!(stdout(&output).contains("ok — 1 pipeline (nightly), 4 sources"), "{}", stdout(&output));
+}
+
+#[test]
+fn check_lists_every_problem_with_its_position() {
+    let project = TestProject::new(
+        r#"sources:
+  orders:
+    path: orders/*.csv
+    format: csv
+    csv: {delimiter: ";;", encoding: latin1}
+    load: incremental
+    primary_key: [order_id, line]
+    columns:
+      - {name: order_id, type: string, nullable: false}
+      - {name: amount, type: "decimal(40,2)"}
+      - {name: customer_id, type: string, references: customers.id}
+      - {name: Status, type: string, nulable: false}
+  visits:
+    path: visits/{as_of}/*.csv
+    format: jsonl
+    csv: {header: true}
+    load: sometimes
+    columns: []
+  returns:
+    path: returns/{as_of}/*.csv
+    format: csv
+    load: full
+    max_reject_ratio: 1.5
+    columns:
+      - {name: return_id, type: string, accepted_values: [a]}
+      - {name: qty, type: int, accepted_values: [1]}
+"#,
+    );
+    let output = project.keymart(&["check"]);
+    assert_exit(&output, 2);
+    insta::assert_snapshot!(stderr(&output));
+}
+
+#[test]
+fn semantic_problems_are_all_reported_when_the_yaml_parses() {
+    let project = TestProject::new(
+        r#"sources:
+  orders:
+    path: orders/*.csv
+    format: jsonl
+    csv: {delimiter: ";;"}
+    load: incremental
+    primary_key: [order_id, line]
+    columns:
+      - {name: order_id, type: string}
+      - {name: customer_id, type: string, references: customers.id}
+      - {name: Status, type: int, accepted_values: [open]}
+"#,
+    );
+    let output = project.keymart(&["check"]);
+    assert_exit(&output, 2);
+    insta::assert_snapshot!(stderr(&output));
+}
+
+#[test]
+fn a_yaml_syntax_error_names_its_line() {
+    let project = TestProject::new("sources:\n  orders: [unclosed\n");
+    std::fs::write(project.path().join("keymart.yaml"), "warehouse: ./warehouse\nwarehous: typo\n").unwrap();
+    let output = project.keymart(&["check"]);
+    assert_exit(&output, 2);
+    insta::assert_snapshot!(stderr(&output));
+}

@@ -1,0 +1,134 @@
+//! Shared test helpers: a throw-away project around the real `keymart` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tempfile::TempDir;
+
+/// The repository root (where the shipped project lives).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn keymart() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keymart"));
+    cmd.env_remove("KEYMART_WAREHOUSE").env_remove("KEYMART_LANDING").env("NO_COLOR", "1");
+    cmd
+}
+
+/// A project in a temporary folder: keymart.yaml, one pipeline, an embedded warehouse.
+pub struct TestProject {
+    pub dir: TempDir,
+}
+
+impl TestProject {
+    /// A project whose only pipeline is `pipeline_yaml`.
+    pub fn new(pipeline_yaml: &str) -> TestProject {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("keymart.yaml"), "warehouse: ./warehouse\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+        std::fs::write(dir.path().join("pipelines/test.yaml"), pipeline_yaml).unwrap();
+        TestProject { dir }
+    }
+
+    /// A copy of the shipped project (keymart.yaml and pipelines/), with an empty warehouse.
+    pub fn shipped() -> TestProject {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::copy(repo_root().join("keymart.yaml"), dir.path().join("keymart.yaml")).unwrap();
+        std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+        for entry in std::fs::read_dir(repo_root().join("pipelines")).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, dir.path().join("pipelines").join(path.file_name().unwrap())).unwrap();
+        }
+        TestProject { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn warehouse(&self) -> PathBuf {
+        self.path().join("warehouse")
+    }
+
+    pub fn landing(&self) -> PathBuf {
+        self.warehouse().join("landing")
+    }
+
+    /// Write a landing file (path relative to the landing root).
+    pub fn land(&self, relative: &str, bytes: impl AsRef<[u8]>) {
+        let path = self.landing().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    pub fn keymart(&self, args: &[&str]) -> Output {
+        let output = keymart().arg("--project").arg(self.path()).arg("-q").args(args).output().expect("run keymart");
+        output
+    }
+
+    pub fn ingest(&self, as_of: &str) -> Output {
+        self.keymart(&["ingest", "--as-of", as_of])
+    }
+
+    /// Rows of a Parquet file under the warehouse, each as display strings by column.
+    pub fn parquet_rows(&self, relative: &str) -> Vec<Vec<String>> {
+        rows(&read_parquet(&self.warehouse().join(relative)))
+    }
+
+    /// The run ledger that started last.
+    pub fn last_ledger(&self) -> serde_json::Value {
+        let runs = self.warehouse().join("_runs");
+        let ledgers = std::fs::read_dir(&runs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .map(|p| serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap());
+        ledgers.max_by_key(|l| l["started_at"].as_str().unwrap().to_string()).expect("a ledger")
+    }
+}
+
+pub fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().map(|b| b.unwrap()).collect()
+}
+
+/// Every row as display strings (`NULL` for nulls), in file order.
+pub fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            out.push(
+                batch
+                    .columns()
+                    .iter()
+                    .map(|c| if c.is_null(row) { "NULL".to_string() } else { array_value_to_string(c, row).unwrap() })
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Assert an exit code, showing the output when it differs.
+#[track_caller]
+pub fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "exit code\n--- stdout\n{}\n--- stderr\n{}",
+        stdout(output),
+        stderr(output)
+    );
+}
