@@ -21,6 +21,14 @@ pub enum Error {
     #[error("{0}")]
     InputRejected(String),
 
+    /// Another run holds the warehouse lock.
+    #[error("{0}")]
+    Locked(String),
+
+    /// A data test with severity `error` failed: the affected marts were not published.
+    #[error("{0}")]
+    TestsFailed(String),
+
     #[error("{context}: {source}")]
     Storage {
         context: String,
@@ -49,6 +57,14 @@ pub enum Error {
         source: datafusion::arrow::error::ArrowError,
     },
 
+    /// The query engine failed (planning or executing SQL).
+    #[error("{context}: {source}")]
+    Engine {
+        context: String,
+        #[source]
+        source: Box<datafusion::error::DataFusionError>,
+    },
+
     /// A bug or an unexpected state: the message says which.
     #[error("{0}")]
     Internal(String),
@@ -60,6 +76,8 @@ pub enum ErrorKind {
     Config,
     Usage,
     InputRejected,
+    Locked,
+    TestsFailed,
     RunFailed,
 }
 
@@ -69,10 +87,13 @@ impl Error {
             Error::Config(_) => ErrorKind::Config,
             Error::Usage(_) => ErrorKind::Usage,
             Error::InputRejected(_) => ErrorKind::InputRejected,
+            Error::Locked(_) => ErrorKind::Locked,
+            Error::TestsFailed(_) => ErrorKind::TestsFailed,
             Error::Storage { .. }
             | Error::Io { .. }
             | Error::Parquet { .. }
             | Error::Arrow { .. }
+            | Error::Engine { .. }
             | Error::Internal(_) => ErrorKind::RunFailed,
         }
     }

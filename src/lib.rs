@@ -4,12 +4,16 @@
 //! ground floor of [`config`], [`warehouse`] and [`progress`]. The `keymart` binary is a thin
 //! layer over [`run`] that maps [`error::ErrorKind`] to exit codes.
 
+pub mod audit;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod ingest;
 pub mod progress;
+pub mod publish;
 pub mod run;
+pub mod transform;
 pub mod warehouse;
 
 pub use error::{Error, ErrorKind, Result};

@@ -9,13 +9,16 @@ use clap::{Parser, Subcommand, ValueEnum};
 use keymart::generate::GenerateOptions;
 use keymart::generate::population::{BgNbdParams, GammaGammaParams};
 use keymart::progress::Progress;
-use keymart::run::{self, IngestRequest, Overrides, Session};
+use keymart::run::query::OutputFormat;
+use keymart::run::{self, IngestRequest, Overrides, RunRequest, Session};
 use keymart::{Error, ErrorKind};
 
 /// Exit codes (documented in the README).
 const EXIT_RUN_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_INPUT_REJECTED: u8 = 3;
+const EXIT_LOCKED: u8 = 4;
+const EXIT_TESTS_FAILED: u8 = 5;
 
 #[derive(Parser)]
 #[command(name = "keymart", version, about = "Nightly ERP/SCM/call-centre extracts → key-account marts")]
@@ -49,8 +52,34 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate keymart.yaml and every pipeline; list every problem.
+    /// The nightly run: lock, ingest, models, data tests, publish, ledger — for one date or a range.
+    Run(RunArgs),
+    /// Validate keymart.yaml, every pipeline and every model's SQL; list every problem.
     Check,
+    /// Print the model graph.
+    Dag {
+        #[arg(long, value_name = "NAME")]
+        pipeline: Option<String>,
+        #[arg(long, value_enum, default_value_t = DagFormat::Text)]
+        format: DagFormat,
+    },
+    /// Read-only SQL over the committed marts (latest snapshot, or the one at --as-of) and Parquet files by path.
+    Query {
+        sql: String,
+        #[arg(long, value_name = "DATE")]
+        as_of: Option<NaiveDate>,
+        #[arg(long, value_name = "NAME")]
+        pipeline: Option<String>,
+        #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
+        format: QueryFormat,
+    },
+    /// List recent runs from the ledger.
+    Runs {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Remove the warehouse run lock (after a crashed run; says whose it was).
+    Unlock,
     /// Load the landing extracts of one date into raw/ (bad rows to rejects/).
     Ingest {
         /// The extract date to load (YYYY-MM-DD).
@@ -67,6 +96,45 @@ enum Command {
     },
     /// Write synthetic extracts for all four sources in the landing layout (deterministic per seed).
     Generate(GenerateArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DagFormat {
+    Text,
+    Dot,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum QueryFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long, value_name = "NAME")]
+    pipeline: Option<String>,
+    /// The logical date to build (default: yesterday).
+    #[arg(long, value_name = "DATE", conflicts_with_all = ["from", "to", "retry"])]
+    as_of: Option<NaiveDate>,
+    /// First date of a backfill (with --to); dates run in order.
+    #[arg(long, value_name = "DATE", requires = "to", conflicts_with = "retry")]
+    from: Option<NaiveDate>,
+    #[arg(long, value_name = "DATE", requires = "from")]
+    to: Option<NaiveDate>,
+    /// Only these models (`name`, or `name+` with everything downstream); repeatable.
+    #[arg(long, value_name = "MODEL")]
+    select: Vec<String>,
+    /// Recompute dates already committed from the same inputs.
+    #[arg(long)]
+    rebuild: bool,
+    /// Replay an earlier run (its dates, selection and pipeline): a run id, or `last`.
+    #[arg(long, value_name = "RUN_ID")]
+    retry: Option<String>,
+    /// Threads that type records during ingest (default: number of cores).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -128,6 +196,8 @@ fn main() -> ExitCode {
             ExitCode::from(match e.kind() {
                 ErrorKind::Config | ErrorKind::Usage => EXIT_CONFIG,
                 ErrorKind::InputRejected => EXIT_INPUT_REJECTED,
+                ErrorKind::Locked => EXIT_LOCKED,
+                ErrorKind::TestsFailed => EXIT_TESTS_FAILED,
                 ErrorKind::RunFailed => EXIT_RUN_FAILED,
             })
         }
@@ -136,14 +206,59 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
     let overrides = Overrides { warehouse: cli.warehouse.clone(), landing: cli.landing.clone() };
+    let default_workers = || std::thread::available_parallelism().map_or(2, |n| n.get());
     match cli.command {
+        Command::Run(args) => {
+            let session = Session::open(&cli.project, &overrides, progress)?;
+            let mut request = RunRequest {
+                pipeline: args.pipeline,
+                dates: dates(args.as_of, args.from, args.to)?,
+                select: args.select,
+                rebuild: args.rebuild,
+                workers: args.workers.unwrap_or_else(default_workers),
+            };
+            if let Some(retry) = args.retry {
+                let original = run::retry_request(&session, &retry).await?;
+                request.pipeline = Some(original.pipeline);
+                request.dates = original.dates;
+                request.select = original.select;
+                request.rebuild = original.rebuild || request.rebuild;
+            }
+            let report = run::run(&session, &request).await?;
+            println!("{report}");
+            report.outcome()
+        }
+        Command::Dag { pipeline, format } => {
+            print!("{}", run::dag(&cli.project, pipeline.as_deref(), matches!(format, DagFormat::Dot))?);
+            Ok(())
+        }
+        Command::Query { sql, as_of, pipeline, format } => {
+            let session = Session::open(&cli.project, &overrides, progress)?;
+            let format = match format {
+                QueryFormat::Table => OutputFormat::Table,
+                QueryFormat::Csv => OutputFormat::Csv,
+                QueryFormat::Json => OutputFormat::Json,
+            };
+            println!("{}", run::query::query(&session, pipeline.as_deref(), &sql, as_of, format).await?);
+            Ok(())
+        }
+        Command::Runs { limit } => {
+            let session = Session::open(&cli.project, &overrides, progress)?;
+            println!("{}", run::runs(&session, limit).await?);
+            Ok(())
+        }
+        Command::Unlock => {
+            let session = Session::open(&cli.project, &overrides, progress)?;
+            println!("{}", run::unlock(&session).await?);
+            Ok(())
+        }
         Command::Check => {
             println!("{}", run::check(&cli.project)?);
             Ok(())
         }
         Command::Ingest { as_of, sources, pipeline, workers } => {
             let session = Session::open(&cli.project, &overrides, progress)?;
-            let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+            let workers = workers.unwrap_or_else(default_workers);
             let report = run::ingest(&session, &IngestRequest { pipeline, as_of, sources, workers }).await?;
             println!("{report}");
             report.outcome()
@@ -165,6 +280,16 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
             println!("{}", keymart::generate::summary(&manifest));
             Ok(())
         }
+    }
+}
+
+/// The dates a run covers: one date (default yesterday) or an inclusive range.
+fn dates(as_of: Option<NaiveDate>, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<Vec<NaiveDate>, Error> {
+    match (as_of, from, to) {
+        (_, Some(from), Some(to)) if from > to => Err(Error::Usage(format!("--from {from} is after --to {to}"))),
+        (_, Some(from), Some(to)) => Ok(from.iter_days().take_while(|d| *d <= to).collect()),
+        (Some(as_of), _, _) => Ok(vec![as_of]),
+        _ => Ok(vec![chrono::Local::now().date_naive() - chrono::Duration::days(1)]),
     }
 }
 

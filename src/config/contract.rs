@@ -208,16 +208,41 @@ impl ColumnSpec {
 pub enum ColumnType {
     String,
     Int,
-    Decimal { precision: u8, scale: i8 },
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
     Date,
     Timestamp,
     Bool,
+    /// 64-bit float: for model scores and probabilities, never for money.
+    Float,
 }
 
 impl ColumnType {
     pub fn is_numeric(&self) -> bool {
-        matches!(self, ColumnType::Int | ColumnType::Decimal { .. })
+        matches!(self, ColumnType::Int | ColumnType::Decimal { .. } | ColumnType::Float)
     }
+
+    /// How the type is stored (DESIGN.md: Date32, µs UTC timestamps, Decimal128 money).
+    pub fn arrow_type(&self) -> datafusion::arrow::datatypes::DataType {
+        use datafusion::arrow::datatypes::{DataType, TimeUnit};
+        match *self {
+            ColumnType::String => DataType::Utf8,
+            ColumnType::Int => DataType::Int64,
+            ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::Float => DataType::Float64,
+        }
+    }
+}
+
+/// Days since 1970-01-01, the Date32 value of a date.
+pub fn days_since_epoch(date: chrono::NaiveDate) -> i32 {
+    const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
+    chrono::Datelike::num_days_from_ce(&date) - UNIX_EPOCH_DAYS_FROM_CE
 }
 
 impl fmt::Display for ColumnType {
@@ -229,6 +254,7 @@ impl fmt::Display for ColumnType {
             ColumnType::Date => f.write_str("date"),
             ColumnType::Timestamp => f.write_str("timestamp"),
             ColumnType::Bool => f.write_str("bool"),
+            ColumnType::Float => f.write_str("float"),
         }
     }
 }
@@ -244,12 +270,13 @@ impl std::str::FromStr for ColumnType {
             "date" => Some(ColumnType::Date),
             "timestamp" => Some(ColumnType::Timestamp),
             "bool" | "boolean" => Some(ColumnType::Bool),
+            "float" | "double" => Some(ColumnType::Float),
             _ => None,
         };
         if let Some(t) = simple {
             return Ok(t);
         }
-        let expected = "expected string, int, decimal(p,s), date, timestamp or bool";
+        let expected = "expected string, int, decimal(p,s), date, timestamp, bool or float";
         let args = compact
             .strip_prefix("decimal(")
             .and_then(|rest| rest.strip_suffix(')'))

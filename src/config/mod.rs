@@ -2,6 +2,7 @@
 //! whole. Every problem is reported at once as `file:line:column: field: message`.
 
 pub mod contract;
+pub mod model;
 mod validate;
 pub mod yaml;
 
@@ -15,7 +16,9 @@ pub use contract::{
     ColumnSpec, ColumnType, CsvOptions, Encoding, FileFormat, LoadMode, Reference, SourceContract, ValueOptions,
     XlsxOptions,
 };
-use yaml::{EachEntry, Located, Position, YamlError};
+use model::ModelEntry;
+pub use model::{DataTest, Materialized, Model, Scalar, Severity, TestKind, VarSpec};
+use yaml::{Each, EachEntry, Located, Position, YamlError};
 
 pub const PROJECT_FILE: &str = "keymart.yaml";
 pub const PIPELINES_DIR: &str = "pipelines";
@@ -58,6 +61,11 @@ struct PipelineFile {
     description: String,
     #[serde(default)]
     sources: EachEntry<Located<SourceContract>>,
+    /// Typed values bound to `$name` placeholders in the SQL (besides `$as_of`).
+    #[serde(default)]
+    vars: EachEntry<Located<VarSpec>>,
+    #[serde(default)]
+    models: Each<Located<ModelEntry>>,
 }
 
 /// A validated pipeline.
@@ -69,6 +77,9 @@ pub struct Pipeline {
     pub description: String,
     /// In YAML order.
     pub sources: Vec<SourceContract>,
+    pub vars: Vec<(String, VarSpec)>,
+    /// In file order (the order of `models:` entries, files sorted within a glob).
+    pub models: Vec<Model>,
     /// Sources left out or incomplete because of parse errors (their checks wait for a fix).
     damaged: BTreeSet<String>,
 }
@@ -76,6 +87,10 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn source(&self, name: &str) -> Option<&SourceContract> {
         self.sources.iter().find(|s| s.name == name)
+    }
+
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.name == name)
     }
 
     /// Sources ordered so that a source comes after every source its columns reference.
@@ -140,7 +155,17 @@ impl Project {
                     .map(|(source_name, contract)| SourceContract { name: source_name, ..contract.value })
                     .collect();
                 let damaged = damaged_entries(&diagnostics.0[errors_before..], "sources");
-                pipelines.push(Pipeline { name, file, description: parsed.description, sources, damaged });
+                let vars = parsed.vars.0.into_iter().map(|(n, v)| (n, v.value)).collect();
+                let models = resolve_models(root, &file, &parsed.models.0, &mut diagnostics);
+                pipelines.push(Pipeline {
+                    name,
+                    file,
+                    description: parsed.description,
+                    sources,
+                    vars,
+                    models,
+                    damaged,
+                });
             }
         }
 
@@ -197,6 +222,61 @@ fn pipeline_files(root: &Path, diagnostics: &mut Diagnostics) -> Vec<PathBuf> {
         diagnostics.file_error(PIPELINES_DIR, "no pipeline: add pipelines/<name>.yaml".to_string());
     }
     files
+}
+
+/// Expand the `models:` entries into models: one per SQL file, named by the file stem.
+fn resolve_models(root: &Path, file: &Path, entries: &[Located<ModelEntry>], d: &mut Diagnostics) -> Vec<Model> {
+    let mut models: Vec<Model> = Vec::new();
+    for entry in entries {
+        let pattern = &entry.path;
+        let full = root.join(&pattern.value);
+        let mut paths: Vec<PathBuf> = match glob::glob(&full.to_string_lossy()) {
+            Ok(found) => found.filter_map(|p| p.ok()).filter(|p| p.is_file()).collect(),
+            Err(e) => {
+                d.at(file, &pattern.position, format!("not a valid path or glob: {e}"));
+                continue;
+            }
+        };
+        paths.sort();
+        if paths.is_empty() {
+            d.at(file, &pattern.position, format!("no SQL file matches `{}`", pattern.value));
+        }
+        let mut tests = Vec::new();
+        for spec in &entry.tests.0 {
+            match spec.value.to_test() {
+                Ok(test) => tests.push(test),
+                Err(message) => d.at(file, &spec.position, message),
+            }
+        }
+        for path in paths {
+            let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+            let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            if let Some(other) = models.iter().find(|m| m.name == name) {
+                let message = format!("model `{name}` ({}) is also {}", relative.display(), other.file.display());
+                d.at(file, &pattern.position, message);
+                continue;
+            }
+            let sql = match std::fs::read_to_string(&path) {
+                Ok(sql) => sql,
+                Err(e) => {
+                    d.at(file, &pattern.position, format!("cannot read {}: {e}", relative.display()));
+                    continue;
+                }
+            };
+            models.push(Model {
+                name,
+                file: relative,
+                sql,
+                materialized: entry.materialized,
+                key: entry.key.value.clone(),
+                description: entry.description.clone(),
+                tests: tests.clone(),
+                allow_pii: entry.allow_pii.clone(),
+                columns: entry.columns.clone(),
+            });
+        }
+    }
+    models
 }
 
 /// The file's value as far as it could be read (entries with errors left out), errors recorded.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::contract::{ColumnType, FileFormat, LoadMode, SourceContract, check_chrono_format, expand_as_of};
 use super::yaml::Position;
-use super::{Diagnostics, Pipeline, Project};
+use super::{Diagnostics, Materialized, Pipeline, Project, TestKind};
 
 pub(super) fn project(project: &Project, d: &mut Diagnostics) {
     let settings_file = Path::new(super::PROJECT_FILE);
@@ -38,6 +38,31 @@ fn pipeline(pipeline: &Pipeline, d: &mut Diagnostics) {
         columns(source, pipeline, file, d);
     }
     reference_cycles(pipeline, d);
+    models(pipeline, d);
+}
+
+fn models(pipeline: &Pipeline, d: &mut Diagnostics) {
+    let at_model = |d: &mut Diagnostics, model: &crate::config::Model, message: String| {
+        d.at(&model.file, &Position { line: 0, column: 0, path: String::new() }, message)
+    };
+    for model in &pipeline.models {
+        if !is_snake_case(&model.name) {
+            at_model(d, model, format!("model name `{}` (the file name) must be snake_case", model.name));
+        }
+        if pipeline.source(&model.name).is_some() {
+            at_model(d, model, format!("model `{}` has the name of a source", model.name));
+        }
+        if model.materialized == Materialized::Mart && model.key.is_empty() {
+            at_model(d, model, format!("mart `{}` needs a key (its rows are sorted by it)", model.name));
+        }
+        for test in &model.tests {
+            if let TestKind::Relationships { to_table, .. } = &test.kind {
+                if pipeline.model(to_table).is_none() && pipeline.source(to_table).is_none() {
+                    at_model(d, model, format!("test {}: no model or source `{to_table}`", test.kind));
+                }
+            }
+        }
+    }
 }
 
 fn source_options(source: &SourceContract, file: &Path, d: &mut Diagnostics) {

@@ -6,10 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Int64Builder, StringBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::value::RawValue;
 
@@ -32,22 +32,10 @@ pub struct Reject {
     pub raw: String,
 }
 
-/// The Arrow type a contract column is stored as (DESIGN.md: Date32, µs UTC, Decimal128).
-pub fn arrow_type(data_type: ColumnType) -> DataType {
-    match data_type {
-        ColumnType::String => DataType::Utf8,
-        ColumnType::Int => DataType::Int64,
-        ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
-        ColumnType::Date => DataType::Date32,
-        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        ColumnType::Bool => DataType::Boolean,
-    }
-}
-
 /// The schema of `raw/<source>/`: the contract's columns, in contract order.
 pub fn raw_schema(contract: &SourceContract) -> SchemaRef {
     let fields: Vec<Field> =
-        contract.columns().map(|c| Field::new(&c.name, arrow_type(c.data_type), c.nullable)).collect();
+        contract.columns().map(|c| Field::new(&c.name, c.data_type.arrow_type(), c.nullable)).collect();
     Arc::new(Schema::new(fields))
 }
 
@@ -304,6 +292,7 @@ impl Converter {
             let number = match (value, plan.data_type) {
                 (Value::Int(i), _) => Some(*i as f64),
                 (Value::Decimal(d), ColumnType::Decimal { scale, .. }) => Some(*d as f64 / 10f64.powi(scale as i32)),
+                (Value::Float(f), _) => Some(*f),
                 _ => None,
             };
             if let Some(x) = number {
@@ -353,6 +342,7 @@ impl Value<'_> {
             Value::Date(d) => Value::Date(d),
             Value::Timestamp(t) => Value::Timestamp(t),
             Value::Bool(b) => Value::Bool(b),
+            Value::Float(f) => Value::Float(f),
         }
     }
 }
@@ -367,6 +357,7 @@ pub fn key_text<'v>(value: &'v Value) -> Cow<'v, str> {
         Value::Date(d) => Cow::Owned(d.to_string()),
         Value::Timestamp(t) => Cow::Owned(t.to_string()),
         Value::Bool(b) => Cow::Owned(b.to_string()),
+        Value::Float(f) => Cow::Owned(f.to_string()),
     }
 }
 
@@ -383,6 +374,7 @@ fn key_hash<'v>(values: impl Iterator<Item = &'v Value<'v>>) -> u128 {
             Value::Date(d) => bytes.extend_from_slice(&d.to_le_bytes()),
             Value::Timestamp(t) => bytes.extend_from_slice(&t.to_le_bytes()),
             Value::Bool(b) => bytes.push(*b as u8),
+            Value::Float(f) => bytes.extend_from_slice(&f.to_bits().to_le_bytes()),
         }
         bytes.push(0x1F);
     }
@@ -422,6 +414,7 @@ enum ColumnBuilder {
     Date(Date32Builder),
     Timestamp(TimestampMicrosecondBuilder),
     Bool(BooleanBuilder),
+    Float(Float64Builder),
 }
 
 impl ColumnBuilder {
@@ -435,6 +428,7 @@ impl ColumnBuilder {
             ColumnType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(capacity)),
             ColumnType::Timestamp => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity)),
             ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(capacity)),
+            ColumnType::Float => ColumnBuilder::Float(Float64Builder::with_capacity(capacity)),
         }
     }
 
@@ -446,6 +440,8 @@ impl ColumnBuilder {
             (ColumnBuilder::Date(b), Value::Date(d)) => b.append_value(*d),
             (ColumnBuilder::Timestamp(b), Value::Timestamp(t)) => b.append_value(*t),
             (ColumnBuilder::Bool(b), Value::Bool(v)) => b.append_value(*v),
+            (ColumnBuilder::Float(b), Value::Float(v)) => b.append_value(*v),
+            (ColumnBuilder::Float(b), Value::Null) => b.append_null(),
             (ColumnBuilder::Str(b), Value::Null) => b.append_null(),
             (ColumnBuilder::Int(b), Value::Null) => b.append_null(),
             (ColumnBuilder::Decimal(b, ..), Value::Null) => b.append_null(),
@@ -466,6 +462,7 @@ impl ColumnBuilder {
             ColumnBuilder::Date(mut b) => Arc::new(b.finish()),
             ColumnBuilder::Timestamp(mut b) => Arc::new(b.finish().with_timezone("UTC")),
             ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Float(mut b) => Arc::new(b.finish()),
         }
     }
 }

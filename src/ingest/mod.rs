@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::warehouse::{Location, Warehouse};
 use convert::Converter;
+pub use landing::{LandingFile, find as landing_files};
 use read::csv::FileInput;
 use read::{FileError, ReadStop};
 use sink::{FileCounts, LoadSink};

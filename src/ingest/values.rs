@@ -3,7 +3,9 @@
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
+
+use crate::config::contract::days_since_epoch;
 
 use crate::config::{ColumnType, ValueOptions};
 
@@ -53,6 +55,7 @@ pub enum Value<'a> {
     /// Microseconds since 1970-01-01T00:00:00Z.
     Timestamp(i64),
     Bool(bool),
+    Float(f64),
 }
 
 /// Parses text for one source: the options that hold for all its columns.
@@ -65,8 +68,6 @@ pub struct TextParser {
     thousands: Option<char>,
     trim: bool,
 }
-
-const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 impl TextParser {
     pub fn new(options: &ValueOptions) -> Self {
@@ -99,6 +100,7 @@ impl TextParser {
             ColumnType::Date => self.parse_date(text).map(Value::Date),
             ColumnType::Timestamp => self.parse_timestamp(text).map(Value::Timestamp),
             ColumnType::Bool => parse_bool(text).map(Value::Bool),
+            ColumnType::Float => self.parse_float(text).map(Value::Float),
         }
     }
 
@@ -123,6 +125,12 @@ impl TextParser {
         let bad = || FieldError::new(reason::INVALID_INTEGER, format!("`{text}` is not a whole number"));
         let plain = self.ungroup(text).ok_or_else(bad)?;
         plain.parse::<i64>().map_err(|_| bad())
+    }
+
+    fn parse_float(&self, text: &str) -> Result<f64, FieldError> {
+        let bad = || FieldError::new(reason::INVALID_VALUE, format!("`{text}` is not a number"));
+        let plain = self.ungroup(text).ok_or_else(bad)?;
+        plain.parse::<f64>().ok().filter(|f| f.is_finite()).ok_or_else(bad)
     }
 
     fn parse_decimal(&self, text: &str, precision: u8, scale: i8) -> Result<i128, FieldError> {
@@ -164,7 +172,7 @@ impl TextParser {
                     std::iter::once("%Y-%m-%d").chain(self.date_formats.iter().map(String::as_str)).collect::<Vec<_>>();
                 FieldError::new(reason::INVALID_DATE, format!("`{text}` is not a date in {}", tried.join(", ")))
             })?;
-        Ok(date.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE)
+        Ok(days_since_epoch(date))
     }
 
     fn parse_timestamp(&self, text: &str) -> Result<i64, FieldError> {
@@ -207,11 +215,6 @@ fn parse_bool(text: &str) -> Result<bool, FieldError> {
         "false" | "f" | "no" | "n" | "0" | "否" => Ok(false),
         _ => Err(FieldError::new(reason::INVALID_BOOLEAN, format!("`{text}` is not true/false, yes/no or 1/0"))),
     }
-}
-
-/// Days since the Unix epoch for a date (for building test expectations and the generator).
-pub fn date_to_days(date: NaiveDate) -> i32 {
-    date.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE
 }
 
 /// Excel stores numbers as binary floats and shows them with 15 significant digits; read them the
@@ -257,7 +260,7 @@ mod tests {
     #[test]
     fn dates_in_every_declared_format() {
         let p = parser(None, &["%Y/%m/%d", "%Y%m%d"]);
-        let day = date_to_days(NaiveDate::from_ymd_opt(2024, 6, 1).unwrap());
+        let day = days_since_epoch(NaiveDate::from_ymd_opt(2024, 6, 1).unwrap());
         for text in ["2024-06-01", "2024/06/01", "20240601"] {
             assert_eq!(p.parse_date(text), Ok(day), "{text}");
         }

@@ -1,14 +1,17 @@
 //! The run ledger: `_runs/<run_id>.json`, one per command that changes the warehouse. Written
-//! when the run starts (status `running`) and again when it ends, so a killed run leaves a trace.
+//! when the run starts (status `running`), after each date, and when it ends, so a killed run
+//! leaves a trace of how far it got.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::audit::TestOutcome;
 use crate::error::Result;
 use crate::ingest::SourceLoad;
+use crate::transform::{Materialization, SourceTable};
 use crate::warehouse::Warehouse;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Running,
@@ -21,14 +24,58 @@ pub enum RunStatus {
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
     Ingest(SourceLoad),
+    /// A date whose marts are already committed from the same inputs.
+    Skip {
+        as_of: NaiveDate,
+        reason: String,
+    },
+    /// The loads each source table read for a date.
+    Sources {
+        as_of: NaiveDate,
+        tables: Vec<SourceTable>,
+    },
+    Model {
+        as_of: NaiveDate,
+        engine: String,
+        #[serde(flatten)]
+        run: Materialization,
+    },
+    /// A model not run because something it reads failed a blocking test.
+    Blocked {
+        as_of: NaiveDate,
+        model: String,
+        because: String,
+    },
+    Test {
+        as_of: NaiveDate,
+        #[serde(flatten)]
+        outcome: TestOutcome,
+    },
+    Publish {
+        as_of: NaiveDate,
+        mart: String,
+        files: Vec<String>,
+        rows: u64,
+        manifest: String,
+    },
+}
+
+/// What was asked for, so that `keymart run --retry` can replay it exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub pipeline: String,
+    pub dates: Vec<NaiveDate>,
+    #[serde(default)]
+    pub select: Vec<String>,
+    #[serde(default)]
+    pub rebuild: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Ledger {
     pub run_id: String,
     pub command: String,
-    pub pipeline: String,
-    pub as_of: NaiveDate,
+    pub request: Request,
     pub status: RunStatus,
     pub started_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -44,19 +91,11 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn start(
-        run_id: &str,
-        command: &str,
-        pipeline: &str,
-        as_of: NaiveDate,
-        warehouse: &str,
-        landing: &str,
-    ) -> Ledger {
+    pub fn start(run_id: &str, command: &str, request: Request, warehouse: &str, landing: &str) -> Ledger {
         Ledger {
             run_id: run_id.to_string(),
             command: command.to_string(),
-            pipeline: pipeline.to_string(),
-            as_of,
+            request,
             status: RunStatus::Running,
             started_at: Utc::now(),
             finished_at: None,
@@ -81,6 +120,38 @@ impl Ledger {
         let json = serde_json::to_vec_pretty(self).expect("ledger serializes");
         warehouse.location.put_bytes(&key, json).await
     }
+}
+
+/// The fields of a stored ledger that `runs` and `--retry` read.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LedgerSummary {
+    pub run_id: String,
+    pub command: String,
+    pub request: Request,
+    pub status: RunStatus,
+    pub started_at: DateTime<Utc>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Every ledger in the warehouse, newest first.
+pub async fn list(warehouse: &Warehouse) -> Result<Vec<LedgerSummary>> {
+    let location = &warehouse.location;
+    let mut ledgers = Vec::new();
+    for object in location.list(warehouse.layout().runs_dir()).await? {
+        let relative = location.relative(&object.location);
+        if relative.matches('/').count() != 1 || !relative.ends_with(".json") {
+            continue;
+        }
+        let bytes = location.get_bytes(&object.location).await?;
+        if let Ok(summary) = serde_json::from_slice::<LedgerSummary>(&bytes) {
+            ledgers.push(summary);
+        }
+    }
+    ledgers.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    Ok(ledgers)
 }
 
 /// A run id sorts by start time (to the millisecond) and is unique per process:

@@ -1,19 +1,26 @@
 //! One command, end to end: open the project and warehouse, run the stages, write the ledger.
 //! The binary calls these functions and prints what they return.
 
+mod failpoint;
+mod inputs;
 pub mod ledger;
+pub mod pipeline;
+pub mod query;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
 
-use crate::config::Project;
+use crate::config::{Diagnostics, Project};
 use crate::error::{Error, Result};
 use crate::ingest::{self, IngestContext, LoadStatus, SourceLoad};
 use crate::progress::Progress;
+use crate::publish::lock::{self, RunLock};
+use crate::transform::Dag;
 use crate::warehouse::{Location, Warehouse};
-use ledger::{Ledger, RunStatus, Step};
+use ledger::{Ledger, Request, RunStatus, Step};
+pub use pipeline::{RunReport, RunRequest, run};
 
 /// Locations given on the command line or in the environment, over keymart.yaml.
 #[derive(Debug, Clone, Default)]
@@ -40,19 +47,83 @@ impl Session {
     }
 }
 
-/// Validate the project; a one-line summary when it is sound.
+/// Validate the project, models included (SQL syntax, unknown tables, cycles); a one-line
+/// summary when it is sound.
 pub fn check(project_dir: &Path) -> Result<String> {
     let project = Project::load(project_dir).map_err(Error::Config)?;
+    let mut diagnostics = Diagnostics::default();
+    for pipeline in &project.pipelines {
+        if let Err(found) = Dag::build(pipeline) {
+            diagnostics.0.extend(found.0);
+        }
+    }
+    if !diagnostics.is_empty() {
+        return Err(Error::Config(diagnostics));
+    }
     let sources: usize = project.pipelines.iter().map(|p| p.sources.len()).sum();
+    let models: usize = project.pipelines.iter().map(|p| p.models.len()).sum();
     let names: Vec<&str> = project.pipelines.iter().map(|p| p.name.as_str()).collect();
     Ok(format!(
-        "{}: ok — {} pipeline{} ({}), {sources} source{}",
+        "{}: ok — {} pipeline{} ({}), {sources} source{}, {models} model{}",
         display_dir(project_dir).display(),
         names.len(),
         plural(names.len()),
         names.join(", "),
-        plural(sources)
+        plural(sources),
+        plural(models)
     ))
+}
+
+/// The model graph of a pipeline, as text or Graphviz dot.
+pub fn dag(project_dir: &Path, pipeline: Option<&str>, dot: bool) -> Result<String> {
+    let project = Project::load(project_dir).map_err(Error::Config)?;
+    let pipeline = project.select_pipeline(pipeline).map_err(Error::Usage)?;
+    let dag = Dag::build(pipeline).map_err(Error::Config)?;
+    Ok(if dot { dag.to_dot(pipeline) } else { dag.to_text(pipeline) })
+}
+
+/// Recent runs, newest first.
+pub async fn runs(session: &Session, limit: usize) -> Result<String> {
+    let ledgers = ledger::list(&session.warehouse).await?;
+    let mut out = String::from(
+        "run_id                          command  pipeline  dates                   status     seconds  error\n",
+    );
+    for l in ledgers.iter().take(limit) {
+        let dates = match (l.request.dates.first(), l.request.dates.last()) {
+            (Some(a), Some(b)) if a != b => format!("{a}..{b}"),
+            (Some(a), _) => a.to_string(),
+            _ => "-".to_string(),
+        };
+        let seconds = l
+            .finished_at
+            .map_or("-".to_string(), |f| format!("{:.1}", (f - l.started_at).num_milliseconds() as f64 / 1000.0));
+        let status = format!("{:?}", l.status).to_lowercase();
+        let error = l.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("");
+        out.push_str(&format!(
+            "{:<31} {:<8} {:<9} {:<23} {:<10} {:>7}  {error}\n",
+            l.run_id, l.command, l.request.pipeline, dates, status, seconds
+        ));
+    }
+    Ok(out.trim_end().to_string())
+}
+
+/// Remove the run lock (an operator's decision after a crashed run).
+pub async fn unlock(session: &Session) -> Result<String> {
+    Ok(match lock::force_unlock(&session.warehouse.location).await? {
+        Some(holder) => format!("removed the lock of {holder}"),
+        None => "the warehouse was not locked".to_string(),
+    })
+}
+
+/// The request of an earlier run, to replay it (`--retry`).
+pub async fn retry_request(session: &Session, run_id: &str) -> Result<Request> {
+    let ledgers = ledger::list(&session.warehouse).await?;
+    let found = if run_id == "last" {
+        ledgers.into_iter().find(|l| l.command == "run")
+    } else {
+        ledgers.into_iter().find(|l| l.run_id == run_id)
+    };
+    found.map(|l| l.request).ok_or_else(|| Error::Usage(format!("no run `{run_id}` in the ledger")))
 }
 
 fn display_dir(dir: &Path) -> PathBuf {
@@ -92,16 +163,31 @@ pub async fn ingest(session: &Session, request: &IngestRequest) -> Result<Ingest
         }
     }
     let run_id = ledger::new_run_id();
-    let mut ledger = Ledger::start(
-        &run_id,
-        "ingest",
-        &pipeline.name,
-        request.as_of,
-        &session.warehouse.location.display,
-        &session.landing.display,
-    );
-    ledger.save(&session.warehouse).await?;
+    let lock = RunLock::acquire(&session.warehouse.location, &run_id, "ingest", pipeline::LOCK_TTL).await?;
+    let recorded = Request {
+        pipeline: pipeline.name.clone(),
+        dates: vec![request.as_of],
+        select: request.sources.clone(),
+        rebuild: false,
+    };
+    let mut ledger =
+        Ledger::start(&run_id, "ingest", recorded, &session.warehouse.location.display, &session.landing.display);
+    let result = match ledger.save(&session.warehouse).await {
+        Ok(()) => load_sources(session, pipeline, &run_id, request, &mut ledger).await,
+        Err(e) => Err(e),
+    };
+    lock.release().await?;
+    result
+}
 
+async fn load_sources(
+    session: &Session,
+    pipeline: &crate::config::Pipeline,
+    run_id: &str,
+    request: &IngestRequest,
+    ledger: &mut Ledger,
+) -> Result<IngestReport> {
+    let run_id = run_id.to_string();
     let ctx = IngestContext {
         warehouse: session.warehouse.clone(),
         landing: session.landing.clone(),

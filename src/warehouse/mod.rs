@@ -2,6 +2,7 @@
 
 mod layout;
 pub mod parquet;
+pub mod snapshot;
 
 use std::path::Path as FsPath;
 use std::sync::Arc;

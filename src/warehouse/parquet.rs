@@ -84,3 +84,31 @@ impl<W: Write> Write for Counting<W> {
         self.inner.flush()
     }
 }
+
+/// Write a stream of record batches as one Parquet file at `key` (async; the object appears
+/// whole when the upload completes).
+pub async fn write_stream(
+    location: &Location,
+    key: Path,
+    schema: SchemaRef,
+    mut batches: datafusion::physical_plan::SendableRecordBatchStream,
+) -> Result<WrittenFile> {
+    use datafusion::parquet::arrow::async_writer::AsyncArrowWriter;
+    use futures::StreamExt;
+    use object_store::ObjectStoreExt;
+
+    let url = location.url_of(&key);
+    let sink = BufWriter::with_capacity(location.store.clone(), key.clone(), 8 << 20);
+    let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(writer_properties()))
+        .map_err(|e| Error::parquet(format!("starting {url}"), e))?;
+    let mut rows = 0u64;
+    while let Some(batch) = batches.next().await {
+        let batch = batch.map_err(|e| crate::engine::engine_error(format!("computing {url}"), e))?;
+        rows += batch.num_rows() as u64;
+        writer.write(&batch).await.map_err(|e| Error::parquet(format!("writing {url}"), e))?;
+    }
+    let bytes_before_close = writer.bytes_written() as u64;
+    writer.close().await.map_err(|e| Error::parquet(format!("closing {url}"), e))?;
+    let bytes = location.store.head(&key).await.map(|m| m.size).unwrap_or(bytes_before_close);
+    Ok(WrittenFile { key, rows, bytes })
+}

@@ -259,7 +259,8 @@ fn reingest_is_byte_identical_and_replaces_the_partition() {
     let partition: Vec<_> = std::fs::read_dir(raw.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(partition, ["part-0.parquet"], "one file, no leftovers");
     let staging = project.warehouse().join("_staging");
-    let leftovers: Vec<_> = std::fs::read_dir(&staging).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(&staging).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
     assert!(leftovers.is_empty(), "staging is cleaned up: {leftovers:?}");
 }
 

@@ -1,0 +1,50 @@
+-- Recency / Frequency / Monetary per customer at as_of (DESIGN.md, customer_rfm).
+-- recency over all history; frequency and monetary over the window ending at as_of.
+WITH per_customer AS (
+    SELECT
+        customer_id,
+        $as_of - max(purchase_date) AS recency_days,
+        count(CASE WHEN purchase_date > $as_of - $rfm_window_days THEN 1 END) AS frequency,
+        coalesce(sum(CASE WHEN purchase_date > $as_of - $rfm_window_days THEN net_amount END), 0) AS monetary
+    FROM stg_purchases
+    GROUP BY customer_id
+),
+scored AS (
+    SELECT
+        *,
+        -- Quintiles; ties broken by customer_id so every quintile has its share.
+        ntile(5) OVER (ORDER BY recency_days DESC, customer_id) AS r_score,
+        ntile(5) OVER (ORDER BY frequency, customer_id) AS f_score,
+        ntile(5) OVER (ORDER BY monetary, customer_id) AS m_score,
+        sum(monetary) OVER (ORDER BY monetary DESC, customer_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS value_before,
+        sum(monetary) OVER () AS value_total
+    FROM per_customer
+)
+SELECT
+    customer_id,
+    recency_days,
+    frequency,
+    monetary,
+    r_score,
+    f_score,
+    m_score,
+    concat(CAST(r_score AS VARCHAR), CAST(f_score AS VARCHAR), CAST(m_score AS VARCHAR)) AS rfm_code,
+    CASE
+        WHEN r_score <= 2 AND f_score <= 2 THEN 'Hibernating'
+        WHEN r_score <= 2 AND f_score <= 4 THEN 'At Risk'
+        WHEN r_score <= 2 THEN 'Can''t Lose'
+        WHEN r_score = 3 AND f_score <= 2 THEN 'About to Sleep'
+        WHEN r_score = 3 AND f_score = 3 THEN 'Need Attention'
+        WHEN r_score <= 4 AND f_score >= 4 THEN 'Loyal'
+        WHEN r_score = 4 AND f_score = 1 THEN 'Promising'
+        WHEN r_score = 5 AND f_score = 1 THEN 'New'
+        WHEN f_score <= 3 THEN 'Potential Loyalists'
+        ELSE 'Champions'
+    END AS segment,
+    -- A: the customers that make the first 80 % of value (the one crossing 80 % included), B: to 95 %.
+    CASE
+        WHEN value_total > 0 AND coalesce(value_before, 0) < 0.80 * value_total THEN 'A'
+        WHEN value_total > 0 AND coalesce(value_before, 0) < 0.95 * value_total THEN 'B'
+        ELSE 'C'
+    END AS pareto_class
+FROM scored

@@ -1,0 +1,67 @@
+//! Stage 4 of the flow: make a tested mart snapshot visible, atomically, and the run lock that
+//! keeps two runs from writing the same warehouse.
+//!
+//! Commit protocol (DESIGN.md): a run writes its files under `marts/<mart>/as_of=D/<run_id>/`,
+//! the tests read them there, then `_SUCCESS` is written (one small put, atomic) naming exactly
+//! those files. Only after that are other files under `as_of=D/` deleted: those of the snapshot
+//! it replaces and any left by a killed run. A reader honouring `_SUCCESS` never sees a partial
+//! snapshot, and after a successful run a reader globbing the folder sees only committed files.
+
+pub mod lock;
+
+use chrono::{NaiveDate, Utc};
+
+use crate::error::Result;
+use crate::warehouse::Warehouse;
+use crate::warehouse::snapshot::{MANIFEST_NAME, SnapshotManifest};
+
+/// What a snapshot to commit consists of.
+pub struct Snapshot<'a> {
+    pub mart: &'a str,
+    pub as_of: NaiveDate,
+    pub run_id: &'a str,
+    pub files: Vec<String>,
+    pub rows: u64,
+    pub schema: Vec<String>,
+    pub inputs: String,
+}
+
+/// Write the manifest (the commit point), then remove every other file of that date.
+pub async fn commit(warehouse: &Warehouse, snapshot: Snapshot<'_>) -> Result<SnapshotManifest> {
+    let manifest = SnapshotManifest {
+        mart: snapshot.mart.to_string(),
+        as_of: snapshot.as_of,
+        run_id: snapshot.run_id.to_string(),
+        schema_hash: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(snapshot.schema.join("\n").as_bytes())),
+        files: snapshot.files,
+        rows: snapshot.rows,
+        schema: snapshot.schema,
+        inputs: snapshot.inputs,
+        committed_at: Utc::now(),
+    };
+    let key = warehouse.manifest_key(snapshot.mart, snapshot.as_of);
+    let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    warehouse.location.put_bytes(&key, json).await?;
+    remove_uncommitted(warehouse, &manifest).await?;
+    Ok(manifest)
+}
+
+/// Delete the files under the snapshot's date that its manifest does not name.
+async fn remove_uncommitted(warehouse: &Warehouse, manifest: &SnapshotManifest) -> Result<()> {
+    let dir = warehouse.snapshot_dir(&manifest.mart, manifest.as_of);
+    for key in warehouse.location.relative_keys(&dir).await? {
+        let is_manifest = key.ends_with(&format!("/{MANIFEST_NAME}"));
+        if !is_manifest && !manifest.files.contains(&key) {
+            warehouse.location.delete(&warehouse.location.key(&key)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Remove the files of a snapshot that will not be committed (a test failed, or upstream did).
+pub async fn discard(warehouse: &Warehouse, files: &[String]) -> Result<()> {
+    for file in files {
+        warehouse.location.delete(&warehouse.location.key(file)).await?;
+    }
+    Ok(())
+}

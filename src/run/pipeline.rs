@@ -1,0 +1,347 @@
+//! `keymart run`: lock → for each date: ingest → models → tests → publish → ledger.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+
+use super::ledger::{self, Ledger, Request, RunStatus, Step};
+use super::{Session, failpoint, inputs};
+use crate::audit::{self, TestOutcome};
+use crate::config::{Materialized, Pipeline};
+use crate::engine::{Engine, Params};
+use crate::error::{Error, Result};
+use crate::ingest::{self, IngestContext, LoadStatus};
+use crate::publish::lock::RunLock;
+use crate::publish::{self, Snapshot};
+use crate::transform::{Dag, Materialization, Transform};
+
+/// How long a lock lives without renewal (renewed every third of it while the run is alive).
+pub const LOCK_TTL: Duration = Duration::from_secs(120);
+
+pub struct RunRequest {
+    pub pipeline: Option<String>,
+    pub dates: Vec<NaiveDate>,
+    /// `model` or `model+` (with everything downstream); all models when empty.
+    pub select: Vec<String>,
+    pub rebuild: bool,
+    pub workers: usize,
+}
+
+/// What happened to one date.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DateStatus {
+    Published,
+    /// Already committed from the same inputs.
+    Skipped,
+    /// Some marts were not published because a blocking test failed.
+    TestsFailed,
+}
+
+pub struct DateReport {
+    pub as_of: NaiveDate,
+    pub status: DateStatus,
+    pub models: Vec<ModelLine>,
+}
+
+/// One line of the run summary.
+pub struct ModelLine {
+    pub model: String,
+    pub materialized: Materialized,
+    pub rows: Option<u64>,
+    pub tests_passed: usize,
+    pub tests_failed: usize,
+    pub outcome: String,
+}
+
+pub struct RunReport {
+    pub run_id: String,
+    pub ledger: String,
+    pub dates: Vec<DateReport>,
+}
+
+impl RunReport {
+    /// `Err` when a date's blocking test failed (exit code: tests failed).
+    pub fn outcome(&self) -> Result<()> {
+        let failed: Vec<String> = self
+            .dates
+            .iter()
+            .filter(|d| d.status == DateStatus::TestsFailed)
+            .map(|d| {
+                let blocked: Vec<&str> = d
+                    .models
+                    .iter()
+                    .filter(|m| m.outcome.starts_with("NOT PUBLISHED"))
+                    .map(|m| m.model.as_str())
+                    .collect();
+                format!("{}: data tests failed; not published: {}", d.as_of, blocked.join(", "))
+            })
+            .collect();
+        if failed.is_empty() { Ok(()) } else { Err(Error::TestsFailed(failed.join("\n"))) }
+    }
+}
+
+pub async fn run(session: &Session, request: &RunRequest) -> Result<RunReport> {
+    let project = &session.project;
+    let pipeline = project.select_pipeline(request.pipeline.as_deref()).map_err(Error::Usage)?;
+    let dag = Dag::build(pipeline).map_err(Error::Config)?;
+    let selected = dag.select(&request.select).map_err(Error::Usage)?;
+    let run_id = ledger::new_run_id();
+    let lock = RunLock::acquire(&session.warehouse.location, &run_id, "run", LOCK_TTL).await?;
+    let mut ledger = Ledger::start(
+        &run_id,
+        "run",
+        Request {
+            pipeline: pipeline.name.clone(),
+            dates: request.dates.clone(),
+            select: request.select.clone(),
+            rebuild: request.rebuild,
+        },
+        &session.warehouse.location.display,
+        &session.landing.display,
+    );
+    let result = run_dates(session, pipeline, &dag, &selected, request, &run_id, &mut ledger).await;
+    session.warehouse.location.delete_prefix(&session.warehouse.layout().staging(&run_id)).await.ok();
+    let (status, error) = match &result {
+        Ok(dates) if dates.iter().all(|d| d.status != DateStatus::TestsFailed) => (RunStatus::Succeeded, None),
+        Ok(_) => (RunStatus::Failed, Some("data tests failed".to_string())),
+        Err(e) => (RunStatus::Failed, Some(e.to_string())),
+    };
+    ledger.finish(status, error);
+    let saved = ledger.save(&session.warehouse).await;
+    lock.release().await?;
+    saved?;
+    let dates = result?;
+    let ledger_url = session.warehouse.location.url_of(&session.warehouse.layout().run_ledger(&run_id));
+    Ok(RunReport { run_id, ledger: ledger_url, dates })
+}
+
+async fn run_dates(
+    session: &Session,
+    pipeline: &Pipeline,
+    dag: &Dag,
+    selected: &[String],
+    request: &RunRequest,
+    run_id: &str,
+    ledger: &mut Ledger,
+) -> Result<Vec<DateReport>> {
+    ledger.save(&session.warehouse).await?;
+    let mut reports = Vec::new();
+    for &as_of in &request.dates {
+        let report = run_date(session, pipeline, dag, selected, request, run_id, as_of, ledger).await;
+        ledger.save(&session.warehouse).await?;
+        let report = report?;
+        let stop = report.status == DateStatus::TestsFailed;
+        reports.push(report);
+        if stop {
+            // Later dates would build on a snapshot that was not published.
+            break;
+        }
+    }
+    Ok(reports)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_date(
+    session: &Session,
+    pipeline: &Pipeline,
+    dag: &Dag,
+    selected: &[String],
+    request: &RunRequest,
+    run_id: &str,
+    as_of: NaiveDate,
+    ledger: &mut Ledger,
+) -> Result<DateReport> {
+    let fingerprint = inputs::fingerprint(session, &session.project, pipeline, dag, as_of).await?;
+    let marts: Vec<&String> =
+        selected.iter().filter(|m| pipeline.model(m).is_some_and(|m| m.materialized == Materialized::Mart)).collect();
+    if !request.rebuild && !marts.is_empty() && all_committed_with(session, &marts, as_of, &fingerprint).await? {
+        ledger.steps.push(Step::Skip { as_of, reason: "every mart is committed from the same inputs".into() });
+        return Ok(DateReport { as_of, status: DateStatus::Skipped, models: Vec::new() });
+    }
+
+    // Ingest every source of the date; any failure stops the date before any model runs.
+    let ctx = IngestContext {
+        warehouse: session.warehouse.clone(),
+        landing: session.landing.clone(),
+        run_id: run_id.to_string(),
+        progress: session.progress.clone(),
+        workers: request.workers,
+    };
+    let mut failures = Vec::new();
+    for contract in pipeline.sources_in_reference_order() {
+        let load =
+            ingest::load_source(&ctx, pipeline, contract, as_of, session.project.max_reject_ratio(contract)).await?;
+        if load.status == LoadStatus::Failed {
+            failures.push(format!("{}: {}", load.source, load.error.clone().unwrap_or_default()));
+        }
+        ledger.steps.push(Step::Ingest(load));
+    }
+    if !failures.is_empty() {
+        return Err(Error::InputRejected(format!("{as_of}: {}", failures.join("\n"))));
+    }
+
+    let engine = Engine::local(&session.warehouse.location);
+    let params = Params::new(as_of, &pipeline.vars)?;
+    let transform =
+        Transform { engine: &engine, warehouse: &session.warehouse, pipeline, as_of, run_id, params: &params };
+    let to_run = with_upstream_views_and_tables(pipeline, dag, selected);
+    let sources: BTreeSet<String> = to_run.iter().flat_map(|m| dag.inputs[m].sources.clone()).collect();
+    let tables = transform.register_sources(&sources).await?;
+    ledger.steps.push(Step::Sources { as_of, tables });
+    let histories: BTreeSet<String> = to_run.iter().flat_map(|m| dag.inputs[m].histories.clone()).collect();
+    transform.register_histories(&histories).await?;
+    for upstream in to_run.iter().flat_map(|m| dag.inputs[m].models.clone()).collect::<BTreeSet<_>>() {
+        if !to_run.contains(&upstream) {
+            transform.register_committed(pipeline.model(&upstream).expect("dag model")).await?;
+        }
+    }
+
+    let task = session.progress.steps(format!("models {as_of}"), to_run.len() as u64, "models");
+    let mut blocked: BTreeSet<String> = BTreeSet::new();
+    let mut lines = Vec::new();
+    let mut written: Vec<Materialization> = Vec::new();
+    for name in &to_run {
+        let model = pipeline.model(name).expect("dag model");
+        if let Some(cause) = dag.inputs[name].models.iter().find(|m| blocked.contains(*m)) {
+            blocked.insert(name.clone());
+            ledger.steps.push(Step::Blocked { as_of, model: name.clone(), because: format!("{cause} failed a test") });
+            lines.push(line(name, model.materialized, None, &[], format!("NOT PUBLISHED (upstream {cause} failed)")));
+            task.inc(1);
+            continue;
+        }
+        task.inc(1);
+        let materialization = transform.materialize(model).await?;
+        let outcomes = audit::run_tests(&engine, model).await?;
+        let failed_blocking: Vec<&TestOutcome> = outcomes.iter().filter(|o| o.blocks()).collect();
+        let outcome = if !failed_blocking.is_empty() {
+            blocked.insert(name.clone());
+            publish::discard(&session.warehouse, &materialization.files).await?;
+            let tests: Vec<&str> = failed_blocking.iter().map(|o| o.test.as_str()).collect();
+            format!("NOT PUBLISHED (failed {})", tests.join(", "))
+        } else if model.materialized == Materialized::Mart {
+            "tested".to_string()
+        } else {
+            "ok".to_string()
+        };
+        lines.push(line(name, model.materialized, materialization.rows, &outcomes, outcome));
+        ledger.steps.push(Step::Model { as_of, engine: "local".into(), run: materialization.clone() });
+        ledger.steps.extend(outcomes.into_iter().map(|outcome| Step::Test { as_of, outcome }));
+        written.push(materialization);
+    }
+
+    task.finish(&format!("{} models, {} blocked", to_run.len(), blocked.len()));
+    for materialization in
+        written.iter().filter(|m| m.materialized == Materialized::Mart && !blocked.contains(&m.model))
+    {
+        failpoint::pause("before_commit");
+        let manifest = publish::commit(
+            &session.warehouse,
+            Snapshot {
+                mart: &materialization.model,
+                as_of,
+                run_id,
+                files: materialization.files.clone(),
+                rows: materialization.rows.unwrap_or(0),
+                schema: materialization.schema.clone(),
+                inputs: fingerprint.clone(),
+            },
+        )
+        .await?;
+        if let Some(line) = lines.iter_mut().find(|l| l.model == materialization.model) {
+            line.outcome = "published".to_string();
+        }
+        ledger.steps.push(Step::Publish {
+            as_of,
+            mart: manifest.mart.clone(),
+            files: manifest.files.clone(),
+            rows: manifest.rows,
+            manifest: session.warehouse.location.relative(&session.warehouse.manifest_key(&manifest.mart, as_of)),
+        });
+    }
+    let status = if blocked.is_empty() { DateStatus::Published } else { DateStatus::TestsFailed };
+    Ok(DateReport { as_of, status, models: lines })
+}
+
+fn line(
+    model: &str,
+    materialized: Materialized,
+    rows: Option<u64>,
+    outcomes: &[TestOutcome],
+    outcome: String,
+) -> ModelLine {
+    let failed = outcomes.iter().filter(|o| o.status == audit::TestStatus::Failed).count();
+    ModelLine {
+        model: model.to_string(),
+        materialized,
+        rows,
+        tests_passed: outcomes.len() - failed,
+        tests_failed: failed,
+        outcome,
+    }
+}
+
+/// The selected models plus the views and tables they read (transitively), in run order.
+/// Upstream marts are read from their committed snapshots instead.
+fn with_upstream_views_and_tables(pipeline: &Pipeline, dag: &Dag, selected: &[String]) -> Vec<String> {
+    let mut wanted: BTreeSet<String> = selected.iter().cloned().collect();
+    let mut frontier: Vec<String> = selected.to_vec();
+    while let Some(name) = frontier.pop() {
+        for input in &dag.inputs[&name].models {
+            let is_mart = pipeline.model(input).is_some_and(|m| m.materialized == Materialized::Mart);
+            if !is_mart && wanted.insert(input.clone()) {
+                frontier.push(input.clone());
+            }
+        }
+    }
+    dag.order.iter().filter(|m| wanted.contains(*m)).cloned().collect()
+}
+
+async fn all_committed_with(session: &Session, marts: &[&String], as_of: NaiveDate, fingerprint: &str) -> Result<bool> {
+    for mart in marts {
+        match session.warehouse.manifest(mart, as_of).await? {
+            Some(manifest) if manifest.inputs == fingerprint => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for date in &self.dates {
+            match date.status {
+                DateStatus::Skipped => {
+                    writeln!(
+                        f,
+                        "{}: skipped — every mart is committed from the same inputs (use --rebuild to recompute)",
+                        date.as_of
+                    )?;
+                    continue;
+                }
+                DateStatus::Published => writeln!(f, "{}: published", date.as_of)?,
+                DateStatus::TestsFailed => writeln!(f, "{}: data tests failed", date.as_of)?,
+            }
+            let width = date.models.iter().map(|m| m.model.len()).max().unwrap_or(5).max(5);
+            for m in &date.models {
+                let rows = m.rows.map_or("-".to_string(), |r| r.to_string());
+                let tests = if m.tests_passed + m.tests_failed == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{}/{} tests passed", m.tests_passed, m.tests_passed + m.tests_failed)
+                };
+                writeln!(
+                    f,
+                    "  {:<width$}  {:<5}  {:>10} rows  {:<18}  {}",
+                    m.model,
+                    m.materialized.to_string(),
+                    rows,
+                    tests,
+                    m.outcome
+                )?;
+            }
+        }
+        write!(f, "run {} — ledger {}", self.run_id, self.ledger)
+    }
+}

@@ -1,0 +1,75 @@
+//! `keymart query`: read-only SQL over the committed marts (the latest snapshot, or the one at
+//! `--as-of`), their `<mart>_history`, and Parquet files named by path.
+
+use chrono::NaiveDate;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::execution::context::SQLOptions;
+
+use super::Session;
+use crate::config::Materialized;
+use crate::engine::{Engine, engine_error};
+use crate::error::{Error, Result};
+use crate::transform::HISTORY_SUFFIX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+pub async fn query(
+    session: &Session,
+    pipeline: Option<&str>,
+    sql: &str,
+    as_of: Option<NaiveDate>,
+    format: OutputFormat,
+) -> Result<String> {
+    let pipeline = session.project.select_pipeline(pipeline).map_err(Error::Usage)?;
+    let engine = Engine::local(&session.warehouse.location);
+    let engine = Engine { ctx: engine.ctx.enable_url_table() };
+    for mart in pipeline.models.iter().filter(|m| m.materialized == Materialized::Mart) {
+        let snapshots = session.warehouse.committed_snapshots(&mart.name).await?;
+        let visible: Vec<_> = snapshots.iter().filter(|s| as_of.is_none_or(|d| s.as_of <= d)).collect();
+        if let Some(current) = visible.last() {
+            engine.register_files(&mart.name, &session.warehouse.file_urls(&current.files), None).await?;
+            let all: Vec<String> = visible.iter().flat_map(|s| s.files.clone()).collect();
+            engine
+                .register_files(&format!("{}{HISTORY_SUFFIX}", mart.name), &session.warehouse.file_urls(&all), None)
+                .await?;
+        }
+    }
+    let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    let df = engine.ctx.sql_with_options(sql, read_only).await.map_err(|e| {
+        let message = e.to_string();
+        if message.contains("not supported") || message.contains("not allowed") {
+            Error::Usage(format!("keymart query is read-only (no DDL, DML or COPY): {message}"))
+        } else {
+            Error::Usage(format!("query: {message}"))
+        }
+    })?;
+    let batches = df.collect().await.map_err(|e| engine_error("running the query", e))?;
+    render(&batches, format)
+}
+
+fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String> {
+    use datafusion::arrow::{csv, json, util::pretty};
+    let arrow = |e| Error::arrow("formatting the result", e);
+    Ok(match format {
+        OutputFormat::Table => pretty::pretty_format_batches(batches).map_err(arrow)?.to_string(),
+        OutputFormat::Csv => {
+            let mut writer = csv::WriterBuilder::new().with_header(true).build(Vec::new());
+            for batch in batches {
+                writer.write(batch).map_err(arrow)?;
+            }
+            String::from_utf8_lossy(&writer.into_inner()).trim_end().to_string()
+        }
+        OutputFormat::Json => {
+            let mut writer = json::ArrayWriter::new(Vec::new());
+            let refs: Vec<&RecordBatch> = batches.iter().collect();
+            writer.write_batches(&refs).map_err(arrow)?;
+            writer.finish().map_err(arrow)?;
+            String::from_utf8_lossy(&writer.into_inner()).to_string()
+        }
+    })
+}

@@ -1,0 +1,278 @@
+//! Stage 2 of the flow: raw/ → SQL models, in dependency order, with `$as_of` and the pipeline's
+//! variables bound as typed values. Sources are visible to SQL by name; views are inlined;
+//! tables and marts are written to the warehouse (never held in memory) and read back from there,
+//! so the same plans can run on a distributed engine.
+
+pub mod dag;
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::Column;
+use datafusion::logical_expr::{Expr, SortExpr, cast, col, lit};
+use datafusion::prelude::DataFrame;
+use serde::Serialize;
+
+use crate::config::{LoadMode, Materialized, Model, Pipeline, SourceContract};
+use crate::engine::{Engine, Params, date_value, engine_error};
+use crate::error::{Error, Result};
+use crate::warehouse::Warehouse;
+use crate::warehouse::parquet::write_stream;
+pub use dag::{Dag, HISTORY_SUFFIX};
+
+/// Everything a model run needs about the date being built.
+pub struct Transform<'a> {
+    pub engine: &'a Engine,
+    pub warehouse: &'a Warehouse,
+    pub pipeline: &'a Pipeline,
+    pub as_of: NaiveDate,
+    pub run_id: &'a str,
+    pub params: &'a Params,
+}
+
+/// What one source table holds for this date (for the ledger).
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceTable {
+    pub source: String,
+    /// The loads read: the latest for a `full` source, all up to `as_of` for an `incremental` one.
+    pub load_dates: Vec<NaiveDate>,
+}
+
+/// A model that was run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Materialization {
+    pub model: String,
+    pub materialized: Materialized,
+    /// Files written (relative keys), none for a view.
+    pub files: Vec<String>,
+    pub rows: Option<u64>,
+    pub bytes: u64,
+    /// `name type` per output column.
+    pub schema: Vec<String>,
+    pub seconds: f64,
+}
+
+const RAW_PREFIX: &str = "__raw_";
+
+impl Transform<'_> {
+    /// Register every source the models read as a table named after the source.
+    pub async fn register_sources(&self, names: &BTreeSet<String>) -> Result<Vec<SourceTable>> {
+        let mut tables = Vec::new();
+        for contract in self.pipeline.sources.iter().filter(|s| names.contains(&s.name)) {
+            tables.push(self.register_source(contract).await?);
+        }
+        Ok(tables)
+    }
+
+    async fn register_source(&self, contract: &SourceContract) -> Result<SourceTable> {
+        let location = &self.warehouse.location;
+        let dates: BTreeSet<NaiveDate> = location
+            .relative_keys(&format!("raw/{}", contract.name))
+            .await?
+            .iter()
+            .filter(|k| k.ends_with(".parquet"))
+            .filter_map(|k| k.split('/').find_map(|p| p.strip_prefix("load_date=")).and_then(|d| d.parse().ok()))
+            .filter(|d| *d <= self.as_of)
+            .collect();
+        let Some(latest) = dates.iter().next_back().copied() else {
+            return Err(Error::InputRejected(format!(
+                "source {} has no load on or before {}: ingest its extracts first",
+                contract.name, self.as_of
+            )));
+        };
+        let raw_table = format!("{RAW_PREFIX}{}", contract.name);
+        let dir = location.url_of(&location.key(&format!("raw/{}", contract.name)));
+        self.engine.register_partitioned(&raw_table, &dir, "load_date", DataType::Date32).await?;
+        let columns: Vec<String> = contract.columns().map(|c| quote(&c.name)).collect();
+        let (sql, load_dates) = match contract.load {
+            LoadMode::Full => (
+                format!("SELECT {}, load_date FROM {raw_table} WHERE load_date = $__latest_load", columns.join(", ")),
+                vec![latest],
+            ),
+            // The latest version of each key: new and changed rows arrive in later loads.
+            LoadMode::Incremental => {
+                let key: Vec<String> = contract.primary_key.value.iter().map(|k| quote(k)).collect();
+                (
+                    format!(
+                        "SELECT {cols}, load_date FROM (SELECT {cols}, load_date, row_number() OVER \
+                         (PARTITION BY {key} ORDER BY load_date DESC) AS __version FROM {raw_table} \
+                         WHERE load_date <= $as_of) WHERE __version = 1",
+                        cols = columns.join(", "),
+                        key = key.join(", ")
+                    ),
+                    dates.into_iter().collect(),
+                )
+            }
+        };
+        let mut params = self.params.clone();
+        params.set("__latest_load", date_value(latest));
+        let view = self.engine.sql(&sql, &params).await?;
+        self.engine.register_view(&contract.name, view)?;
+        Ok(SourceTable { source: contract.name.clone(), load_dates })
+    }
+
+    /// Register `<mart>_history` for each mart: every committed snapshot (with its `as_of`
+    /// column), or an empty table of the mart's declared columns before the first commit.
+    pub async fn register_histories(&self, marts: &BTreeSet<String>) -> Result<()> {
+        for mart in marts {
+            let model = self.pipeline.model(mart).ok_or_else(|| Error::Internal(format!("no mart {mart}")))?;
+            let table = format!("{mart}{HISTORY_SUFFIX}");
+            let snapshots = self.warehouse.committed_snapshots(mart).await?;
+            let files: Vec<String> =
+                snapshots.iter().filter(|s| s.as_of < self.as_of).flat_map(|s| s.files.clone()).collect();
+            let schema = declared_schema(model).ok_or_else(|| {
+                Error::Usage(format!("mart `{mart}` is read as {table}: declare its `columns` in the pipeline"))
+            })?;
+            if files.is_empty() {
+                let empty = datafusion::datasource::empty::EmptyTable::new(schema.into());
+                self.engine
+                    .ctx
+                    .register_table(&table, std::sync::Arc::new(empty))
+                    .map_err(|e| engine_error(&table, e))?;
+            } else {
+                self.engine.register_files(&table, &self.warehouse.file_urls(&files), Some(schema.into())).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Make an upstream mart that is not being rebuilt readable from its committed snapshot.
+    pub async fn register_committed(&self, model: &Model) -> Result<()> {
+        let manifest = self.warehouse.manifest(&model.name, self.as_of).await?.ok_or_else(|| {
+            Error::Usage(format!(
+                "`{}` is not selected and has no committed snapshot for {}: select it too",
+                model.name, self.as_of
+            ))
+        })?;
+        self.engine.register_files(&model.name, &self.warehouse.file_urls(&manifest.files), None).await
+    }
+
+    /// Run one model: register a view, or compute and write a table or mart and register the file.
+    pub async fn materialize(&self, model: &Model) -> Result<Materialization> {
+        let started = Instant::now();
+        let planned = self.engine.sql(&model.sql, self.params).await.map_err(|e| in_model(model, e))?;
+        if model.materialized == Materialized::View {
+            let schema = schema_lines(&planned);
+            self.engine.register_view(&model.name, planned)?;
+            return Ok(Materialization {
+                model: model.name.clone(),
+                materialized: Materialized::View,
+                files: Vec::new(),
+                rows: None,
+                bytes: 0,
+                schema,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        let (df, relative) = match model.materialized {
+            Materialized::Mart => (
+                self.shape_mart(model, planned)?,
+                format!("{}/{}/part-0.parquet", self.warehouse.snapshot_dir(&model.name, self.as_of), self.run_id),
+            ),
+            _ => (planned, format!("_staging/{}/tables/{}/part-0.parquet", self.run_id, model.name)),
+        };
+        let schema = schema_lines(&df);
+        let location = &self.warehouse.location;
+        let stream = df.execute_stream().await.map_err(|e| in_model(model, engine_error("running", e)))?;
+        let stream_schema = stream.schema();
+        let written = write_stream(location, location.key(&relative), stream_schema, stream)
+            .await
+            .map_err(|e| in_model(model, e))?;
+        let url = location.url_of(&written.key);
+        self.engine.register_files(&model.name, &[url], None).await?;
+        Ok(Materialization {
+            model: model.name.clone(),
+            materialized: model.materialized,
+            files: vec![relative],
+            rows: Some(written.rows),
+            bytes: written.bytes,
+            schema,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// A mart as published: `as_of` first, cast to its declared columns (when declared), rows
+    /// sorted by the key and then by every other column, so equal inputs give equal bytes.
+    fn shape_mart(&self, model: &Model, df: DataFrame) -> Result<DataFrame> {
+        let fail = |e| in_model(model, engine_error("shaping the mart", e));
+        let produced: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let mut df = df;
+        if !produced.iter().any(|c| c == "as_of") {
+            df = df.with_column("as_of", lit(date_value(self.as_of))).map_err(fail)?;
+        }
+        let mut projection: Vec<Expr> = vec![column("as_of")];
+        if model.columns.is_empty() {
+            projection.extend(produced.iter().filter(|c| *c != "as_of").map(|c| column(c)));
+        } else {
+            let missing: Vec<&str> =
+                model.columns.iter().map(|c| c.name.as_str()).filter(|c| !produced.iter().any(|p| p == c)).collect();
+            let undeclared: Vec<&str> = produced
+                .iter()
+                .map(String::as_str)
+                .filter(|p| *p != "as_of" && !model.columns.iter().any(|c| c.name == *p))
+                .collect();
+            if !missing.is_empty() || !undeclared.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{}: the query's columns differ from the declared ones (missing: {}; not declared: {})",
+                    model.file.display(),
+                    if missing.is_empty() { "-".into() } else { missing.join(", ") },
+                    if undeclared.is_empty() { "-".into() } else { undeclared.join(", ") },
+                )));
+            }
+            projection.extend(
+                model
+                    .columns
+                    .iter()
+                    .filter(|c| c.name != "as_of")
+                    .map(|c| cast(column(&c.name), c.data_type.arrow_type()).alias(&c.name)),
+            );
+        }
+        let df = df.select(projection).map_err(fail)?;
+        let mut order: Vec<SortExpr> = model.key.iter().map(|k| column(k).sort(true, true)).collect();
+        let rest = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|c| !model.key.contains(c))
+            .collect::<Vec<_>>();
+        order.extend(rest.iter().map(|c| column(c).sort(true, true)));
+        df.sort(order).map_err(fail)
+    }
+}
+
+fn column(name: &str) -> Expr {
+    col(Column::from_name(name))
+}
+
+/// A double-quoted SQL identifier.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn in_model(model: &Model, e: Error) -> Error {
+    match e {
+        Error::Engine { context, source } => {
+            Error::Engine { context: format!("model {} ({}): {context}", model.name, model.file.display()), source }
+        }
+        other => other,
+    }
+}
+
+fn schema_lines(df: &DataFrame) -> Vec<String> {
+    df.schema().fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect()
+}
+
+/// The Arrow schema of a mart's declared columns, with `as_of` first.
+pub fn declared_schema(model: &Model) -> Option<Schema> {
+    if model.columns.is_empty() {
+        return None;
+    }
+    let mut fields = vec![Field::new("as_of", DataType::Date32, true)];
+    fields.extend(
+        model.columns.iter().filter(|c| c.name != "as_of").map(|c| Field::new(&c.name, c.data_type.arrow_type(), true)),
+    );
+    Some(Schema::new(fields))
+}

@@ -1,0 +1,94 @@
+//! Committed mart snapshots: the `_SUCCESS` manifest that makes a snapshot visible, and how to
+//! find the committed snapshots of a mart. Written by `publish`, read by everything else.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+
+use super::{Location, Warehouse};
+use crate::error::{Error, Result};
+
+pub const MANIFEST_NAME: &str = "_SUCCESS";
+
+/// What a committed snapshot is: the files a reader must read, and where they came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotManifest {
+    pub mart: String,
+    pub as_of: NaiveDate,
+    pub run_id: String,
+    /// Keys relative to the warehouse root, in order.
+    pub files: Vec<String>,
+    pub rows: u64,
+    /// `name type` per column, and a hash of that list: a changed schema is visible at a glance.
+    pub schema: Vec<String>,
+    pub schema_hash: String,
+    /// Fingerprint of everything the snapshot was computed from (extracts, pipeline, SQL).
+    pub inputs: String,
+    pub committed_at: DateTime<Utc>,
+}
+
+impl Warehouse {
+    /// `marts/<mart>/as_of=<D>` (relative).
+    pub fn snapshot_dir(&self, mart: &str, as_of: NaiveDate) -> String {
+        format!("marts/{mart}/as_of={as_of}")
+    }
+
+    pub fn manifest_key(&self, mart: &str, as_of: NaiveDate) -> Path {
+        self.location.key(&format!("{}/{MANIFEST_NAME}", self.snapshot_dir(mart, as_of)))
+    }
+
+    /// The committed manifest of one snapshot, if any.
+    pub async fn manifest(&self, mart: &str, as_of: NaiveDate) -> Result<Option<SnapshotManifest>> {
+        let key = self.manifest_key(mart, as_of);
+        match self.location.store.get(&key).await {
+            Ok(result) => {
+                let bytes = result
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::storage(format!("reading {}", self.location.url_of(&key)), e))?;
+                let manifest = serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::Internal(format!("{} is not a snapshot manifest: {e}", self.location.url_of(&key)))
+                })?;
+                Ok(Some(manifest))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::storage(format!("reading {}", self.location.url_of(&key)), e)),
+        }
+    }
+
+    /// Every committed snapshot of a mart, oldest first.
+    pub async fn committed_snapshots(&self, mart: &str) -> Result<Vec<SnapshotManifest>> {
+        let mut dates: Vec<NaiveDate> = self
+            .location
+            .list(&format!("marts/{mart}"))
+            .await?
+            .iter()
+            .filter(|o| o.location.filename() == Some(MANIFEST_NAME))
+            .filter_map(|o| {
+                let relative = self.location.relative(&o.location);
+                relative.split('/').find_map(|p| p.strip_prefix("as_of=")).and_then(|d| d.parse().ok())
+            })
+            .collect();
+        dates.sort();
+        let mut manifests = Vec::with_capacity(dates.len());
+        for date in dates {
+            if let Some(m) = self.manifest(mart, date).await? {
+                manifests.push(m);
+            }
+        }
+        Ok(manifests)
+    }
+
+    /// Full URLs of a snapshot's files, for the engine.
+    pub fn file_urls(&self, files: &[String]) -> Vec<String> {
+        files.iter().map(|f| self.location.url_of(&self.location.key(f))).collect()
+    }
+}
+
+impl Location {
+    /// Keys under a relative prefix, relative to this root.
+    pub async fn relative_keys(&self, relative_prefix: &str) -> Result<Vec<String>> {
+        Ok(self.list(relative_prefix).await?.iter().map(|o| self.relative(&o.location)).collect())
+    }
+}
