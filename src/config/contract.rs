@@ -333,7 +333,7 @@ mod tests {
         assert_eq!("Date".parse::<ColumnType>(), Ok(ColumnType::Date));
         assert!("decimal(40,2)".parse::<ColumnType>().is_err());
         assert!("decimal(4,5)".parse::<ColumnType>().is_err());
-        assert!("float".parse::<ColumnType>().unwrap_err().contains("unknown column type `float`"));
+        assert!("money".parse::<ColumnType>().unwrap_err().contains("unknown column type `money`"));
     }
 }
 

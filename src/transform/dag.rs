@@ -292,7 +292,7 @@ mod tests {
 
     #[test]
     fn positions_in_sql() {
-        assert_eq!(word_position("SELECT *\nFROM  ordersx JOIN orders o", "orders"), (2, 21));
+        assert_eq!(word_position("SELECT *\nFROM  ordersx JOIN orders o", "orders"), (2, 20));
         assert_eq!(
             parser_position("sql parser error: Expected: end of statement, found: x at Line: 3, Column: 14"),
             Some((3, 14))

@@ -34,16 +34,20 @@ impl TestProject {
         TestProject { dir }
     }
 
-    /// A copy of the shipped project (keymart.yaml and pipelines/), with an empty warehouse.
+    /// A copy of the shipped project (keymart.yaml, pipelines/, sql/), with an empty warehouse.
     pub fn shipped() -> TestProject {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::copy(repo_root().join("keymart.yaml"), dir.path().join("keymart.yaml")).unwrap();
-        std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
-        for entry in std::fs::read_dir(repo_root().join("pipelines")).unwrap() {
-            let path = entry.unwrap().path();
-            std::fs::copy(&path, dir.path().join("pipelines").join(path.file_name().unwrap())).unwrap();
-        }
+        copy_dir(&repo_root().join("pipelines"), &dir.path().join("pipelines"));
+        copy_dir(&repo_root().join("sql"), &dir.path().join("sql"));
         TestProject { dir }
+    }
+
+    /// Write a project file (SQL model, extra pipeline…), path relative to the project.
+    pub fn write(&self, relative: &str, content: &str) {
+        let path = self.path().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
     }
 
     pub fn path(&self) -> &Path {
@@ -88,6 +92,19 @@ impl TestProject {
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
             .map(|p| serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap());
         ledgers.max_by_key(|l| l["started_at"].as_str().unwrap().to_string()).expect("a ledger")
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
     }
 }
 
