@@ -24,7 +24,7 @@ pub const PROJECT_FILE: &str = "keymart.yaml";
 pub const PIPELINES_DIR: &str = "pipelines";
 
 /// `keymart.yaml`: where the warehouse and landing zone are, and project-wide defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Warehouse root: a path (relative to the project) or an object-store URL.
@@ -38,6 +38,13 @@ pub struct Settings {
     pub default_pipeline: Option<Located<String>>,
     #[serde(default)]
     pub defaults: Defaults,
+    /// Seconds a run lock lives without renewal (a live run renews it every third of that).
+    #[serde(default = "default_lock_ttl")]
+    pub lock_ttl_seconds: u64,
+}
+
+fn default_lock_ttl() -> u64 {
+    120
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +52,18 @@ pub struct Settings {
 pub struct Defaults {
     /// Applies to sources that do not set their own `max_reject_ratio`.
     pub max_reject_ratio: Located<f64>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            warehouse: None,
+            landing: None,
+            default_pipeline: None,
+            defaults: Defaults::default(),
+            lock_ttl_seconds: default_lock_ttl(),
+        }
+    }
 }
 
 impl Default for Defaults {
@@ -195,6 +214,10 @@ impl Project {
     /// The warehouse given on the command line or in the environment, else keymart.yaml, else `./warehouse`.
     pub fn warehouse_url(&self, overridden: Option<&str>) -> String {
         overridden.map(str::to_string).or_else(|| self.settings.warehouse.clone()).unwrap_or_else(|| "warehouse".into())
+    }
+
+    pub fn lock_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.settings.lock_ttl_seconds.max(1))
     }
 
     pub fn max_reject_ratio(&self, source: &SourceContract) -> f64 {

@@ -163,7 +163,7 @@ pub async fn ingest(session: &Session, request: &IngestRequest) -> Result<Ingest
         }
     }
     let run_id = ledger::new_run_id();
-    let lock = RunLock::acquire(&session.warehouse.location, &run_id, "ingest", pipeline::LOCK_TTL).await?;
+    let lock = RunLock::acquire(&session.warehouse.location, &run_id, "ingest", session.project.lock_ttl()).await?;
     let recorded = Request {
         pipeline: pipeline.name.clone(),
         dates: vec![request.as_of],

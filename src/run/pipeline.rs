@@ -2,7 +2,6 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::time::Duration;
 
 use chrono::NaiveDate;
 
@@ -16,9 +15,6 @@ use crate::ingest::{self, IngestContext, LoadStatus};
 use crate::publish::lock::RunLock;
 use crate::publish::{self, Snapshot};
 use crate::transform::{Dag, Materialization, Transform};
-
-/// How long a lock lives without renewal (renewed every third of it while the run is alive).
-pub const LOCK_TTL: Duration = Duration::from_secs(120);
 
 pub struct RunRequest {
     pub pipeline: Option<String>,
@@ -88,7 +84,7 @@ pub async fn run(session: &Session, request: &RunRequest) -> Result<RunReport> {
     let dag = Dag::build(pipeline).map_err(Error::Config)?;
     let selected = dag.select(&request.select).map_err(Error::Usage)?;
     let run_id = ledger::new_run_id();
-    let lock = RunLock::acquire(&session.warehouse.location, &run_id, "run", LOCK_TTL).await?;
+    let lock = RunLock::acquire(&session.warehouse.location, &run_id, "run", project.lock_ttl()).await?;
     let mut ledger = Ledger::start(
         &run_id,
         "run",

@@ -3,4 +3,5 @@
 mod config;
 mod generate;
 mod ingest;
+mod run;
 mod support;

@@ -1,0 +1,324 @@
+//! `keymart run` end to end: DAG order, typed parameters, history tables, data tests blocking
+//! publish, atomic and reproducible snapshots, crash safety, the run lock, backfills, query.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::{TestProject, assert_exit, keymart, stderr, stdout};
+
+const PIPELINE: &str = r#"
+vars:
+  big_order: {type: "decimal(10,2)", value: 100}
+
+sources:
+  orders:
+    path: orders/{as_of}/*.csv
+    format: csv
+    load: incremental
+    primary_key: [order_id]
+    columns:
+      - {name: order_id, type: string, nullable: false}
+      - {name: customer_id, type: string, nullable: false}
+      - {name: order_date, type: date, nullable: false}
+      - {name: amount, type: "decimal(10,2)", nullable: false}
+
+models:
+  - path: sql/stg_orders.sql
+    materialized: view
+  - path: sql/customer_totals.sql
+    materialized: mart
+    key: [customer_id]
+    columns:
+      - {name: customer_id, type: string}
+      - {name: orders, type: int}
+      - {name: amount, type: "decimal(20,2)"}
+      - {name: big_orders, type: int}
+    tests:
+      - unique: customer_id
+      - expression: "amount >= 0"
+  - path: sql/customer_streaks.sql
+    materialized: mart
+    key: [customer_id]
+    columns:
+      - {name: customer_id, type: string}
+      - {name: earlier_snapshots, type: int}
+"#;
+
+const STG_ORDERS: &str = "SELECT order_id, customer_id, order_date, amount FROM orders WHERE order_date <= $as_of\n";
+const CUSTOMER_TOTALS: &str = "SELECT customer_id, count(*) AS orders, sum(amount) AS amount,\n  count(CASE WHEN amount >= $big_order THEN 1 END) AS big_orders\nFROM stg_orders\nGROUP BY customer_id\n";
+const CUSTOMER_STREAKS: &str = "SELECT t.customer_id, count(h.as_of) AS earlier_snapshots\nFROM customer_totals t\nLEFT JOIN customer_totals_history h ON h.customer_id = t.customer_id\nGROUP BY t.customer_id\n";
+
+const D1: &str = "2024-06-01";
+const D2: &str = "2024-06-02";
+const D3: &str = "2024-06-03";
+
+fn project() -> TestProject {
+    let project = TestProject::new(PIPELINE);
+    std::fs::write(project.path().join("keymart.yaml"), "warehouse: ./warehouse\nlock_ttl_seconds: 2\n").unwrap();
+    project.write("sql/stg_orders.sql", STG_ORDERS);
+    project.write("sql/customer_totals.sql", CUSTOMER_TOTALS);
+    project.write("sql/customer_streaks.sql", CUSTOMER_STREAKS);
+    project.land(
+        &format!("orders/{D1}/orders.csv"),
+        "order_id,customer_id,order_date,amount\nO1,C1,2024-06-01,150.00\nO2,C2,2024-06-01,20.50\n",
+    );
+    project
+        .land(&format!("orders/{D2}/orders.csv"), "order_id,customer_id,order_date,amount\nO3,C1,2024-06-02,10.00\n");
+    project.land(
+        &format!("orders/{D3}/orders.csv"),
+        "order_id,customer_id,order_date,amount\nO4,C3,2024-06-03,99.99\nO2,C2,2024-06-01,25.50\n",
+    );
+    project
+}
+
+fn run(project: &TestProject, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    project.keymart(&all)
+}
+
+fn manifest(project: &TestProject, mart: &str, date: &str) -> Option<serde_json::Value> {
+    let path = project.warehouse().join(format!("marts/{mart}/as_of={date}/_SUCCESS"));
+    std::fs::read(path).ok().map(|b| serde_json::from_slice(&b).unwrap())
+}
+
+fn query(project: &TestProject, sql: &str) -> String {
+    let output = project.keymart(&["query", sql, "--format", "csv"]);
+    assert_exit(&output, 0);
+    stdout(&output).trim().to_string()
+}
+
+/// Every file under a folder (relative paths).
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn a_backfill_commits_each_date_in_order_and_history_sees_earlier_snapshots() {
+    let project = project();
+    let output = run(&project, &["--from", D1, "--to", D3]);
+    assert_exit(&output, 0);
+    let committed: Vec<String> = [D1, D2, D3]
+        .iter()
+        .map(|d| manifest(&project, "customer_totals", d).unwrap()["committed_at"].as_str().unwrap().to_string())
+        .collect();
+    assert!(committed[0] < committed[1] && committed[1] < committed[2], "{committed:?}");
+
+    // O2 was re-sent on D3 with a new amount: the incremental source keeps the latest version.
+    assert_eq!(
+        query(
+            &project,
+            "SELECT as_of, customer_id, orders, amount, big_orders FROM customer_totals ORDER BY customer_id"
+        ),
+        "as_of,customer_id,orders,amount,big_orders\n2024-06-03,C1,2,160.00,1\n2024-06-03,C2,1,25.50,0\n2024-06-03,C3,1,99.99,0"
+    );
+    assert_eq!(
+        query(&project, "SELECT customer_id, earlier_snapshots FROM customer_streaks ORDER BY customer_id"),
+        "customer_id,earlier_snapshots\nC1,2\nC2,2\nC3,0"
+    );
+    let at_d1 =
+        project.keymart(&["query", "SELECT count(*) AS n FROM customer_totals", "--as-of", D1, "--format", "csv"]);
+    assert_eq!(stdout(&at_d1).trim(), "n\n2");
+    assert_eq!(
+        query(&project, "SELECT count(DISTINCT as_of) AS snapshots FROM customer_totals_history"),
+        "snapshots\n3"
+    );
+
+    // Same inputs again: nothing to do.
+    let again = run(&project, &["--from", D1, "--to", D3]);
+    assert_exit(&again, 0);
+    assert_eq!(stdout(&again).matches("skipped").count(), 3, "{}", stdout(&again));
+    let runs = project.keymart(&["runs"]);
+    assert!(stdout(&runs).lines().count() >= 3, "{}", stdout(&runs));
+}
+
+#[test]
+fn a_rerun_gives_identical_files_and_the_manifest_names_only_the_new_run() {
+    let project = project();
+    assert_exit(&run(&project, &["--as-of", D1]), 0);
+    let first = manifest(&project, "customer_totals", D1).unwrap();
+    let first_file = first["files"][0].as_str().unwrap().to_string();
+    let first_bytes = std::fs::read(project.warehouse().join(&first_file)).unwrap();
+
+    assert_exit(&run(&project, &["--as-of", D1, "--rebuild"]), 0);
+    let second = manifest(&project, "customer_totals", D1).unwrap();
+    let second_file = second["files"][0].as_str().unwrap().to_string();
+    assert_ne!(first_file, second_file, "a new run writes under its own run id");
+    assert_eq!(std::fs::read(project.warehouse().join(&second_file)).unwrap(), first_bytes, "byte-identical");
+    assert_eq!(first["inputs"], second["inputs"]);
+    let dir = project.warehouse().join(format!("marts/customer_totals/as_of={D1}"));
+    let expected =
+        vec![second_file.rsplit_once(&format!("as_of={D1}/")).unwrap().1.to_string(), "_SUCCESS".to_string()];
+    assert_eq!(files_under(&dir), expected, "only the committed files remain");
+}
+
+#[test]
+fn a_failing_test_blocks_publish_downstream_and_keeps_the_previous_snapshot() {
+    let project = project();
+    assert_exit(&run(&project, &["--as-of", D1]), 0);
+    let before = manifest(&project, "customer_totals", D1).unwrap();
+
+    project
+        .land(&format!("orders/{D1}/orders.csv"), "order_id,customer_id,order_date,amount\nO1,C1,2024-06-01,-150.00\n");
+    let output = run(&project, &["--as-of", D1]);
+    assert_exit(&output, 5);
+    assert!(
+        stderr(&output).contains("2024-06-01: data tests failed; not published: customer_totals, customer_streaks"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(stdout(&output).contains("NOT PUBLISHED (failed expression(amount >= 0))"), "{}", stdout(&output));
+    assert!(stdout(&output).contains("NOT PUBLISHED (upstream customer_totals failed)"), "{}", stdout(&output));
+
+    assert_eq!(manifest(&project, "customer_totals", D1).unwrap(), before, "the committed snapshot is unchanged");
+    let dir = project.warehouse().join(format!("marts/customer_totals/as_of={D1}"));
+    assert_eq!(files_under(&dir).len(), 2, "the failed run's files are removed: {:?}", files_under(&dir));
+    assert_eq!(query(&project, "SELECT sum(amount) AS total FROM customer_totals"), "total\n170.50");
+
+    let ledger = project.last_ledger();
+    let failed =
+        ledger["steps"].as_array().unwrap().iter().find(|s| s["step"] == "test" && s["status"] == "failed").unwrap();
+    assert_eq!(failed["failing_rows"], 1);
+    assert_eq!(failed["sample"][0]["customer_id"], "C1");
+    assert_eq!(failed["sample"][0]["amount"].as_f64(), Some(-150.0));
+    assert_eq!(ledger["status"], "failed");
+}
+
+/// Start `keymart run` paused just before its first commit; returns the child and the marker.
+fn start_paused(project: &TestProject, args: &[&str]) -> (std::process::Child, PathBuf) {
+    let marker = project.path().join("paused");
+    let child = keymart()
+        .arg("--project")
+        .arg(project.path())
+        .arg("-q")
+        .arg("run")
+        .args(args)
+        .env("KEYMART_PAUSE_AT", format!("before_commit:{}", marker.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !marker.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the run never reached its commit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, marker)
+}
+
+#[test]
+fn a_run_killed_before_commit_leaves_no_partial_snapshot_and_the_next_run_cleans_up() {
+    let project = project();
+    assert_exit(&run(&project, &["--as-of", D1]), 0);
+    let before = manifest(&project, "customer_totals", D1).unwrap();
+
+    let (mut child, _) = start_paused(&project, &["--as-of", D1, "--rebuild"]);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let dir = project.warehouse().join(format!("marts/customer_totals/as_of={D1}"));
+    assert_eq!(files_under(&dir).len(), 3, "the killed run's file is there, uncommitted: {:?}", files_under(&dir));
+    assert_eq!(manifest(&project, "customer_totals", D1).unwrap(), before, "readers still see the old snapshot");
+    assert_eq!(query(&project, "SELECT sum(amount) AS total FROM customer_totals"), "total\n170.50");
+
+    // The dead run's lock expires (2 s in this project) and is taken over.
+    std::thread::sleep(Duration::from_millis(2500));
+    let output = run(&project, &["--as-of", D1, "--rebuild"]);
+    assert_exit(&output, 0);
+    assert_eq!(files_under(&dir).len(), 2, "leftovers removed by the next successful run: {:?}", files_under(&dir));
+    assert!(project.warehouse().join("_lock").exists() == false, "the lock is released");
+}
+
+#[test]
+fn two_concurrent_runs_exactly_one_proceeds() {
+    let project = project();
+    let (mut first, _) = start_paused(&project, &["--as-of", D1]);
+    let second = run(&project, &["--as-of", D2]);
+    assert_exit(&second, 4);
+    let message = stderr(&second);
+    assert!(message.contains("is locked by run") && message.contains("(run) on host"), "{message}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let unlocked = project.keymart(&["unlock"]);
+    assert_exit(&unlocked, 0);
+    assert!(stdout(&unlocked).contains("removed the lock of run"), "{}", stdout(&unlocked));
+    assert_exit(&run(&project, &["--as-of", D2]), 0);
+}
+
+#[test]
+fn a_retry_replays_the_original_dates() {
+    let project = project();
+    project
+        .land(&format!("orders/{D2}/orders.csv"), "order_id,customer_id,order_date,amount\nO3,C1,2024-06-02,-500.00\n");
+    assert_exit(&run(&project, &["--from", D1, "--to", D2]), 5);
+    assert!(manifest(&project, "customer_totals", D2).is_none());
+
+    project
+        .land(&format!("orders/{D2}/orders.csv"), "order_id,customer_id,order_date,amount\nO3,C1,2024-06-02,10.00\n");
+    let retry = run(&project, &["--retry", "last"]);
+    assert_exit(&retry, 0);
+    assert!(stdout(&retry).contains("2024-06-01: skipped"), "{}", stdout(&retry));
+    assert!(manifest(&project, "customer_totals", D2).is_some());
+}
+
+#[test]
+fn missing_extracts_fail_the_date_with_exit_code_3() {
+    let project = project();
+    let output = run(&project, &["--as-of", "2024-07-01"]);
+    assert_exit(&output, 3);
+    assert!(stderr(&output).contains("orders: no landing folder for 2024-07-01"), "{}", stderr(&output));
+    assert!(!project.warehouse().join("marts").exists());
+}
+
+#[test]
+fn query_is_read_only() {
+    let project = project();
+    assert_exit(&run(&project, &["--as-of", D1]), 0);
+    for statement in [
+        "DELETE FROM customer_totals",
+        "CREATE TABLE t AS SELECT 1",
+        "INSERT INTO customer_totals SELECT * FROM customer_totals",
+        "COPY (SELECT 1) TO 'out.csv'",
+    ] {
+        let output = project.keymart(&["query", statement]);
+        assert_exit(&output, 2);
+        assert!(stderr(&output).contains("keymart query is read-only"), "{statement}: {}", stderr(&output));
+    }
+    assert!(!project.path().join("out.csv").exists());
+    // Files by path are readable too.
+    let raw = project.warehouse().join("raw/orders/load_date=2024-06-01/part-0.parquet");
+    assert_eq!(query(&project, &format!("SELECT count(*) AS n FROM '{}'", raw.display())), "n\n2");
+}
+
+#[test]
+fn check_and_dag_name_sql_problems_with_file_and_line() {
+    let project = project();
+    let dag = project.keymart(&["dag"]);
+    assert_exit(&dag, 0);
+    insta::assert_snapshot!("dag_text", stdout(&dag));
+
+    project.write("sql/stg_orders.sql", "SELECT * FROM orders JOIN customer_streaks USING (customer_id)\n");
+    project.write("sql/extra.sql", "SELECT customer_id\nFROM stg_order\n");
+    project.write("sql/broken.sql", "SELECT customer_id,,\nFROM orders\n");
+    let pipeline = std::fs::read_to_string(project.path().join("pipelines/test.yaml")).unwrap();
+    let more = "  - path: sql/extra.sql\n    materialized: view\n  - path: sql/broken.sql\n    materialized: view\n";
+    std::fs::write(project.path().join("pipelines/test.yaml"), pipeline + more).unwrap();
+    let output = project.keymart(&["check"]);
+    assert_exit(&output, 2);
+    insta::assert_snapshot!("check_sql_problems", stderr(&output));
+}
