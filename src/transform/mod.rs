@@ -202,6 +202,23 @@ impl Transform<'_> {
         if !produced.iter().any(|c| c == "as_of") {
             df = df.with_column("as_of", lit(date_value(self.as_of))).map_err(fail)?;
         }
+        // DESIGN.md: PII stays in raw/ unless the pipeline allows it for this mart.
+        let pii: Vec<&str> = self
+            .pipeline
+            .sources
+            .iter()
+            .flat_map(|s| s.columns())
+            .filter(|c| c.pii && produced.contains(&c.name) && !model.allow_pii.contains(&c.name))
+            .map(|c| c.name.as_str())
+            .collect();
+        if !pii.is_empty() {
+            return Err(Error::Usage(format!(
+                "{}: mart `{}` would publish personal data ({}); drop the column or list it under allow_pii",
+                model.file.display(),
+                model.name,
+                pii.join(", ")
+            )));
+        }
         let mut projection: Vec<Expr> = vec![column("as_of")];
         if model.columns.is_empty() {
             projection.extend(produced.iter().filter(|c| *c != "as_of").map(|c| column(c)));

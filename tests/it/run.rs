@@ -322,3 +322,39 @@ fn check_and_dag_name_sql_problems_with_file_and_line() {
     assert_exit(&output, 2);
     insta::assert_snapshot!("check_sql_problems", stderr(&output));
 }
+
+#[test]
+fn select_runs_a_model_and_what_is_downstream_of_it() {
+    let project = project();
+    assert_exit(&run(&project, &["--as-of", D1]), 0);
+    let streaks_before = manifest(&project, "customer_streaks", D1).unwrap();
+    let output = run(&project, &["--as-of", D1, "--select", "customer_totals", "--rebuild"]);
+    assert_exit(&output, 0);
+    assert_ne!(manifest(&project, "customer_totals", D1).unwrap()["run_id"], streaks_before["run_id"]);
+    assert_eq!(manifest(&project, "customer_streaks", D1).unwrap(), streaks_before, "not selected: untouched");
+
+    let output = run(&project, &["--as-of", D1, "--select", "customer_totals+", "--rebuild"]);
+    assert_exit(&output, 0);
+    assert_ne!(manifest(&project, "customer_streaks", D1).unwrap()["run_id"], streaks_before["run_id"]);
+
+    let output = run(&project, &["--as-of", D1, "--select", "nope"]);
+    assert_exit(&output, 2);
+    assert!(stderr(&output).contains("no model `nope` to select"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_mart_may_not_publish_personal_data_unless_allowed() {
+    let project = project();
+    let pipeline = PIPELINE.replace(
+        "      - {name: customer_id, type: string, nullable: false}\n      - {name: order_date",
+        "      - {name: customer_id, type: string, nullable: false, pii: true}\n      - {name: order_date",
+    );
+    std::fs::write(project.path().join("pipelines/test.yaml"), &pipeline).unwrap();
+    let output = run(&project, &["--as-of", D1]);
+    assert_exit(&output, 2);
+    assert!(stderr(&output).contains("mart `customer_totals` would publish personal data (customer_id)"), "{}", stderr(&output));
+
+    let allowed = pipeline.replace("    key: [customer_id]\n", "    key: [customer_id]\n    allow_pii: [customer_id]\n");
+    std::fs::write(project.path().join("pipelines/test.yaml"), allowed).unwrap();
+    assert_exit(&run(&project, &["--as-of", D1]), 0);
+}
