@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod ingest;
+pub mod models;
 pub mod progress;
 pub mod publish;
 pub mod run;

@@ -33,6 +33,7 @@ impl Engine {
             .set_bool("datafusion.sql_parser.enable_ident_normalization", true);
         let ctx = SessionContext::new_with_config(config);
         ctx.register_object_store(&location.store_url, location.store.clone());
+        register_functions(&ctx);
         Engine { ctx }
     }
 
@@ -129,6 +130,16 @@ fn sql_type(data_type: &DataType) -> Option<sqlparser::ast::DataType> {
         DataType::Decimal128(p, s) => Sql::Decimal(ExactNumberInfo::PrecisionAndScale(*p as u64, *s as i64)),
         _ => return None,
     })
+}
+
+/// keymart's SQL functions (the customer-base models).
+pub fn register_functions(ctx: &SessionContext) {
+    for function in crate::models::udf::scalar_functions() {
+        ctx.register_udf(function);
+    }
+    for function in crate::models::udf::aggregate_functions() {
+        ctx.register_udaf(function);
+    }
 }
 
 pub fn engine_error(context: impl Into<String>, e: datafusion::error::DataFusionError) -> Error {

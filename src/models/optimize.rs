@@ -1,0 +1,73 @@
+//! Maximum likelihood with argmin: L-BFGS with an analytic gradient, and Nelder-Mead as the
+//! fallback when the line search cannot make progress.
+
+use argmin::core::{CostFunction, Error, Executor, Gradient, State};
+use argmin::solver::linesearch::MoreThuenteLineSearch;
+use argmin::solver::neldermead::NelderMead;
+use argmin::solver::quasinewton::LBFGS;
+
+/// A function to maximize, with its gradient.
+pub trait Objective {
+    fn value(&self, theta: &[f64]) -> f64;
+    fn gradient(&self, theta: &[f64]) -> Vec<f64>;
+}
+
+/// argmin minimizes: wrap the objective as its negative.
+struct Negated<'a, O: Objective>(&'a O);
+
+impl<O: Objective> CostFunction for Negated<'_, O> {
+    type Param = Vec<f64>;
+    type Output = f64;
+
+    fn cost(&self, theta: &Vec<f64>) -> Result<f64, Error> {
+        let value = -self.0.value(theta);
+        Ok(if value.is_finite() { value } else { f64::INFINITY })
+    }
+}
+
+impl<O: Objective> Gradient for Negated<'_, O> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+
+    fn gradient(&self, theta: &Vec<f64>) -> Result<Vec<f64>, Error> {
+        Ok(self.0.gradient(theta).into_iter().map(|g| -g).collect())
+    }
+}
+
+/// The maximizing parameters, or `None` when neither method reaches a finite optimum.
+pub fn maximize<O: Objective>(objective: &O, start: Vec<f64>) -> Option<Vec<f64>> {
+    let lbfgs = lbfgs(objective, start.clone());
+    if let Some((theta, _)) = &lbfgs {
+        let slope = objective.gradient(theta).iter().map(|g| g * g).sum::<f64>().sqrt();
+        if slope < 1e-6 {
+            return lbfgs.map(|(theta, _)| theta);
+        }
+    }
+    // The line search stalled (flat or ill-conditioned likelihood): Nelder-Mead from where it
+    // stopped, and keep whichever is better.
+    let from = lbfgs.as_ref().map_or(start, |(theta, _)| theta.clone());
+    let polished = nelder_mead(objective, from, 0.5);
+    [lbfgs, polished].into_iter().flatten().min_by(|a, b| a.1.total_cmp(&b.1)).map(|(theta, _)| theta)
+}
+
+fn lbfgs<O: Objective>(objective: &O, start: Vec<f64>) -> Option<(Vec<f64>, f64)> {
+    let solver = LBFGS::new(MoreThuenteLineSearch::new(), 7).with_tolerance_grad(1e-10).ok()?.with_tolerance_cost(1e-15).ok()?;
+    let result = Executor::new(Negated(objective), solver).configure(|s| s.param(start).max_iters(500)).run().ok()?;
+    let state = result.state();
+    let cost = state.get_best_cost();
+    state.get_best_param().filter(|_| cost.is_finite()).map(|p| (p.clone(), cost))
+}
+
+fn nelder_mead<O: Objective>(objective: &O, start: Vec<f64>, step: f64) -> Option<(Vec<f64>, f64)> {
+    let mut simplex = vec![start.clone()];
+    for k in 0..start.len() {
+        let mut vertex = start.clone();
+        vertex[k] += step;
+        simplex.push(vertex);
+    }
+    let solver = NelderMead::new(simplex).with_sd_tolerance(1e-12).ok()?;
+    let result = Executor::new(Negated(objective), solver).configure(|s| s.max_iters(5000)).run().ok()?;
+    let state = result.state();
+    let cost = state.get_best_cost();
+    state.get_best_param().filter(|_| cost.is_finite()).map(|p| (p.clone(), cost))
+}
