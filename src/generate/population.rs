@@ -90,19 +90,22 @@ pub fn simulate(
         let purchase = Gamma::new(spend.p, 1.0 / customer_nu).expect("positive shape and scale");
         let gap = Exp::new(lambda).expect("positive rate");
 
+        // The first purchase happens at a random time of the birth day; every purchase counts on
+        // its calendar day, and purchases on the same day are one occasion (as the models count
+        // them), so the dates carry the usual day-resolution rounding of real data.
+        let first_time_of_day: f64 = rng.random_range(0.0..1.0);
         let mut days: Vec<(u32, i64)> = vec![(birth_day, cents(purchase.sample(&mut rng)))];
         let mut t_weeks = 0.0;
         let mut death_day = None;
         loop {
             t_weeks += gap.sample(&mut rng);
-            let day = birth_day as f64 + (t_weeks * 7.0).floor();
+            let day = birth_day as f64 + (first_time_of_day + t_weeks * 7.0).floor();
             if day >= window_days as f64 {
                 break;
             }
             let day = day as u32;
             let amount = cents(purchase.sample(&mut rng));
             match days.last_mut() {
-                // One purchase occasion per customer-day, as the models count them.
                 Some(last) if last.0 == day => last.1 += amount,
                 _ => days.push((day, amount)),
             }

@@ -3,7 +3,7 @@
 //! every repeat purchase, drops out with probability p ~ Beta(a, b). Time in weeks; x repeat
 //! purchases, the last at t_x, observed for T since the first.
 
-use super::optimize::{maximize, Objective};
+use super::optimize::{Objective, maximize};
 use super::special::{digamma, ln_gamma, ln_hyp2f1};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,7 +90,12 @@ impl BgNbd {
     fn gradient_one(&self, x: f64, t_x: f64, t: f64) -> [f64; 4] {
         let BgNbd { r, alpha, a, b } = *self;
         let d_a1 = [digamma(r + x) - digamma(r) + alpha.ln(), r / alpha, 0.0, 0.0];
-        let d_a2 = [0.0, 0.0, digamma(a + b) - digamma(a + b + x), digamma(a + b) + digamma(b + x) - digamma(b) - digamma(a + b + x)];
+        let d_a2 = [
+            0.0,
+            0.0,
+            digamma(a + b) - digamma(a + b + x),
+            digamma(a + b) + digamma(b + x) - digamma(b) - digamma(a + b + x),
+        ];
         let d_a3 = [-(alpha + t).ln(), -(r + x) / (alpha + t), 0.0, 0.0];
         let mut grad = [0.0; 4];
         if x > 0.0 {

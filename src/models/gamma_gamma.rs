@@ -2,7 +2,7 @@
 //! customer's purchases are worth z ~ Gamma(p, ν) with ν ~ Gamma(q, γ) across customers; fitted on
 //! repeat buyers from x (repeat purchases) and m (their mean value).
 
-use super::optimize::{maximize, Objective};
+use super::optimize::{Objective, maximize};
 use super::special::{digamma, ln_gamma};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,7 +76,8 @@ impl Objective for Likelihood {
             .groups
             .iter()
             .map(|&(x, n, sum_ln_m)| {
-                n * (ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q) + q * v.ln() + p * x * x.ln()) + (p * x - 1.0) * sum_ln_m
+                n * (ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q) + q * v.ln() + p * x * x.ln())
+                    + (p * x - 1.0) * sum_ln_m
             })
             .sum();
         let per_customer: f64 = self.customers.iter().map(|&(x, m)| (p * x + q) * (v + m * x).ln()).sum();

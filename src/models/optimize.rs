@@ -51,7 +51,8 @@ pub fn maximize<O: Objective>(objective: &O, start: Vec<f64>) -> Option<Vec<f64>
 }
 
 fn lbfgs<O: Objective>(objective: &O, start: Vec<f64>) -> Option<(Vec<f64>, f64)> {
-    let solver = LBFGS::new(MoreThuenteLineSearch::new(), 7).with_tolerance_grad(1e-10).ok()?.with_tolerance_cost(1e-15).ok()?;
+    let solver =
+        LBFGS::new(MoreThuenteLineSearch::new(), 7).with_tolerance_grad(1e-10).ok()?.with_tolerance_cost(1e-15).ok()?;
     let result = Executor::new(Negated(objective), solver).configure(|s| s.param(start).max_iters(500)).run().ok()?;
     let state = result.state();
     let cost = state.get_best_cost();

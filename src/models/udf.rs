@@ -19,8 +19,8 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
 };
 
 use super::bgnbd::{self, BgNbd};
@@ -29,7 +29,9 @@ use super::gamma_gamma::{self, GammaGamma};
 /// Every scalar function keymart adds to SQL.
 pub fn scalar_functions() -> Vec<ScalarUDF> {
     vec![
-        ScalarUDF::from(ModelFunction::new("bgnbd_p_alive", 7, |v| BgNbd { r: v[0], alpha: v[1], a: v[2], b: v[3] }.p_alive(v[4], v[5], v[6]))),
+        ScalarUDF::from(ModelFunction::new("bgnbd_p_alive", 7, |v| {
+            BgNbd { r: v[0], alpha: v[1], a: v[2], b: v[3] }.p_alive(v[4], v[5], v[6])
+        })),
         ScalarUDF::from(ModelFunction::new("bgnbd_expected_purchases", 8, |v| {
             BgNbd { r: v[0], alpha: v[1], a: v[2], b: v[3] }.expected_purchases(v[4], v[5], v[6], v[7])
         })),
@@ -69,7 +71,11 @@ impl std::hash::Hash for ModelFunction {
 
 impl ModelFunction {
     fn new(name: &'static str, arguments: usize, compute: fn(&[f64]) -> f64) -> ModelFunction {
-        ModelFunction { name, signature: Signature::uniform(arguments, vec![DataType::Float64], Volatility::Immutable), compute }
+        ModelFunction {
+            name,
+            signature: Signature::uniform(arguments, vec![DataType::Float64], Volatility::Immutable),
+            compute,
+        }
     }
 }
 
@@ -88,7 +94,8 @@ impl ScalarUDFImpl for ModelFunction {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let columns: Vec<&Float64Array> = arrays.iter().map(|a| a.as_any().downcast_ref::<Float64Array>().expect("coerced to Float64")).collect();
+        let columns: Vec<&Float64Array> =
+            arrays.iter().map(|a| a.as_any().downcast_ref::<Float64Array>().expect("coerced to Float64")).collect();
         let rows = args.number_rows;
         let mut out = Float64Builder::with_capacity(rows);
         let mut values = vec![0.0; columns.len()];
@@ -146,7 +153,8 @@ impl FitFunction {
     }
 
     fn fields(&self) -> Fields {
-        let mut fields: Vec<Field> = self.parameter_names().iter().map(|n| Field::new(*n, DataType::Float64, true)).collect();
+        let mut fields: Vec<Field> =
+            self.parameter_names().iter().map(|n| Field::new(*n, DataType::Float64, true)).collect();
         fields.push(Field::new("ll", DataType::Float64, true));
         fields.push(Field::new("n", DataType::Int64, false));
         Fields::from(fields)
@@ -215,11 +223,14 @@ impl FitAccumulator {
         // Sorted so the optimiser sees the same order every time: same data, same bits.
         let mut rows: Vec<(Vec<f64>, f64)> =
             self.groups.iter().map(|(k, c)| (k.iter().map(|b| f64::from_bits(*b)).collect(), *c)).collect();
-        rows.sort_by(|a, b| a.0.iter().zip(&b.0).map(|(x, y)| x.total_cmp(y)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal));
+        rows.sort_by(|a, b| {
+            a.0.iter().zip(&b.0).map(|(x, y)| x.total_cmp(y)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+        });
         let n = rows.iter().map(|(_, c)| c).sum::<f64>() as i64;
         match self.model {
             Model::BgNbd => {
-                let groups: Vec<bgnbd::Group> = rows.iter().map(|(v, c)| bgnbd::Group { x: v[0], t_x: v[1], t: v[2], count: *c }).collect();
+                let groups: Vec<bgnbd::Group> =
+                    rows.iter().map(|(v, c)| bgnbd::Group { x: v[0], t_x: v[1], t: v[2], count: *c }).collect();
                 match bgnbd::fit(&groups) {
                     Some(f) => (Some(vec![f.params.r, f.params.alpha, f.params.a, f.params.b]), Some(f.ll), n),
                     None => (None, None, n),
@@ -240,7 +251,8 @@ impl FitAccumulator {
 
 impl Accumulator for FitAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let columns: Vec<&Float64Array> = values.iter().map(|a| a.as_any().downcast_ref::<Float64Array>().expect("coerced to Float64")).collect();
+        let columns: Vec<&Float64Array> =
+            values.iter().map(|a| a.as_any().downcast_ref::<Float64Array>().expect("coerced to Float64")).collect();
         for row in 0..columns[0].len() {
             if columns.iter().any(|c| c.is_null(row) || !c.value(row).is_finite()) {
                 continue;
@@ -274,7 +286,8 @@ impl Accumulator for FitAccumulator {
         let width = self.arity() + 1;
         for bytes in packed.iter().flatten() {
             for record in bytes.chunks_exact(width * 8) {
-                let words: Vec<u64> = record.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))).collect();
+                let words: Vec<u64> =
+                    record.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))).collect();
                 self.add(words[..width - 1].to_vec(), f64::from_bits(words[width - 1]));
             }
         }

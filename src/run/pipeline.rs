@@ -278,13 +278,29 @@ fn line(
     }
 }
 
-/// The selected models plus the views and tables they read (transitively), in run order.
-/// Upstream marts are read from their committed snapshots instead.
+/// The selected models plus the views and tables they and their tests read (transitively), in
+/// run order. Upstream marts are read from their committed snapshots instead.
 fn with_upstream_views_and_tables(pipeline: &Pipeline, dag: &Dag, selected: &[String]) -> Vec<String> {
     let mut wanted: BTreeSet<String> = selected.iter().cloned().collect();
     let mut frontier: Vec<String> = selected.to_vec();
     while let Some(name) = frontier.pop() {
-        for input in &dag.inputs[&name].models {
+        let tested: Vec<String> = pipeline
+            .model(&name)
+            .map(|m| {
+                m.tests
+                    .iter()
+                    .filter_map(|t| match &t.kind {
+                        crate::config::TestKind::Relationships { to_table, .. }
+                            if dag.inputs.contains_key(to_table) =>
+                        {
+                            Some(to_table.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for input in dag.inputs[&name].models.iter().chain(&tested) {
             let is_mart = pipeline.model(input).is_some_and(|m| m.materialized == Materialized::Mart);
             if !is_mart && wanted.insert(input.clone()) {
                 frontier.push(input.clone());

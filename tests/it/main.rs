@@ -3,5 +3,6 @@
 mod config;
 mod generate;
 mod ingest;
+mod models;
 mod run;
 mod support;

@@ -352,9 +352,14 @@ fn a_mart_may_not_publish_personal_data_unless_allowed() {
     std::fs::write(project.path().join("pipelines/test.yaml"), &pipeline).unwrap();
     let output = run(&project, &["--as-of", D1]);
     assert_exit(&output, 2);
-    assert!(stderr(&output).contains("mart `customer_totals` would publish personal data (customer_id)"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("mart `customer_totals` would publish personal data (customer_id)"),
+        "{}",
+        stderr(&output)
+    );
 
-    let allowed = pipeline.replace("    key: [customer_id]\n", "    key: [customer_id]\n    allow_pii: [customer_id]\n");
+    let allowed =
+        pipeline.replace("    key: [customer_id]\n", "    key: [customer_id]\n    allow_pii: [customer_id]\n");
     std::fs::write(project.path().join("pipelines/test.yaml"), allowed).unwrap();
     assert_exit(&run(&project, &["--as-of", D1]), 0);
 }
