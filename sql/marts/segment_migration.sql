@@ -1,16 +1,19 @@
--- How customers moved between RFM segments since the previous snapshot (DESIGN.md,
--- segment_migration): a Markov transition matrix whose rows sum to 1, with 'new' for customers
--- not in the previous snapshot and 'lost' for customers no longer in this one.
+-- How active customers (a purchase in the RFM window) moved between RFM segments since the
+-- previous snapshot (DESIGN.md, segment_migration): a Markov transition matrix whose rows sum to 1,
+-- from 'new' for customers who became active and to 'lost' for customers who stopped being active.
 WITH previous AS (
     SELECT customer_id, segment
     FROM customer_rfm_history
-    WHERE as_of = (SELECT max(as_of) FROM customer_rfm_history)
+    WHERE as_of = (SELECT max(as_of) FROM customer_rfm_history) AND frequency > 0
+),
+current AS (
+    SELECT customer_id, segment FROM customer_rfm WHERE frequency > 0
 ),
 moves AS (
     SELECT
         coalesce(p.segment, 'new') AS from_segment,
         coalesce(c.segment, 'lost') AS to_segment
-    FROM customer_rfm c
+    FROM current c
     FULL OUTER JOIN previous p ON p.customer_id = c.customer_id
 ),
 counts AS (

@@ -3,6 +3,7 @@
 mod config;
 mod generate;
 mod ingest;
+mod marts;
 mod models;
 mod run;
 mod support;
