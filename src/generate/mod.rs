@@ -409,6 +409,8 @@ struct SourceFiles {
     layout: &'static SourceLayout,
     main: Box<dyn ExtractWriter>,
     main_path: PathBuf,
+    /// Files already finished because the format ran out of room (Excel's row limit).
+    full_parts: Vec<PathBuf>,
     resent_path: PathBuf,
     resent: Option<Box<dyn ExtractWriter>>,
     dirt_kinds: Vec<Dirt>,
@@ -435,6 +437,7 @@ impl ExtractFiles {
                 layout,
                 main: open_writer(layout, &main_path, date)?,
                 main_path,
+                full_parts: Vec::new(),
                 resent_path: layout.file_path(&options.out, date, true),
                 resent: None,
                 dirt_kinds: Dirt::kinds_for(layout),
@@ -450,6 +453,16 @@ impl ExtractFiles {
     fn emit(&mut self, source: usize, mut row: Vec<Cell>) -> Result<()> {
         let date = self.date;
         let files = &mut self.sources[source];
+        if files.main.is_full() {
+            // Keep going in `<name>_part<N>.<ext>` beside the first file.
+            let part = files.full_parts.len() + 2;
+            let stem = files.main_path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            let extension = files.main_path.extension().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            let next = files.main_path.with_file_name(format!("{stem}_part{part}.{extension}"));
+            let full = std::mem::replace(&mut files.main, open_writer(files.layout, &next, date)?);
+            full.finish()?;
+            files.full_parts.push(std::mem::replace(&mut files.main_path, next));
+        }
         if files.dirty_rate == 0.0 || !files.dirt_rng.random_bool(files.dirty_rate) {
             files.expected.clean_row();
             return files.main.write_row(&row);
@@ -482,7 +495,8 @@ impl ExtractFiles {
         let mut records = Vec::new();
         for files in self.sources {
             let relative = |p: &Path| p.strip_prefix(out).unwrap_or(p).to_string_lossy().replace('\\', "/");
-            let mut names = vec![relative(&files.main_path)];
+            let mut names: Vec<String> = files.full_parts.iter().map(|p| relative(p)).collect();
+            names.push(relative(&files.main_path));
             files.main.finish()?;
             if let Some(writer) = files.resent {
                 writer.finish()?;

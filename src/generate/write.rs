@@ -72,7 +72,14 @@ pub fn grouped_decimal_text(unscaled: i64, scale: u32) -> String {
 pub trait ExtractWriter {
     fn write_row(&mut self, row: &[Cell]) -> Result<()>;
     fn finish(self: Box<Self>) -> Result<u64>;
+    /// Whether the format has room for another row (Excel sheets stop at 1 048 576 rows).
+    fn is_full(&self) -> bool {
+        false
+    }
 }
+
+/// Rows per Excel file: below the sheet limit of 1 048 576 with the header.
+pub const XLSX_MAX_ROWS: u32 = 1_000_000;
 
 fn create(path: &Path) -> Result<BufWriter<File>> {
     if let Some(dir) = path.parent() {
@@ -207,7 +214,8 @@ impl XlsxWriter {
         }
         let mut workbook = rust_xlsxwriter::Workbook::new();
         workbook.set_properties(&rust_xlsxwriter::DocProperties::new().set_creation_datetime(&date));
-        let sheet = workbook.add_worksheet();
+        // Rows stream to a temporary file instead of accumulating in memory.
+        let sheet = workbook.add_worksheet_with_constant_memory().map_err(|e| xlsx_error(path, e))?;
         sheet.set_name("export").map_err(|e| xlsx_error(path, e))?;
         for (col, header) in headers.iter().enumerate() {
             sheet.write_string(0, col as u16, *header).map_err(|e| xlsx_error(path, e))?;
@@ -250,6 +258,10 @@ impl ExtractWriter for XlsxWriter {
     fn finish(mut self: Box<Self>) -> Result<u64> {
         self.workbook.save(&self.path).map_err(|e| xlsx_error(&self.path, e))?;
         Ok(self.row as u64 - 1)
+    }
+
+    fn is_full(&self) -> bool {
+        self.row > XLSX_MAX_ROWS
     }
 }
 
