@@ -97,7 +97,8 @@ pub async fn run(session: &Session, request: &RunRequest) -> Result<RunReport> {
         &session.warehouse.location.display,
         &session.landing.display,
     );
-    let result = run_dates(session, pipeline, &dag, &selected, request, &run_id, &mut ledger).await;
+    let plan = Plan { session, pipeline, dag: &dag, selected: &selected, request, run_id: &run_id };
+    let result = plan.run_dates(&mut ledger).await;
     session.warehouse.location.delete_prefix(&session.warehouse.layout().staging(&run_id)).await.ok();
     let (status, error) = match &result {
         Ok(dates) if dates.iter().all(|d| d.status != DateStatus::TestsFailed) => (RunStatus::Succeeded, None),
@@ -113,151 +114,158 @@ pub async fn run(session: &Session, request: &RunRequest) -> Result<RunReport> {
     Ok(RunReport { run_id, ledger: ledger_url, dates })
 }
 
-async fn run_dates(
-    session: &Session,
-    pipeline: &Pipeline,
-    dag: &Dag,
-    selected: &[String],
-    request: &RunRequest,
-    run_id: &str,
-    ledger: &mut Ledger,
-) -> Result<Vec<DateReport>> {
-    ledger.save(&session.warehouse).await?;
-    let mut reports = Vec::new();
-    for &as_of in &request.dates {
-        let report = run_date(session, pipeline, dag, selected, request, run_id, as_of, ledger).await;
-        ledger.save(&session.warehouse).await?;
-        let report = report?;
-        let stop = report.status == DateStatus::TestsFailed;
-        reports.push(report);
-        if stop {
-            // Later dates would build on a snapshot that was not published.
-            break;
-        }
-    }
-    Ok(reports)
+/// What every date of one run shares.
+struct Plan<'a> {
+    session: &'a Session,
+    pipeline: &'a Pipeline,
+    dag: &'a Dag,
+    selected: &'a [String],
+    request: &'a RunRequest,
+    run_id: &'a str,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_date(
-    session: &Session,
-    pipeline: &Pipeline,
-    dag: &Dag,
-    selected: &[String],
-    request: &RunRequest,
-    run_id: &str,
-    as_of: NaiveDate,
-    ledger: &mut Ledger,
-) -> Result<DateReport> {
-    let fingerprint = inputs::fingerprint(session, &session.project, pipeline, dag, as_of).await?;
-    let marts: Vec<&String> =
-        selected.iter().filter(|m| pipeline.model(m).is_some_and(|m| m.materialized == Materialized::Mart)).collect();
-    if !request.rebuild && !marts.is_empty() && all_committed_with(session, &marts, as_of, &fingerprint).await? {
-        ledger.steps.push(Step::Skip { as_of, reason: "every mart is committed from the same inputs".into() });
-        return Ok(DateReport { as_of, status: DateStatus::Skipped, models: Vec::new() });
+impl Plan<'_> {
+    async fn run_dates(&self, ledger: &mut Ledger) -> Result<Vec<DateReport>> {
+        ledger.save(&self.session.warehouse).await?;
+        let mut reports = Vec::new();
+        for &as_of in &self.request.dates {
+            let report = self.run_date(as_of, ledger).await;
+            ledger.save(&self.session.warehouse).await?;
+            let report = report?;
+            let stop = report.status == DateStatus::TestsFailed;
+            reports.push(report);
+            if stop {
+                // Later dates would build on a snapshot that was not published.
+                break;
+            }
+        }
+        Ok(reports)
     }
 
-    // Ingest every source of the date; any failure stops the date before any model runs.
-    let ctx = IngestContext {
-        warehouse: session.warehouse.clone(),
-        landing: session.landing.clone(),
-        run_id: run_id.to_string(),
-        progress: session.progress.clone(),
-        workers: request.workers,
-    };
-    let mut failures = Vec::new();
-    for contract in pipeline.sources_in_reference_order() {
-        let load =
-            ingest::load_source(&ctx, pipeline, contract, as_of, session.project.max_reject_ratio(contract)).await?;
-        if load.status == LoadStatus::Failed {
-            failures.push(format!("{}: {}", load.source, load.error.clone().unwrap_or_default()));
+    async fn run_date(&self, as_of: NaiveDate, ledger: &mut Ledger) -> Result<DateReport> {
+        let Plan { session, pipeline, dag, selected, request, run_id } = *self;
+        let fingerprint = inputs::fingerprint(session, &session.project, pipeline, dag, as_of).await?;
+        let marts: Vec<&String> = selected
+            .iter()
+            .filter(|m| pipeline.model(m).is_some_and(|m| m.materialized == Materialized::Mart))
+            .collect();
+        if !request.rebuild && !marts.is_empty() && all_committed_with(session, &marts, as_of, &fingerprint).await? {
+            ledger.steps.push(Step::Skip { as_of, reason: "every mart is committed from the same inputs".into() });
+            return Ok(DateReport { as_of, status: DateStatus::Skipped, models: Vec::new() });
         }
-        ledger.steps.push(Step::Ingest(load));
-    }
-    if !failures.is_empty() {
-        return Err(Error::InputRejected(format!("{as_of}: {}", failures.join("\n"))));
-    }
 
-    let engine = Engine::local(&session.warehouse.location);
-    let params = Params::new(as_of, &pipeline.vars)?;
-    let transform =
-        Transform { engine: &engine, warehouse: &session.warehouse, pipeline, as_of, run_id, params: &params };
-    let to_run = with_upstream_views_and_tables(pipeline, dag, selected);
-    let sources: BTreeSet<String> = to_run.iter().flat_map(|m| dag.inputs[m].sources.clone()).collect();
-    let tables = transform.register_sources(&sources).await?;
-    ledger.steps.push(Step::Sources { as_of, tables });
-    let histories: BTreeSet<String> = to_run.iter().flat_map(|m| dag.inputs[m].histories.clone()).collect();
-    transform.register_histories(&histories).await?;
-    for upstream in to_run.iter().flat_map(|m| dag.inputs[m].models.clone()).collect::<BTreeSet<_>>() {
-        if !to_run.contains(&upstream) {
-            transform.register_committed(pipeline.model(&upstream).expect("dag model")).await?;
-        }
-    }
-
-    let task = session.progress.steps(format!("models {as_of}"), to_run.len() as u64, "models");
-    let mut blocked: BTreeSet<String> = BTreeSet::new();
-    let mut lines = Vec::new();
-    let mut written: Vec<Materialization> = Vec::new();
-    for name in &to_run {
-        let model = pipeline.model(name).expect("dag model");
-        if let Some(cause) = dag.inputs[name].models.iter().find(|m| blocked.contains(*m)) {
-            blocked.insert(name.clone());
-            ledger.steps.push(Step::Blocked { as_of, model: name.clone(), because: format!("{cause} failed a test") });
-            lines.push(line(name, model.materialized, None, &[], format!("NOT PUBLISHED (upstream {cause} failed)")));
-            task.inc(1);
-            continue;
-        }
-        task.inc(1);
-        let materialization = transform.materialize(model).await?;
-        let outcomes = audit::run_tests(&engine, model).await?;
-        let failed_blocking: Vec<&TestOutcome> = outcomes.iter().filter(|o| o.blocks()).collect();
-        let outcome = if !failed_blocking.is_empty() {
-            blocked.insert(name.clone());
-            publish::discard(&session.warehouse, &materialization.files).await?;
-            let tests: Vec<&str> = failed_blocking.iter().map(|o| o.test.as_str()).collect();
-            format!("NOT PUBLISHED (failed {})", tests.join(", "))
-        } else if model.materialized == Materialized::Mart {
-            "tested".to_string()
-        } else {
-            "ok".to_string()
+        // Ingest every source of the date; any failure stops the date before any model runs.
+        let ctx = IngestContext {
+            warehouse: session.warehouse.clone(),
+            landing: session.landing.clone(),
+            run_id: run_id.to_string(),
+            progress: session.progress.clone(),
+            workers: request.workers,
         };
-        lines.push(line(name, model.materialized, materialization.rows, &outcomes, outcome));
-        ledger.steps.push(Step::Model { as_of, engine: "local".into(), run: materialization.clone() });
-        ledger.steps.extend(outcomes.into_iter().map(|outcome| Step::Test { as_of, outcome }));
-        written.push(materialization);
-    }
-
-    task.finish(&format!("{} models, {} blocked", to_run.len(), blocked.len()));
-    for materialization in
-        written.iter().filter(|m| m.materialized == Materialized::Mart && !blocked.contains(&m.model))
-    {
-        failpoint::pause("before_commit");
-        let manifest = publish::commit(
-            &session.warehouse,
-            Snapshot {
-                mart: &materialization.model,
-                as_of,
-                run_id,
-                files: materialization.files.clone(),
-                rows: materialization.rows.unwrap_or(0),
-                schema: materialization.schema.clone(),
-                inputs: fingerprint.clone(),
-            },
-        )
-        .await?;
-        if let Some(line) = lines.iter_mut().find(|l| l.model == materialization.model) {
-            line.outcome = "published".to_string();
+        let mut failures = Vec::new();
+        for contract in pipeline.sources_in_reference_order() {
+            let load = ingest::load_source(&ctx, pipeline, contract, as_of, session.project.max_reject_ratio(contract))
+                .await?;
+            if load.status == LoadStatus::Failed {
+                failures.push(format!("{}: {}", load.source, load.error.clone().unwrap_or_default()));
+            }
+            ledger.steps.push(Step::Ingest(load));
         }
-        ledger.steps.push(Step::Publish {
-            as_of,
-            mart: manifest.mart.clone(),
-            files: manifest.files.clone(),
-            rows: manifest.rows,
-            manifest: session.warehouse.location.relative(&session.warehouse.manifest_key(&manifest.mart, as_of)),
-        });
+        if !failures.is_empty() {
+            return Err(Error::InputRejected(format!("{as_of}: {}", failures.join("\n"))));
+        }
+
+        let engine = Engine::local(&session.warehouse.location);
+        let params = Params::new(as_of, &pipeline.vars)?;
+        let transform =
+            Transform { engine: &engine, warehouse: &session.warehouse, pipeline, as_of, run_id, params: &params };
+        let to_run = with_upstream_views_and_tables(pipeline, dag, selected);
+        let sources: BTreeSet<String> = to_run.iter().flat_map(|m| dag.inputs[m].sources.clone()).collect();
+        let tables = transform.register_sources(&sources).await?;
+        ledger.steps.push(Step::Sources { as_of, tables });
+        let histories: BTreeSet<String> = to_run.iter().flat_map(|m| dag.inputs[m].histories.clone()).collect();
+        transform.register_histories(&histories).await?;
+        for upstream in to_run.iter().flat_map(|m| dag.inputs[m].models.clone()).collect::<BTreeSet<_>>() {
+            if !to_run.contains(&upstream) {
+                transform.register_committed(pipeline.model(&upstream).expect("dag model")).await?;
+            }
+        }
+
+        let task = session.progress.steps(format!("models {as_of}"), to_run.len() as u64, "models");
+        let mut blocked: BTreeSet<String> = BTreeSet::new();
+        let mut lines = Vec::new();
+        let mut written: Vec<Materialization> = Vec::new();
+        for name in &to_run {
+            let model = pipeline.model(name).expect("dag model");
+            if let Some(cause) = dag.inputs[name].models.iter().find(|m| blocked.contains(*m)) {
+                blocked.insert(name.clone());
+                ledger.steps.push(Step::Blocked {
+                    as_of,
+                    model: name.clone(),
+                    because: format!("{cause} failed a test"),
+                });
+                lines.push(line(
+                    name,
+                    model.materialized,
+                    None,
+                    &[],
+                    format!("NOT PUBLISHED (upstream {cause} failed)"),
+                ));
+                task.inc(1);
+                continue;
+            }
+            task.inc(1);
+            let materialization = transform.materialize(model).await?;
+            let outcomes = audit::run_tests(&engine, model).await?;
+            let failed_blocking: Vec<&TestOutcome> = outcomes.iter().filter(|o| o.blocks()).collect();
+            let outcome = if !failed_blocking.is_empty() {
+                blocked.insert(name.clone());
+                publish::discard(&session.warehouse, &materialization.files).await?;
+                let tests: Vec<&str> = failed_blocking.iter().map(|o| o.test.as_str()).collect();
+                format!("NOT PUBLISHED (failed {})", tests.join(", "))
+            } else if model.materialized == Materialized::Mart {
+                "tested".to_string()
+            } else {
+                "ok".to_string()
+            };
+            lines.push(line(name, model.materialized, materialization.rows, &outcomes, outcome));
+            ledger.steps.push(Step::Model { as_of, engine: "local".into(), run: materialization.clone() });
+            ledger.steps.extend(outcomes.into_iter().map(|outcome| Step::Test { as_of, outcome }));
+            written.push(materialization);
+        }
+
+        task.finish(&format!("{} models, {} blocked", to_run.len(), blocked.len()));
+        for materialization in
+            written.iter().filter(|m| m.materialized == Materialized::Mart && !blocked.contains(&m.model))
+        {
+            failpoint::pause("before_commit");
+            let manifest = publish::commit(
+                &session.warehouse,
+                Snapshot {
+                    mart: &materialization.model,
+                    as_of,
+                    run_id,
+                    files: materialization.files.clone(),
+                    rows: materialization.rows.unwrap_or(0),
+                    schema: materialization.schema.clone(),
+                    inputs: fingerprint.clone(),
+                },
+            )
+            .await?;
+            if let Some(line) = lines.iter_mut().find(|l| l.model == materialization.model) {
+                line.outcome = "published".to_string();
+            }
+            ledger.steps.push(Step::Publish {
+                as_of,
+                mart: manifest.mart.clone(),
+                files: manifest.files.clone(),
+                rows: manifest.rows,
+                manifest: session.warehouse.location.relative(&session.warehouse.manifest_key(&manifest.mart, as_of)),
+            });
+        }
+        let status = if blocked.is_empty() { DateStatus::Published } else { DateStatus::TestsFailed };
+        Ok(DateReport { as_of, status, models: lines })
     }
-    let status = if blocked.is_empty() { DateStatus::Published } else { DateStatus::TestsFailed };
-    Ok(DateReport { as_of, status, models: lines })
 }
 
 fn line(

@@ -24,17 +24,18 @@ struct Case {
     checks: Vec<Check>,
 }
 
+/// One day's extracts as small CSV tables (missing sources land as empty extracts).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct Extracts {
+pub struct Extracts {
     #[serde(default)]
-    customers: Option<String>,
+    pub customers: Option<String>,
     #[serde(default)]
-    orders: Option<String>,
+    pub orders: Option<String>,
     #[serde(default)]
-    shipments: Option<String>,
+    pub shipments: Option<String>,
     #[serde(default)]
-    interactions: Option<String>,
+    pub interactions: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -156,7 +157,8 @@ fn csv(header: &str, rows: &[Vec<String>]) -> String {
     text
 }
 
-fn land_day(project: &TestProject, day: &str, extracts: &Extracts) {
+/// Write one day's extracts in the shipped pipeline's formats.
+pub fn land_day(project: &TestProject, day: &str, extracts: &Extracts) {
     let customers = CUSTOMERS.rows(extracts.customers.as_deref());
     project.land(
         &format!("erp/customers/{day}/customers.csv"),

@@ -28,47 +28,21 @@ fn assert_significant(actual: f64, expected: f64, digits: i32, what: &str) {
 fn cdnow_project() -> TestProject {
     let project = TestProject::shipped();
     let text = std::fs::read_to_string(repo_root().join("tests/fixtures/cdnow/CDNOW_sample.txt")).unwrap();
-    let mut orders = String::from(
-        "order_id,line_no,customer_id,order_date,product_id,category,quantity,unit_price,discount,net_amount,cost_amount,currency,status,order_channel\n",
-    );
+    let mut orders = String::from("order_id,customer_id,order_date,category,quantity,net_amount,currency\n");
     let mut customers = std::collections::BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let (customer, date, cds, value) = (format!("C{}", fields[1]), fields[2], fields[3], fields[4]);
-        customers.entry(customer.clone()).or_insert_with(|| date.to_string());
         let iso = format!("{}-{}-{}", &date[..4], &date[4..6], &date[6..]);
-        writeln!(orders, "O{i},1,{customer},{iso},CD,music,{cds},0,0,{value},0,USD,completed,online").unwrap();
+        customers.entry(customer.clone()).or_insert_with(|| iso.clone());
+        writeln!(orders, "O{i},{customer},{iso},music,{cds},{value},USD").unwrap();
     }
-    let mut master = String::from(
-        "客户编号,客户名称,客户类型,行业,区域,客户经理,信用等级,年营业额,创建日期,联系人,电话,邮箱,地址\n",
-    );
+    let mut master = String::from("customer_id,created_date\n");
     for (customer, first) in &customers {
-        writeln!(master, "{customer},CDNOW {customer},person,retail,华东,AM001,A,,{first},,,,").unwrap();
+        writeln!(master, "{customer},{first}").unwrap();
     }
-    let day = "1997-09-30";
-    project.land(&format!("erp/orders/{day}/orders.csv"), orders);
-    project.land(&format!("erp/customers/{day}/customers.csv"), encoding_rs::GBK.encode(&master).0);
-    project.land(&format!("scm/shipments/{day}/shipments.jsonl"), "");
-    let mut workbook = rust_xlsxwriter::Workbook::new();
-    let sheet = workbook.add_worksheet();
-    for (col, header) in [
-        "interaction_id",
-        "customer_id",
-        "started_at",
-        "channel",
-        "duration_sec",
-        "category",
-        "is_complaint",
-        "resolved_at",
-        "satisfaction",
-        "agent_id",
-    ]
-    .iter()
-    .enumerate()
-    {
-        sheet.write_string(0, col as u16, *header).unwrap();
-    }
-    project.land(&format!("cc/interactions/{day}/interactions.xlsx"), workbook.save_to_buffer().unwrap());
+    let extracts = crate::marts::Extracts { customers: Some(master), orders: Some(orders), ..Default::default() };
+    crate::marts::land_day(&project, "1997-09-30", &extracts);
     project
 }
 
