@@ -29,7 +29,7 @@ pub enum Error {
     #[error("{0}")]
     TestsFailed(String),
 
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", one_line(&source.to_string()))]
     Storage {
         context: String,
         #[source]
@@ -78,6 +78,8 @@ pub enum ErrorKind {
     InputRejected,
     Locked,
     TestsFailed,
+    /// The warehouse or landing store could not be reached or refused access.
+    Storage,
     RunFailed,
 }
 
@@ -89,8 +91,8 @@ impl Error {
             Error::InputRejected(_) => ErrorKind::InputRejected,
             Error::Locked(_) => ErrorKind::Locked,
             Error::TestsFailed(_) => ErrorKind::TestsFailed,
-            Error::Storage { .. }
-            | Error::Io { .. }
+            Error::Storage { .. } => ErrorKind::Storage,
+            Error::Io { .. }
             | Error::Parquet { .. }
             | Error::Arrow { .. }
             | Error::Engine { .. }
@@ -112,5 +114,34 @@ impl Error {
 
     pub fn arrow(context: impl Into<String>, source: datafusion::arrow::error::ArrowError) -> Error {
         Error::Arrow { context: context.into(), source }
+    }
+}
+
+/// A store's error on one line: S3 and Azure answer with XML documents, whose code and message
+/// are what matters; the rest is folded.
+fn one_line(message: &str) -> String {
+    let tag = |name: &str| {
+        let start = message.find(&format!("<{name}>"))? + name.len() + 2;
+        let end = message[start..].find(&format!("</{name}>"))? + start;
+        Some(message[start..end].to_string())
+    };
+    let head = message.split("<?xml").next().unwrap_or(message);
+    let mut line: String = head.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let (Some(code), Some(text)) = (tag("Code"), tag("Message")) {
+        line = format!("{} ({code}: {text})", line.trim_end_matches(':').trim_end());
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn storage_errors_fold_to_one_line() {
+        let message = "Error performing PUT http://h/b/k - Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\"?>\n<Error><Code>InvalidAccessKeyId</Code><Message>The key does not exist.</Message></Error>";
+        assert_eq!(
+            super::one_line(message),
+            "Error performing PUT http://h/b/k - Server returned non-2xx status code: 403 Forbidden (InvalidAccessKeyId: The key does not exist.)"
+        );
+        assert_eq!(super::one_line("a\n  b"), "a b");
     }
 }

@@ -19,6 +19,7 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_INPUT_REJECTED: u8 = 3;
 const EXIT_LOCKED: u8 = 4;
 const EXIT_TESTS_FAILED: u8 = 5;
+const EXIT_STORAGE: u8 = 6;
 
 #[derive(Parser)]
 #[command(name = "keymart", version, about = "Nightly ERP/SCM/call-centre extracts → key-account marts")]
@@ -198,6 +199,7 @@ fn main() -> ExitCode {
                 ErrorKind::InputRejected => EXIT_INPUT_REJECTED,
                 ErrorKind::Locked => EXIT_LOCKED,
                 ErrorKind::TestsFailed => EXIT_TESTS_FAILED,
+                ErrorKind::Storage => EXIT_STORAGE,
                 ErrorKind::RunFailed => EXIT_RUN_FAILED,
             })
         }

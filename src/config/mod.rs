@@ -41,6 +41,9 @@ pub struct Settings {
     /// Seconds a run lock lives without renewal (a live run renews it every third of that).
     #[serde(default = "default_lock_ttl")]
     pub lock_ttl_seconds: u64,
+    /// Object-store options for the warehouse and landing URLs (endpoint, region, retries…).
+    #[serde(default)]
+    pub storage: Located<crate::warehouse::StorageSettings>,
 }
 
 fn default_lock_ttl() -> u64 {
@@ -62,6 +65,7 @@ impl Default for Settings {
             default_pipeline: None,
             defaults: Defaults::default(),
             lock_ttl_seconds: default_lock_ttl(),
+            storage: Located::default(),
         }
     }
 }

@@ -10,6 +10,10 @@ use super::{Diagnostics, Materialized, Pipeline, Project, TestKind};
 
 pub(super) fn project(project: &Project, d: &mut Diagnostics) {
     let settings_file = Path::new(super::PROJECT_FILE);
+    let storage = &project.settings.storage;
+    for problem in storage.value.problems() {
+        d.at(settings_file, &storage.position, problem);
+    }
     let ratio = &project.settings.defaults.max_reject_ratio;
     if !(0.0..=1.0).contains(&ratio.value) {
         d.at(settings_file, &ratio.position, "must be between 0 and 1");

@@ -2,6 +2,9 @@
 //! when the run starts (status `running`), after each date, and when it ends, so a killed run
 //! leaves a trace of how far it got.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +12,7 @@ use crate::audit::TestOutcome;
 use crate::error::Result;
 use crate::ingest::SourceLoad;
 use crate::transform::{Materialization, SourceTable};
-use crate::warehouse::Warehouse;
+use crate::warehouse::{Location, Warehouse};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -88,6 +91,9 @@ pub struct Ledger {
     pub steps: Vec<Step>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Object-store requests by kind, per store (filled in when the run ends).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 impl Ledger {
@@ -106,6 +112,7 @@ impl Ledger {
             landing: landing.to_string(),
             steps: Vec::new(),
             error: None,
+            requests: BTreeMap::new(),
         }
     }
 
@@ -113,6 +120,14 @@ impl Ledger {
         self.status = status;
         self.error = error;
         self.finished_at = Some(Utc::now());
+    }
+
+    /// Record the requests made to the warehouse (and to the landing zone, when it is another store).
+    pub fn count_requests(&mut self, warehouse: &Location, landing: &Location) {
+        self.requests.insert("warehouse".into(), warehouse.requests.snapshot());
+        if !Arc::ptr_eq(&warehouse.requests, &landing.requests) {
+            self.requests.insert("landing".into(), landing.requests.snapshot());
+        }
     }
 
     pub async fn save(&self, warehouse: &Warehouse) -> Result<()> {

@@ -40,9 +40,10 @@ pub struct Session {
 impl Session {
     pub fn open(project_dir: &Path, overrides: &Overrides, progress: Progress) -> Result<Session> {
         let project = Project::load(project_dir).map_err(Error::Config)?;
-        let warehouse = Warehouse::open(&project.warehouse_url(overrides.warehouse.as_deref()), project_dir)?;
+        let storage = &project.settings.storage;
+        let warehouse = Warehouse::open(&project.warehouse_url(overrides.warehouse.as_deref()), project_dir, storage)?;
         let landing_spec = overrides.landing.clone().or_else(|| project.settings.landing.clone());
-        let landing = warehouse.landing(landing_spec.as_deref(), project_dir)?;
+        let landing = warehouse.landing(landing_spec.as_deref(), project_dir, storage)?;
         Ok(Session { project, warehouse, landing, progress })
     }
 }
@@ -221,6 +222,7 @@ async fn load_sources(
         RunStatus::Succeeded
     };
     ledger.finish(status, failure.as_ref().map(ToString::to_string));
+    ledger.count_requests(&session.warehouse.location, &session.landing);
     ledger.save(&session.warehouse).await?;
     if let Some(e) = failure {
         return Err(e);

@@ -106,6 +106,7 @@ pub async fn run(session: &Session, request: &RunRequest) -> Result<RunReport> {
         Err(e) => (RunStatus::Failed, Some(e.to_string())),
     };
     ledger.finish(status, error);
+    ledger.count_requests(&session.warehouse.location, &session.landing);
     let saved = ledger.save(&session.warehouse).await;
     lock.release().await?;
     saved?;

@@ -1,8 +1,10 @@
 //! Object-store locations (warehouse, landing zone) and the warehouse layout of DESIGN.md.
 
+pub mod counting;
 mod layout;
 pub mod parquet;
 pub mod snapshot;
+pub mod store;
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use url::Url;
 
 pub use layout::Layout;
+pub use store::StorageSettings;
 
 use crate::error::{Error, Result};
 
@@ -26,11 +29,13 @@ pub struct Location {
     pub root: Path,
     /// The location as the user wrote it, resolved; safe to print (carries no secrets).
     pub display: String,
+    /// Requests made to the store so far (shared by every location on the same store).
+    pub requests: Arc<counting::RequestCounts>,
 }
 
 impl Location {
     /// Open a plain path (relative to `base_dir`) or a URL (`file://`, `s3://`, `gs://`, `az://`, …).
-    pub fn open(spec: &str, base_dir: &FsPath) -> Result<Location> {
+    pub fn open(spec: &str, base_dir: &FsPath, settings: &StorageSettings) -> Result<Location> {
         let url = match Url::parse(spec) {
             Ok(url) if url.scheme().len() > 1 => url,
             // No scheme (or a Windows drive letter): a local path.
@@ -47,21 +52,15 @@ impl Location {
                 std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
             }
         }
-        let (store, root): (Box<dyn ObjectStore>, Path) = if url.scheme() == "file" {
-            // Remove folders left empty by deletes, so replaced partitions leave no trace.
-            let root = Path::from_url_path(url.path())
-                .map_err(|e| Error::Usage(format!("cannot use `{spec}` as a storage location: {e}")))?;
-            (Box::new(object_store::local::LocalFileSystem::new().with_automatic_cleanup(true)), root)
-        } else {
-            object_store::parse_url_opts(&url, std::iter::empty::<(String, String)>())
-                .map_err(|e| Error::Usage(format!("cannot use `{spec}` as a storage location: {e}")))?
-        };
+        let (store, root) = store::open(&url, settings)?;
+        let (store, requests) = counting::CountingStore::new(store);
         let mut store_url = url.clone();
         store_url.set_path("/");
         store_url.set_query(None);
         store_url.set_fragment(None);
-        let display = url.to_string().trim_end_matches('/').to_string();
-        Ok(Location { store: Arc::from(store), store_url, root, display })
+        let _ = store_url.set_username("");
+        let _ = store_url.set_password(None);
+        Ok(Location { store, store_url, root, display: store::without_secrets(&url), requests })
     }
 
     /// A location below this one.
@@ -71,6 +70,7 @@ impl Location {
             store_url: self.store_url.clone(),
             root: self.key(relative),
             display: format!("{}/{}", self.display, relative.trim_matches('/')),
+            requests: self.requests.clone(),
         }
     }
 
@@ -182,8 +182,8 @@ pub struct Warehouse {
 }
 
 impl Warehouse {
-    pub fn open(spec: &str, base_dir: &FsPath) -> Result<Warehouse> {
-        Ok(Warehouse { location: Location::open(spec, base_dir)? })
+    pub fn open(spec: &str, base_dir: &FsPath, settings: &StorageSettings) -> Result<Warehouse> {
+        Ok(Warehouse { location: Location::open(spec, base_dir, settings)? })
     }
 
     pub fn layout(&self) -> Layout<'_> {
@@ -191,9 +191,9 @@ impl Warehouse {
     }
 
     /// The landing zone: the one configured, else `<warehouse>/landing`.
-    pub fn landing(&self, spec: Option<&str>, base_dir: &FsPath) -> Result<Location> {
+    pub fn landing(&self, spec: Option<&str>, base_dir: &FsPath, settings: &StorageSettings) -> Result<Location> {
         match spec {
-            Some(spec) => Location::open(spec, base_dir),
+            Some(spec) => Location::open(spec, base_dir, settings),
             None => Ok(self.location.child("landing")),
         }
     }

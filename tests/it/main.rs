@@ -6,4 +6,5 @@ mod ingest;
 mod marts;
 mod models;
 mod run;
+mod s3;
 mod support;

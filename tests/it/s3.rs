@@ -1,0 +1,367 @@
+//! The warehouse on S3: a real S3-protocol server (moto's server, from PyPI `moto[server]`, which
+//! `.ci/run` installs) started on loopback for each test, with its own bucket.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::support::{TestProject, assert_exit, keymart, repo_root, stderr, stdout};
+
+const SECRET: &str = "s3cr3t-never-shown";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16) {
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A moto S3 server on a free loopback port, stopped when dropped.
+struct S3Server {
+    child: Child,
+    port: u16,
+}
+
+impl S3Server {
+    fn start(env: &[(&str, &str)]) -> S3Server {
+        let installed = Command::new("python3").args(["-c", "import moto.server"]).output().is_ok_and(|o| o.status.success());
+        assert!(installed, "moto is needed for the S3 tests: pip install 'moto[server]' (.ci/run does)");
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        let server = S3Server { child, port };
+        wait_for_port(port);
+        server
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Create a bucket with a plain (unsigned) request, as moto accepts.
+    fn create_bucket(&self, bucket: &str) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            stream,
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "creating bucket {bucket}: {response}");
+    }
+
+    /// A client of the bucket, for putting extracts in and reading marts out.
+    fn bucket(&self, bucket: &str) -> Arc<dyn ObjectStore> {
+        Arc::new(
+            AmazonS3Builder::new()
+                .with_bucket_name(bucket)
+                .with_endpoint(self.endpoint())
+                .with_allow_http(true)
+                .with_region("us-east-1")
+                .with_access_key_id("testing")
+                .with_secret_access_key(SECRET)
+                .build()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP relay in front of the server that can be cut and restored: the server keeps its data
+/// while keymart sees it go away.
+struct Relay {
+    port: u16,
+    target: u16,
+    running: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start(target: u16) -> Relay {
+        let relay =
+            Relay { port: free_port(), target, running: Arc::new(AtomicBool::new(false)), connections: Arc::default() };
+        relay.open();
+        relay
+    }
+
+    fn open(&self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        self.running.store(true, Ordering::SeqCst);
+        let (running, connections, target) = (self.running.clone(), self.connections.clone(), self.target);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if !running.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+                connections.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                pump(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pump(server, client);
+            }
+        });
+    }
+
+    /// Refuse new connections and break the open ones.
+    fn cut(&self) {
+        self.running.store(false, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wake the accept loop so it exits
+        for stream in self.connections.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Write);
+    });
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Upload a local folder under a key prefix.
+fn upload(store: &Arc<dyn ObjectStore>, dir: &Path, prefix: &str) {
+    let rt = runtime();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).unwrap().to_string_lossy().to_string();
+                let key = Key::from(format!("{prefix}/{relative}"));
+                rt.block_on(store.put(&key, std::fs::read(&path).unwrap().into())).unwrap();
+            }
+        }
+    }
+}
+
+fn get(store: &Arc<dyn ObjectStore>, key: &str) -> Option<Vec<u8>> {
+    runtime().block_on(async { Some(store.get(&Key::from(key)).await.ok()?.bytes().await.ok()?.to_vec()) })
+}
+
+/// The shipped project with its warehouse and landing zone in the bucket.
+fn s3_project(endpoint: &str, bucket: &str, extra_storage: &str) -> TestProject {
+    let project = TestProject::shipped();
+    let settings = format!(
+        "warehouse: s3://{bucket}/wh\nlanding: s3://{bucket}/landing\nlock_ttl_seconds: 60\nstorage:\n  max_retries: 1\n  retry_timeout_seconds: 2\n  options:\n    aws_endpoint: {endpoint}\n    aws_allow_http: \"true\"\n    aws_region: us-east-1\n    aws_access_key_id: testing\n    aws_secret_access_key: ${{KEYMART_TEST_SECRET}}\n{extra_storage}"
+    );
+    std::fs::write(project.path().join("keymart.yaml"), settings).unwrap();
+    project
+}
+
+fn keymart_s3(project: &TestProject, args: &[&str]) -> std::process::Output {
+    keymart()
+        .arg("--project")
+        .arg(project.path())
+        .arg("-q")
+        .args(args)
+        .env("KEYMART_TEST_SECRET", SECRET)
+        .output()
+        .unwrap()
+}
+
+const DAYS: [&str; 3] = ["2024-06-01", "2024-06-02", "2024-06-03"];
+const MARTS: [&str; 9] = [
+    "model_parameters",
+    "customer_rfm",
+    "service_quality",
+    "customer_value",
+    "customer_churn",
+    "key_accounts",
+    "key_account_history",
+    "segment_migration",
+    "customer_profile",
+];
+
+#[test]
+fn the_sample_on_s3_publishes_the_same_bytes_as_on_local_disk() {
+    let server = S3Server::start(&[]);
+    server.create_bucket("lake");
+    let bucket = server.bucket("lake");
+    upload(&bucket, &repo_root().join("warehouse/landing"), "landing");
+    let on_s3 = s3_project(&server.endpoint(), "lake", "");
+    let output = keymart_s3(&on_s3, &["run", "--from", DAYS[0], "--to", DAYS[2]]);
+    assert_exit(&output, 0);
+
+    let local = TestProject::shipped();
+    crate::support::copy_dir(&repo_root().join("warehouse/landing"), &local.landing());
+    assert_exit(&local.keymart(&["run", "--from", DAYS[0], "--to", DAYS[2]]), 0);
+
+    for day in DAYS {
+        for mart in MARTS {
+            let manifest_key = format!("wh/marts/{mart}/as_of={day}/_SUCCESS");
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&get(&bucket, &manifest_key).expect(&manifest_key)).unwrap();
+            let local_manifest: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(local.warehouse().join(format!("marts/{mart}/as_of={day}/_SUCCESS"))).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(manifest["rows"], local_manifest["rows"], "{mart} {day}");
+            assert_eq!(manifest["schema_hash"], local_manifest["schema_hash"], "{mart} {day}");
+            let s3_file = get(&bucket, &format!("wh/{}", manifest["files"][0].as_str().unwrap())).unwrap();
+            let local_file =
+                std::fs::read(local.warehouse().join(local_manifest["files"][0].as_str().unwrap())).unwrap();
+            assert!(s3_file == local_file, "{mart} {day}: the S3 file differs from the local one");
+        }
+    }
+    // Queries and the ledger work against the bucket too; the secret is nowhere in the ledger.
+    let query = keymart_s3(&on_s3, &["query", "SELECT count(*) AS n FROM customer_rfm", "--format", "csv"]);
+    assert_exit(&query, 0);
+    assert_eq!(stdout(&query).trim(), "n\n200");
+    let runs = keymart_s3(&on_s3, &["runs"]);
+    assert_exit(&runs, 0);
+    let ledger_key =
+        format!("wh/_runs/{}.json", stdout(&runs).lines().nth(1).unwrap().split_whitespace().next().unwrap());
+    let ledger = String::from_utf8(get(&bucket, &ledger_key).unwrap()).unwrap();
+    assert!(!ledger.contains(SECRET));
+    assert!(ledger.contains("\"requests\""), "request counts are recorded");
+}
+
+#[test]
+fn a_second_run_on_the_same_bucket_is_locked_out() {
+    let server = S3Server::start(&[]);
+    server.create_bucket("lake");
+    upload(&server.bucket("lake"), &repo_root().join("warehouse/landing"), "landing");
+    let project = s3_project(&server.endpoint(), "lake", "");
+    let marker = project.path().join("paused");
+    let mut first = keymart()
+        .arg("--project")
+        .arg(project.path())
+        .args(["-q", "run", "--as-of", DAYS[0]])
+        .env("KEYMART_TEST_SECRET", SECRET)
+        .env("KEYMART_PAUSE_AT", format!("before_commit:{}", marker.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !marker.exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "the first run never reached its commit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = keymart_s3(&project, &["run", "--as-of", DAYS[1]]);
+    assert_exit(&second, 4);
+    assert!(stderr(&second).contains("the warehouse s3://lake/wh is locked by run"), "{}", stderr(&second));
+    std::fs::remove_file(&marker).unwrap();
+    assert!(first.wait().unwrap().success(), "the first run finishes once resumed");
+}
+
+#[test]
+fn storage_lost_during_publish_fails_cleanly_and_the_rerun_completes() {
+    let server = S3Server::start(&[]);
+    server.create_bucket("lake");
+    let bucket = server.bucket("lake");
+    upload(&bucket, &repo_root().join("warehouse/landing"), "landing");
+    let relay = Relay::start(server.port);
+    let project = s3_project(&relay.endpoint(), "lake", "");
+    let marker = project.path().join("paused");
+    let child = keymart()
+        .arg("--project")
+        .arg(project.path())
+        .args(["-q", "run", "--as-of", DAYS[0]])
+        .env("KEYMART_TEST_SECRET", SECRET)
+        .env("KEYMART_PAUSE_AT", format!("before_commit:{}", marker.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !marker.exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "the run never reached its commit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    relay.cut();
+    std::fs::remove_file(&marker).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 6);
+    let message = stderr(&output);
+    assert!(
+        message.contains(&relay.endpoint().replace("http://", "")) || message.contains("s3://lake/wh"),
+        "{message}"
+    );
+    assert!(!message.contains(SECRET), "{message}");
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+
+    // Nothing committed points at files that are not there.
+    let keys: Vec<String> = runtime()
+        .block_on(async {
+            futures::TryStreamExt::try_collect::<Vec<_>>(bucket.list(Some(&Key::from("wh/marts")))).await
+        })
+        .unwrap()
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .collect();
+    for manifest in keys.iter().filter(|k| k.ends_with("_SUCCESS")) {
+        let body: serde_json::Value = serde_json::from_slice(&get(&bucket, manifest).unwrap()).unwrap();
+        for file in body["files"].as_array().unwrap() {
+            assert!(keys.contains(&format!("wh/{}", file.as_str().unwrap())), "{manifest} names a missing file");
+        }
+    }
+
+    relay.open();
+    // The crashed run's lock is still there (its process lived on): the operator clears it.
+    assert_exit(&keymart_s3(&project, &["unlock"]), 0);
+    assert_exit(&keymart_s3(&project, &["run", "--as-of", DAYS[0]]), 0);
+    for mart in MARTS {
+        assert!(get(&bucket, &format!("wh/marts/{mart}/as_of={}/_SUCCESS", DAYS[0])).is_some(), "{mart}");
+    }
+}
+
+#[test]
+fn storage_problems_are_one_line_naming_the_url_with_exit_code_6() {
+    // Wrong credentials: moto checks them once its first request (the bucket) is made.
+    let strict = S3Server::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "1")]);
+    strict.create_bucket("lake");
+    let unreachable = format!("http://127.0.0.1:{}", free_port());
+    let open = S3Server::start(&[]);
+    let cases = [
+        ("wrong credentials", s3_project(&strict.endpoint(), "lake", ""), "s3://lake/wh"),
+        ("missing bucket", s3_project(&open.endpoint(), "nothere", ""), "s3://nothere/wh"),
+        ("unreachable endpoint", s3_project(&unreachable, "lake", ""), "s3://lake/wh"),
+    ];
+    for (what, project, url) in cases {
+        let output = keymart_s3(&project, &["run", "--as-of", DAYS[0]]);
+        assert_exit(&output, 6);
+        let message = stderr(&output);
+        assert_eq!(message.trim().lines().count(), 1, "{what}: one line: {message}");
+        assert!(message.contains(url), "{what}: names {url}: {message}");
+        assert!(!message.contains(SECRET), "{what}: {message}");
+    }
+}
