@@ -30,8 +30,8 @@ signals AS (
         r.purchases_previous,
         r.purchases_current - r.purchases_previous AS frequency_change,
         coalesce(c.recent_complaints, 0) AS recent_complaints
-    FROM stg_customer_history h
-    CROSS JOIN params p
+    FROM params p  -- the one-row side first: a cross join holds its left side in memory
+    CROSS JOIN stg_customer_history h
     JOIN recent r ON r.customer_id = h.customer_id
     LEFT JOIN complaints c ON c.customer_id = h.customer_id
 ),

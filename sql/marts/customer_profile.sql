@@ -20,15 +20,24 @@ habits AS (
     GROUP BY customer_id
 ),
 weekdays AS (
+    -- Orders are counted once each: an order has one date, so stg_orders holds one row per order.
     SELECT customer_id, extract(dow FROM order_date) AS weekday,
-        row_number() OVER (PARTITION BY customer_id ORDER BY count(DISTINCT order_id) DESC, extract(dow FROM order_date)) AS place
-    FROM lines
+        row_number() OVER (PARTITION BY customer_id ORDER BY count(*) DESC, extract(dow FROM order_date)) AS place
+    FROM stg_orders
+    WHERE completed_lines > 0
     GROUP BY customer_id, extract(dow FROM order_date)
+),
+order_channels AS (
+    -- Each order once per channel its completed lines came through. A plain grouping, where
+    -- count(DISTINCT order_id) per customer and channel would keep a set of ids per group.
+    SELECT customer_id, order_channel, order_id
+    FROM lines
+    GROUP BY customer_id, order_channel, order_id
 ),
 channels AS (
     SELECT customer_id, order_channel,
-        row_number() OVER (PARTITION BY customer_id ORDER BY count(DISTINCT order_id) DESC, order_channel) AS place
-    FROM lines
+        row_number() OVER (PARTITION BY customer_id ORDER BY count(*) DESC, order_channel) AS place
+    FROM order_channels
     GROUP BY customer_id, order_channel
 ),
 contact AS (

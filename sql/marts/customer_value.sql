@@ -1,19 +1,15 @@
 -- What each customer is worth after the cost to serve them (DESIGN.md, customer_value), over the
 -- value window ending at as_of, and what the models expect of them over the CLV horizon.
-WITH window_lines AS (
-    SELECT *
-    FROM stg_order_lines
-    WHERE order_date > $as_of - $value_window_days
-),
-sales AS (
+WITH sales AS (
     SELECT
         customer_id,
-        coalesce(sum(CASE WHEN is_completed THEN net_amount END), 0) AS revenue,
-        coalesce(sum(CASE WHEN is_completed THEN net_amount - cost_amount END), 0) AS gross_margin,
-        count(DISTINCT CASE WHEN is_completed THEN order_id END) AS order_count,
-        count(CASE WHEN status = 'returned' THEN 1 END) AS returned_lines,
-        count(CASE WHEN status IN ('completed', 'returned') THEN 1 END) AS delivered_lines
-    FROM window_lines
+        coalesce(sum(completed_amount), 0) AS revenue,
+        coalesce(sum(completed_margin), 0) AS gross_margin,
+        count(CASE WHEN completed_lines > 0 THEN 1 END) AS order_count,
+        sum(returned_lines) AS returned_lines,
+        sum(delivered_lines) AS delivered_lines
+    FROM stg_orders
+    WHERE order_date > $as_of - $value_window_days
     GROUP BY customer_id
 ),
 logistics AS (
@@ -38,30 +34,29 @@ base AS (
     FROM sales
 ),
 params AS (SELECT * FROM model_parameters),
-months AS (SELECT unnest(generate_series(1, $clv_horizon_months)) AS month),
-curve AS (
-    -- Purchases expected by the end of each future month.
-    SELECT
-        h.customer_id,
-        months.month,
-        bgnbd_expected_purchases(p.bgnbd_r, p.bgnbd_alpha, p.bgnbd_a, p.bgnbd_b, h.x, h.t_x, h.t_cal, months.month * 52.0 / 12.0)
-            AS cumulative
-    FROM stg_customer_history h
-    CROSS JOIN params p
-    CROSS JOIN months
-),
-monthly AS (
-    SELECT
-        customer_id,
-        month,
-        cumulative - coalesce(lag(cumulative) OVER (PARTITION BY customer_id ORDER BY month), 0) AS purchases
-    FROM curve
+months AS (
+    -- Every customer once per month of the CLV horizon (an unnest streams; a cross join with a
+    -- months table would hold all customers in memory).
+    SELECT customer_id, x, t_x, t_cal, unnest(generate_series(1, $clv_horizon_months)) AS month
+    FROM stg_customer_history
 ),
 expected AS (
-    -- Each month's purchases discounted to today: valued below at the expected spend and margin.
-    SELECT customer_id, sum(purchases / power(1.0 + $clv_annual_discount_rate, month / 12.0)) AS discounted_purchases
-    FROM monthly
-    GROUP BY customer_id
+    -- Purchases expected in each future month, discounted to today, summed by parts from the
+    -- cumulative curve Cₘ: Σₘ (Cₘ − Cₘ₋₁)·δₘ = Σₘ<M Cₘ·(δₘ − δₘ₊₁) + C_M·δ_M, δₘ = (1 + rate)^(−m/12),
+    -- so no window over customers × months is needed. Valued below at the expected spend and margin.
+    SELECT
+        h.customer_id,
+        sum(
+            bgnbd_expected_purchases(p.bgnbd_r, p.bgnbd_alpha, p.bgnbd_a, p.bgnbd_b, h.x, h.t_x, h.t_cal, h.month * 52.0 / 12.0)
+            * CASE WHEN h.month = $clv_horizon_months
+                THEN power(1.0 + $clv_annual_discount_rate, -h.month / 12.0)
+                ELSE power(1.0 + $clv_annual_discount_rate, -h.month / 12.0)
+                    - power(1.0 + $clv_annual_discount_rate, -(h.month + 1) / 12.0)
+              END
+        ) AS discounted_purchases
+    FROM params p  -- the one-row side first: a cross join holds its left side in memory
+    CROSS JOIN months h
+    GROUP BY h.customer_id
 )
 SELECT
     c.customer_id,
@@ -86,11 +81,11 @@ SELECT
     e.discounted_purchases
         * gamma_gamma_expected_spend(p.gg_p, p.gg_q, p.gg_v, h.x, coalesce(h.m, 0))
         * CASE WHEN s.revenue > 0 THEN CAST(s.gross_margin AS DOUBLE) / CAST(s.revenue AS DOUBLE) ELSE base.margin_rate END AS clv
-FROM stg_customers c
+FROM params p
+CROSS JOIN base
+CROSS JOIN stg_customers c
 LEFT JOIN sales s ON s.customer_id = c.customer_id
 LEFT JOIN logistics l ON l.customer_id = c.customer_id
 LEFT JOIN service v ON v.customer_id = c.customer_id
 LEFT JOIN stg_customer_history h ON h.customer_id = c.customer_id
 LEFT JOIN expected e ON e.customer_id = c.customer_id
-CROSS JOIN params p
-CROSS JOIN base

@@ -1,11 +1,12 @@
--- One purchase occasion per customer-day (completed lines only), as RFM and the models count them.
+-- One purchase occasion per customer-day (orders with completed lines), as RFM and the models
+-- count them.
 SELECT
     customer_id,
     order_date AS purchase_date,
-    sum(net_amount) AS net_amount,
-    sum(cost_amount) AS cost_amount,
-    count(DISTINCT order_id) AS orders,
-    count(*) AS lines
-FROM stg_order_lines
-WHERE is_completed
+    sum(completed_amount) AS net_amount,
+    sum(completed_cost) AS cost_amount,
+    count(*) AS orders,
+    sum(completed_lines) AS lines
+FROM stg_orders
+WHERE completed_lines > 0
 GROUP BY customer_id, order_date

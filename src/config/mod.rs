@@ -44,6 +44,13 @@ pub struct Settings {
     /// Object-store options for the warehouse and landing URLs (endpoint, region, retries…).
     #[serde(default)]
     pub storage: Located<crate::warehouse::StorageSettings>,
+    /// Memory the query engine's sorts and aggregations may hold before they spill to disk.
+    #[serde(default = "default_memory_limit_mb")]
+    pub memory_limit_mb: u64,
+}
+
+fn default_memory_limit_mb() -> u64 {
+    1024
 }
 
 fn default_lock_ttl() -> u64 {
@@ -66,6 +73,7 @@ impl Default for Settings {
             defaults: Defaults::default(),
             lock_ttl_seconds: default_lock_ttl(),
             storage: Located::default(),
+            memory_limit_mb: default_memory_limit_mb(),
         }
     }
 }

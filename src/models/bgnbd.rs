@@ -3,7 +3,7 @@
 //! every repeat purchase, drops out with probability p ~ Beta(a, b). Time in weeks; x repeat
 //! purchases, the last at t_x, observed for T since the first.
 
-use super::optimize::{Objective, maximize};
+use super::optimize::{Objective, chunked_sum, maximize};
 use super::special::{digamma, ln_gamma, ln_hyp2f1};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,70 +85,138 @@ impl BgNbd {
         let bracket = -(r * (alpha.ln() - (alpha + horizon).ln()) + ln_f).exp_m1();
         (a + b - 1.0) / (a - 1.0) * bracket
     }
-
-    /// Gradient of `ln_likelihood` with respect to (r, α, a, b).
-    fn gradient_one(&self, x: f64, t_x: f64, t: f64) -> [f64; 4] {
-        let BgNbd { r, alpha, a, b } = *self;
-        let d_a1 = [digamma(r + x) - digamma(r) + alpha.ln(), r / alpha, 0.0, 0.0];
-        let d_a2 = [
-            0.0,
-            0.0,
-            digamma(a + b) - digamma(a + b + x),
-            digamma(a + b) + digamma(b + x) - digamma(b) - digamma(a + b + x),
-        ];
-        let d_a3 = [-(alpha + t).ln(), -(r + x) / (alpha + t), 0.0, 0.0];
-        let mut grad = [0.0; 4];
-        if x > 0.0 {
-            let a3 = -(r + x) * (alpha + t).ln();
-            let a4 = a.ln() - (b + x - 1.0).ln() - (r + x) * (alpha + t_x).ln();
-            let w4 = 1.0 / (1.0 + (a3 - a4).exp());
-            let w3 = 1.0 - w4;
-            let d_a4 = [-(alpha + t_x).ln(), -(r + x) / (alpha + t_x), 1.0 / a, -1.0 / (b + x - 1.0)];
-            for k in 0..4 {
-                grad[k] = d_a1[k] + d_a2[k] + w3 * d_a3[k] + w4 * d_a4[k];
-            }
-        } else {
-            for k in 0..4 {
-                grad[k] = d_a1[k] + d_a2[k] + d_a3[k];
-            }
-        }
-        grad
-    }
 }
 
+/// ln(eᵘ + eᵛ) without overflow.
 fn log_add(u: f64, v: f64) -> f64 {
-    let m = u.max(v);
-    m + ((u - m).exp() + (v - m).exp()).ln()
+    u.max(v) + (-(u - v).abs()).exp().ln_1p()
 }
 
-struct Likelihood<'a> {
-    groups: &'a [Group],
+/// The grouped data as the likelihood reads it. The terms that depend only on x (the ln Γ and ψ
+/// values) are computed once per distinct x and the logarithms of α + t once per distinct time,
+/// so that each group costs only the mixing of "alive at T" with "dropped out after t_x".
+struct Likelihood {
+    /// Distinct purchase counts, ascending, and the customers having each.
+    xs: Vec<f64>,
+    x_customers: Vec<f64>,
+    /// Distinct times (t_x and T values together), ascending.
+    times: Vec<f64>,
+    /// Groups with a repeat purchase: indexes into `xs` and `times` (t_x, T), and the count.
+    repeaters: Vec<(u32, u32, u32, f64)>,
+    /// Groups without: index of T, and the count.
+    one_timers: Vec<(u32, f64)>,
     customers: f64,
 }
 
-impl Likelihood<'_> {
+impl Likelihood {
+    fn new(groups: &[Group]) -> Likelihood {
+        let distinct = |values: Vec<f64>| {
+            let mut values = values;
+            values.sort_by(f64::total_cmp);
+            values.dedup();
+            values
+        };
+        let xs = distinct(groups.iter().map(|g| g.x).collect());
+        let times = distinct(groups.iter().flat_map(|g| [g.t_x, g.t]).collect());
+        let index = |values: &[f64], v: f64| values.partition_point(|w| *w < v) as u32;
+        let mut x_customers = vec![0.0; xs.len()];
+        let (mut repeaters, mut one_timers) = (Vec::new(), Vec::new());
+        for g in groups {
+            let xi = index(&xs, g.x);
+            x_customers[xi as usize] += g.count;
+            if g.x > 0.0 {
+                repeaters.push((xi, index(&times, g.t_x), index(&times, g.t), g.count));
+            } else {
+                one_timers.push((index(&times, g.t), g.count));
+            }
+        }
+        let customers = groups.iter().map(|g| g.count).sum();
+        Likelihood { xs, x_customers, times, repeaters, one_timers, customers }
+    }
+
     fn params(theta: &[f64]) -> BgNbd {
         BgNbd { r: theta[0].exp(), alpha: theta[1].exp(), a: theta[2].exp(), b: theta[3].exp() }
     }
+
+    /// ln(α + t) and 1/(α + t) for every distinct time.
+    fn time_terms(&self, alpha: f64) -> (Vec<f64>, Vec<f64>) {
+        self.times.iter().map(|t| ((alpha + t).ln(), 1.0 / (alpha + t))).unzip()
+    }
+
+    /// ln a − ln(b + x − 1) per distinct x (unused for x = 0).
+    fn dropout_terms(&self, model: &BgNbd) -> Vec<f64> {
+        self.xs.iter().map(|x| model.a.ln() - (model.b + x - 1.0).ln()).collect()
+    }
+
+    /// The two ways a repeat buyer's history can end, in log space: alive at T (a3) or dropped
+    /// out right after the last purchase at t_x (a4).
+    fn endings(&self, model: &BgNbd, ln_t: &[f64], ln_drop: &[f64], group: &(u32, u32, u32, f64)) -> (f64, f64) {
+        let &(xi, txi, ti, _) = group;
+        let rx = model.r + self.xs[xi as usize];
+        (-rx * ln_t[ti as usize], ln_drop[xi as usize] - rx * ln_t[txi as usize])
+    }
 }
 
-impl Objective for Likelihood<'_> {
+impl Objective for Likelihood {
     /// Mean log-likelihood per customer, in log-parameters (so every parameter stays positive).
     fn value(&self, theta: &[f64]) -> f64 {
         let model = Self::params(theta);
-        self.groups.iter().map(|g| g.count * model.ln_likelihood(g.x, g.t_x, g.t)).sum::<f64>() / self.customers
+        let BgNbd { r, alpha, a, b } = model;
+        let (ln_t, _) = self.time_terms(alpha);
+        let ln_drop = self.dropout_terms(&model);
+        // a1 + a2 of eq. 6 without their α + t parts: per distinct x.
+        let common = ln_gamma(a + b) - ln_gamma(b) - ln_gamma(r) + r * alpha.ln();
+        let per_x: f64 = self
+            .xs
+            .iter()
+            .zip(&self.x_customers)
+            .map(|(x, n)| n * (common + ln_gamma(r + x) + ln_gamma(b + x) - ln_gamma(a + b + x)))
+            .sum();
+        let [one_timers] = chunked_sum(&self.one_timers, |&(ti, count)| [-count * r * ln_t[ti as usize]]);
+        let [repeaters] = chunked_sum(&self.repeaters, |group| {
+            let (a3, a4) = self.endings(&model, &ln_t, &ln_drop, group);
+            [group.3 * log_add(a3, a4)]
+        });
+        (per_x + one_timers + repeaters) / self.customers
     }
 
     fn gradient(&self, theta: &[f64]) -> Vec<f64> {
         let model = Self::params(theta);
+        let BgNbd { r, alpha, a, b } = model;
+        let (ln_t, inv_t) = self.time_terms(alpha);
+        let ln_drop = self.dropout_terms(&model);
+        // ∂(a1 + a2)/∂(r, α, a, b), per distinct x.
+        let (psi_ab, psi_b, psi_r) = (digamma(a + b), digamma(b), digamma(r));
         let mut total = [0.0; 4];
-        for g in self.groups {
-            let grad = model.gradient_one(g.x, g.t_x, g.t);
-            for k in 0..4 {
-                total[k] += g.count * grad[k];
-            }
+        for (x, n) in self.xs.iter().zip(&self.x_customers) {
+            let psi_abx = digamma(a + b + x);
+            total[0] += n * (digamma(r + x) - psi_r + alpha.ln());
+            total[1] += n * r / alpha;
+            total[2] += n * (psi_ab - psi_abx);
+            total[3] += n * (psi_ab + digamma(b + x) - psi_b - psi_abx);
         }
-        let scale = [model.r, model.alpha, model.a, model.b];
+        let one_timers =
+            chunked_sum(&self.one_timers, |&(ti, count)| [-count * ln_t[ti as usize], -count * r * inv_t[ti as usize]]);
+        let repeaters = chunked_sum(&self.repeaters, |group| {
+            let &(xi, txi, ti, count) = group;
+            let x = self.xs[xi as usize];
+            let (a3, a4) = self.endings(&model, &ln_t, &ln_drop, group);
+            // Weights of the two endings in their log-sum.
+            let w4 = 1.0 / (1.0 + (a3 - a4).exp());
+            let w3 = 1.0 - w4;
+            let (ti, txi) = (ti as usize, txi as usize);
+            [
+                count * -(w3 * ln_t[ti] + w4 * ln_t[txi]),
+                count * -(r + x) * (w3 * inv_t[ti] + w4 * inv_t[txi]),
+                count * w4 / a,
+                count * -w4 / (b + x - 1.0),
+            ]
+        });
+        total[0] += one_timers[0] + repeaters[0];
+        total[1] += one_timers[1] + repeaters[1];
+        total[2] += repeaters[2];
+        total[3] += repeaters[3];
+        let scale = [r, alpha, a, b];
         (0..4).map(|k| total[k] * scale[k] / self.customers).collect()
     }
 }
@@ -161,7 +229,7 @@ pub fn fit(groups: &[Group]) -> Option<BgNbdFit> {
     if customers < MIN_CUSTOMERS || repeaters == 0.0 {
         return None;
     }
-    let objective = Likelihood { groups, customers };
+    let objective = Likelihood::new(groups);
     let theta = maximize(&objective, vec![0.0; 4])?;
     let params = Likelihood::params(&theta);
     let ll = objective.value(&theta) * customers;
@@ -186,15 +254,22 @@ mod tests {
         }
     }
 
+    /// Groups sharing purchase counts and times, as the grouped likelihood indexes them.
+    const GROUPS: [Group; 4] = [
+        Group { x: 0.0, t_x: 0.0, t: 30.0, count: 3.0 },
+        Group { x: 4.0, t_x: 20.0, t: 35.0, count: 2.0 },
+        Group { x: 1.0, t_x: 2.0, t: 30.0, count: 1.0 },
+        Group { x: 4.0, t_x: 2.0, t: 20.0, count: 5.0 },
+    ];
+
+    fn theta() -> [f64; 4] {
+        [0.3f64.ln(), 4.0f64.ln(), 0.8f64.ln(), 2.5f64.ln()]
+    }
+
     #[test]
     fn analytic_gradient_matches_finite_differences() {
-        let groups = [
-            Group { x: 0.0, t_x: 0.0, t: 30.0, count: 3.0 },
-            Group { x: 4.0, t_x: 20.0, t: 35.0, count: 2.0 },
-            Group { x: 1.0, t_x: 2.0, t: 10.0, count: 1.0 },
-        ];
-        let objective = Likelihood { groups: &groups, customers: 6.0 };
-        let theta = [0.3f64.ln(), 4.0f64.ln(), 0.8f64.ln(), 2.5f64.ln()];
+        let objective = Likelihood::new(&GROUPS);
+        let theta = theta();
         let analytic = objective.gradient(&theta);
         for k in 0..4 {
             let mut up = theta;
@@ -204,6 +279,14 @@ mod tests {
             let numeric = (objective.value(&up) - objective.value(&down)) / 2e-6;
             assert!((analytic[k] - numeric).abs() < 1e-6, "k={k}: {} vs {numeric}", analytic[k]);
         }
+    }
+
+    #[test]
+    fn the_grouped_likelihood_is_the_sum_over_customers() {
+        let model = Likelihood::params(&theta());
+        let direct: f64 = GROUPS.iter().map(|g| g.count * model.ln_likelihood(g.x, g.t_x, g.t)).sum::<f64>() / 11.0;
+        let grouped = Likelihood::new(&GROUPS).value(&theta());
+        assert!((direct - grouped).abs() < 1e-12, "{direct} vs {grouped}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! customer's purchases are worth z ~ Gamma(p, ν) with ν ~ Gamma(q, γ) across customers; fitted on
 //! repeat buyers from x (repeat purchases) and m (their mean value).
 
-use super::optimize::{Objective, maximize};
+use super::optimize::{Objective, chunked_sum, maximize};
 use super::special::{digamma, ln_gamma};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,7 +80,7 @@ impl Objective for Likelihood {
                     + (p * x - 1.0) * sum_ln_m
             })
             .sum();
-        let per_customer: f64 = self.customers.iter().map(|&(x, m)| (p * x + q) * (v + m * x).ln()).sum();
+        let [per_customer] = chunked_sum(&self.customers, |&(x, m)| [(p * x + q) * (v + m * x).ln()]);
         (per_x - per_customer) / self.customers.len() as f64
     }
 
@@ -93,12 +93,11 @@ impl Objective for Likelihood {
             dq += n * (psi_xq - digamma(q) + v.ln());
             dv += n * q / v;
         }
-        for &(x, m) in &self.customers {
+        let [sp, sq, sv] = chunked_sum(&self.customers, |&(x, m)| {
             let ln_vm = (v + m * x).ln();
-            dp -= x * ln_vm;
-            dq -= ln_vm;
-            dv -= (p * x + q) / (v + m * x);
-        }
+            [x * ln_vm, ln_vm, (p * x + q) / (v + m * x)]
+        });
+        (dp, dq, dv) = (dp - sp, dq - sq, dv - sv);
         let n = self.customers.len() as f64;
         vec![dp * p / n, dq * q / n, dv * v / n]
     }

@@ -55,6 +55,7 @@ fn lbfgs<O: Objective>(objective: &O, start: Vec<f64>) -> Option<(Vec<f64>, f64)
         LBFGS::new(MoreThuenteLineSearch::new(), 7).with_tolerance_grad(1e-10).ok()?.with_tolerance_cost(1e-15).ok()?;
     let result = Executor::new(Negated(objective), solver).configure(|s| s.param(start).max_iters(500)).run().ok()?;
     let state = result.state();
+    tracing::debug!("L-BFGS: {} iterations, {:?}", state.get_iter(), state.get_termination_status());
     let cost = state.get_best_cost();
     state.get_best_param().filter(|_| cost.is_finite()).map(|p| (p.clone(), cost))
 }
@@ -69,6 +70,58 @@ fn nelder_mead<O: Objective>(objective: &O, start: Vec<f64>, step: f64) -> Optio
     let solver = NelderMead::new(simplex).with_sd_tolerance(1e-12).ok()?;
     let result = Executor::new(Negated(objective), solver).configure(|s| s.max_iters(5000)).run().ok()?;
     let state = result.state();
+    tracing::debug!("Nelder-Mead: {} iterations, {:?}", state.get_iter(), state.get_termination_status());
     let cost = state.get_best_cost();
     state.get_best_param().filter(|_| cost.is_finite()).map(|p| (p.clone(), cost))
+}
+
+/// Terms are summed in chunks of this many, each chunk on whichever thread is free and the
+/// chunks' sums added in order: the result does not depend on the number of threads.
+const CHUNK: usize = 8192;
+
+/// Σ f over `items`, in fixed chunks spread over the machine's threads; `N` sums at once.
+pub(super) fn chunked_sum<T: Sync, const N: usize>(items: &[T], f: impl Fn(&T) -> [f64; N] + Sync) -> [f64; N] {
+    let chunks: Vec<&[T]> = items.chunks(CHUNK).collect();
+    let sum_chunk = |chunk: &[T]| {
+        chunk.iter().fold([0.0; N], |mut acc, item| {
+            let v = f(item);
+            for k in 0..N {
+                acc[k] += v[k];
+            }
+            acc
+        })
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(chunks.len());
+    let partials: Vec<[f64; N]> = if threads <= 1 {
+        chunks.iter().map(|c| sum_chunk(c)).collect()
+    } else {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut partials = vec![[0.0; N]; chunks.len()];
+        let results: Vec<Vec<(usize, [f64; N])>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(chunk) = chunks.get(i) else { break };
+                            done.push((i, sum_chunk(chunk)));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().expect("likelihood worker")).collect()
+        });
+        for (i, partial) in results.into_iter().flatten() {
+            partials[i] = partial;
+        }
+        partials
+    };
+    partials.iter().fold([0.0; N], |mut acc, p| {
+        for k in 0..N {
+            acc[k] += p[k];
+        }
+        acc
+    })
 }

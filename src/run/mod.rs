@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 
 use crate::config::{Diagnostics, Project};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ingest::{self, IngestContext, LoadStatus, SourceLoad};
 use crate::progress::Progress;
@@ -38,6 +39,12 @@ pub struct Session {
 }
 
 impl Session {
+    /// The query engine for this project's warehouse.
+    pub fn engine(&self) -> Result<Engine> {
+        let limit = self.project.settings.memory_limit_mb.saturating_mul(1024 * 1024);
+        Engine::local(&self.warehouse.location, usize::try_from(limit).unwrap_or(usize::MAX))
+    }
+
     pub fn open(project_dir: &Path, overrides: &Overrides, progress: Progress) -> Result<Session> {
         let project = Project::load(project_dir).map_err(Error::Config)?;
         let storage = &project.settings.storage;

@@ -9,7 +9,7 @@ use super::ledger::{self, Ledger, Request, RunStatus, Step};
 use super::{Session, failpoint, inputs};
 use crate::audit::{self, TestOutcome};
 use crate::config::{Materialized, Pipeline};
-use crate::engine::{Engine, Params};
+use crate::engine::Params;
 use crate::error::{Error, Result};
 use crate::ingest::{self, IngestContext, LoadStatus};
 use crate::publish::lock::RunLock;
@@ -176,7 +176,7 @@ impl Plan<'_> {
             return Err(Error::InputRejected(format!("{as_of}: {}", failures.join("\n"))));
         }
 
-        let engine = Engine::local(&session.warehouse.location);
+        let engine = session.engine()?;
         let params = Params::new(as_of, &pipeline.vars)?;
         let transform =
             Transform { engine: &engine, warehouse: &session.warehouse, pipeline, as_of, run_id, params: &params };

@@ -26,7 +26,7 @@ pub async fn query(
     format: OutputFormat,
 ) -> Result<String> {
     let pipeline = session.project.select_pipeline(pipeline).map_err(Error::Usage)?;
-    let engine = Engine::local(&session.warehouse.location);
+    let engine = session.engine()?;
     let engine = Engine { ctx: engine.ctx.enable_url_table() };
     for mart in pipeline.models.iter().filter(|m| m.materialized == Materialized::Mart) {
         let snapshots = session.warehouse.committed_snapshots(&mart.name).await?;

@@ -91,23 +91,29 @@ impl Transform<'_> {
                 format!("SELECT {}, load_date FROM {raw_table} WHERE load_date = $__latest_load", columns.join(", ")),
                 vec![latest],
             ),
-            // The latest version of each key: new and changed rows arrive in later loads.
+            // The latest version of each key: new and changed rows arrive in later loads, so a
+            // row stands unless a later load has its key. Only loads after the first can
+            // supersede anything, and they are the small daily ones: the anti-join builds on
+            // their keys alone, where a window over all history would sort every row.
             LoadMode::Incremental => {
-                let key: Vec<String> = contract.primary_key.value.iter().map(|k| quote(k)).collect();
+                let matches: Vec<String> =
+                    contract.primary_key.value.iter().map(|k| format!("n.{k} = r.{k}", k = quote(k))).collect();
+                let select: Vec<String> = columns.iter().map(|c| format!("r.{c}")).collect();
                 (
                     format!(
-                        "SELECT {cols}, load_date FROM (SELECT {cols}, load_date, row_number() OVER \
-                         (PARTITION BY {key} ORDER BY load_date DESC) AS __version FROM {raw_table} \
-                         WHERE load_date <= $as_of) WHERE __version = 1",
-                        cols = columns.join(", "),
-                        key = key.join(", ")
+                        "SELECT {select}, r.load_date FROM {raw_table} r WHERE r.load_date <= $as_of \
+                         AND NOT EXISTS (SELECT 1 FROM {raw_table} n WHERE n.load_date > $__first_load \
+                         AND n.load_date <= $as_of AND n.load_date > r.load_date AND {matches})",
+                        select = select.join(", "),
+                        matches = matches.join(" AND ")
                     ),
-                    dates.into_iter().collect(),
+                    dates.iter().copied().collect(),
                 )
             }
         };
         let mut params = self.params.clone();
         params.set("__latest_load", date_value(latest));
+        params.set("__first_load", date_value(*dates.iter().next().expect("a load, checked above")));
         let view = self.engine.sql(&sql, &params).await?;
         self.engine.register_view(&contract.name, view)?;
         Ok(SourceTable { source: contract.name.clone(), load_dates })

@@ -274,6 +274,37 @@ fn the_sample_publishes_every_mart_and_segments_follow_the_rf_map() {
     }
     assert!(cells.len() >= 15, "the sample covers most of the map: {cells:?}");
 
+    // CLV as DESIGN.md defines it — each future month's expected purchases (differences of the
+    // cumulative BG/NBD curve) discounted, times the expected spend and the margin rate —
+    // computed here month by month with a window, against the mart's sum by parts.
+    let clv = project.keymart(&[
+        "query",
+        "WITH p AS (SELECT * FROM model_parameters),
+         months AS (SELECT unnest(generate_series(1, 12)) AS month),
+         curve AS (
+             SELECT v.customer_id, m.month,
+                 bgnbd_expected_purchases(p.bgnbd_r, p.bgnbd_alpha, p.bgnbd_a, p.bgnbd_b, v.repeat_purchases,
+                     v.weeks_to_last_purchase, v.weeks_observed, m.month * 52.0 / 12.0) AS cumulative
+             FROM customer_value v CROSS JOIN p CROSS JOIN months m),
+         monthly AS (
+             SELECT customer_id, month,
+                 cumulative - coalesce(lag(cumulative) OVER (PARTITION BY customer_id ORDER BY month), 0) AS purchases
+             FROM curve),
+         direct AS (
+             SELECT customer_id, sum(purchases / power(1.10, month / 12.0)) AS discounted FROM monthly GROUP BY customer_id),
+         base AS (SELECT CAST(sum(gross_margin) AS DOUBLE) / CAST(sum(revenue) AS DOUBLE) AS rate FROM customer_value)
+         SELECT count(*) AS customers,
+             count(CASE WHEN abs(v.clv - d.discounted * v.expected_spend * CASE WHEN v.revenue > 0
+                 THEN CAST(v.gross_margin AS DOUBLE) / CAST(v.revenue AS DOUBLE) ELSE base.rate END) > 1e-9 * abs(v.clv)
+                 THEN 1 END) AS differing
+         FROM customer_value v JOIN direct d USING (customer_id) CROSS JOIN base
+         WHERE v.clv IS NOT NULL",
+        "--format",
+        "csv",
+    ]);
+    assert_exit(&clv, 0);
+    assert_eq!(stdout(&clv).lines().nth(1), Some("200,0"), "{}", stdout(&clv));
+
     // The README's question: which key accounts are at risk, and why.
     let at_risk = project.keymart(&[
         "query",

@@ -37,7 +37,8 @@ struct S3Server {
 
 impl S3Server {
     fn start(env: &[(&str, &str)]) -> S3Server {
-        let installed = Command::new("python3").args(["-c", "import moto.server"]).output().is_ok_and(|o| o.status.success());
+        let installed =
+            Command::new("python3").args(["-c", "import moto.server"]).output().is_ok_and(|o| o.status.success());
         assert!(installed, "moto is needed for the S3 tests: pip install 'moto[server]' (.ci/run does)");
         let port = free_port();
         let child = Command::new("python3")
