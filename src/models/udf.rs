@@ -14,6 +14,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use xxhash_rust::xxh3::Xxh3Builder;
+
 use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, Float64Array, Float64Builder, Int64Array, StructArray};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::{Result, ScalarValue};
@@ -175,7 +177,8 @@ impl AggregateUDFImpl for FitFunction {
     }
 
     fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(FitAccumulator { model: self.model, fields: self.fields(), groups: HashMap::new() }))
+        let groups = HashMap::with_hasher(Xxh3Builder::new());
+        Ok(Box::new(FitAccumulator { model: self.model, fields: self.fields(), groups }))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -189,21 +192,25 @@ impl AggregateUDFImpl for FitFunction {
 struct FitAccumulator {
     model: Model,
     fields: Fields,
-    /// Observation (as f64 bit patterns) → number of customers.
-    groups: HashMap<Vec<u64>, f64>,
+    /// Observation (as f64 bit patterns, unused places 0) → number of customers.
+    groups: HashMap<Observation, f64, Xxh3Builder>,
 }
 
+/// One customer's arguments: at most three (x, t_x, T), fixed-size so that a million customers
+/// cost no allocation each.
+type Observation = [u64; 3];
+
 impl FitAccumulator {
-    fn add(&mut self, key: Vec<u64>, count: f64) {
+    fn add(&mut self, key: Observation, count: f64) {
         *self.groups.entry(key).or_default() += count;
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(self.groups.len() * 32);
-        let mut keys: Vec<(&Vec<u64>, &f64)> = self.groups.iter().collect();
-        keys.sort_by(|a, b| a.0.cmp(b.0));
-        for (key, count) in keys {
-            for bits in key {
+        let arity = self.arity();
+        let mut bytes = Vec::with_capacity(self.groups.len() * (arity + 1) * 8);
+        // In any order: `fit` sorts the merged observations, and the counts are whole numbers.
+        for (key, count) in &self.groups {
+            for bits in &key[..arity] {
                 bytes.extend_from_slice(&bits.to_le_bytes());
             }
             bytes.extend_from_slice(&count.to_le_bytes());
@@ -221,9 +228,8 @@ impl FitAccumulator {
     /// The fitted parameters, ll and n; parameters and ll are None without a fit.
     fn fit(&self) -> (Option<Vec<f64>>, Option<f64>, i64) {
         // Sorted so the optimiser sees the same order every time: same data, same bits.
-        let mut rows: Vec<(Vec<f64>, f64)> =
-            self.groups.iter().map(|(k, c)| (k.iter().map(|b| f64::from_bits(*b)).collect(), *c)).collect();
-        rows.sort_by(|a, b| {
+        let mut rows: Vec<([f64; 3], f64)> = self.groups.iter().map(|(k, c)| (k.map(f64::from_bits), *c)).collect();
+        rows.sort_unstable_by(|a, b| {
             a.0.iter().zip(&b.0).map(|(x, y)| x.total_cmp(y)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
         });
         let n = rows.iter().map(|(_, c)| c).sum::<f64>() as i64;
@@ -257,12 +263,17 @@ impl Accumulator for FitAccumulator {
             if columns.iter().any(|c| c.is_null(row) || !c.value(row).is_finite()) {
                 continue;
             }
-            self.add(columns.iter().map(|c| c.value(row).to_bits()).collect(), 1.0);
+            let mut key = [0; 3];
+            for (place, column) in key.iter_mut().zip(&columns) {
+                *place = column.value(row).to_bits();
+            }
+            self.add(key, 1.0);
         }
         Ok(())
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
+        tracing::debug!("{:?} fit: {} distinct observations", self.model, self.groups.len());
         let (params, ll, n) = self.fit();
         let parameters = self.fields.len() - 2;
         let mut columns: Vec<ArrayRef> = (0..parameters)
@@ -274,7 +285,7 @@ impl Accumulator for FitAccumulator {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.groups.len() * (self.arity() * 8 + 48)
+        std::mem::size_of_val(self) + self.groups.capacity() * (std::mem::size_of::<(Observation, f64)>() + 8)
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
@@ -288,7 +299,9 @@ impl Accumulator for FitAccumulator {
             for record in bytes.chunks_exact(width * 8) {
                 let words: Vec<u64> =
                     record.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))).collect();
-                self.add(words[..width - 1].to_vec(), f64::from_bits(words[width - 1]));
+                let mut key = [0; 3];
+                key[..width - 1].copy_from_slice(&words[..width - 1]);
+                self.add(key, f64::from_bits(words[width - 1]));
             }
         }
         Ok(())
