@@ -39,6 +39,16 @@ pub struct Session {
 }
 
 impl Session {
+    /// Remove the staging files of this run and of any run killed before it could (called with
+    /// the lock held, so no live run is writing there). Best effort: leftovers are only garbage,
+    /// and a storage failure here is followed by the error that matters.
+    async fn clear_staging(&self) {
+        let root = self.warehouse.layout().staging_root();
+        if let Err(e) = self.warehouse.location.delete_prefix(root).await {
+            tracing::debug!("could not clear {root}/ (the next run will): {e}");
+        }
+    }
+
     /// The query engine for this project's warehouse.
     pub fn engine(&self) -> Result<Engine> {
         let limit = self.project.settings.memory_limit_mb.saturating_mul(1024 * 1024);
@@ -221,7 +231,7 @@ async fn load_sources(
             }
         }
     }
-    session.warehouse.location.delete_prefix(&session.warehouse.layout().staging(&run_id)).await.ok();
+    session.clear_staging().await;
 
     let status = if failure.is_some() || loads.iter().any(|l| l.status == LoadStatus::Failed) {
         RunStatus::Failed

@@ -99,7 +99,7 @@ pub async fn run(session: &Session, request: &RunRequest) -> Result<RunReport> {
     );
     let plan = Plan { session, pipeline, dag: &dag, selected: &selected, request, run_id: &run_id };
     let result = plan.run_dates(&mut ledger).await;
-    session.warehouse.location.delete_prefix(&session.warehouse.layout().staging(&run_id)).await.ok();
+    session.clear_staging().await;
     let (status, error) = match &result {
         Ok(dates) if dates.iter().all(|d| d.status != DateStatus::TestsFailed) => (RunStatus::Succeeded, None),
         Ok(_) => (RunStatus::Failed, Some("data tests failed".to_string())),

@@ -6,6 +6,8 @@ use object_store::path::Path;
 
 use super::Location;
 
+const STAGING: &str = "_staging";
+
 pub struct Layout<'a> {
     pub location: &'a Location,
 }
@@ -28,7 +30,13 @@ impl Layout<'_> {
 
     /// Where a run writes files before they are moved into place (removed when the run ends).
     pub fn staging(&self, run_id: &str) -> String {
-        format!("_staging/{run_id}")
+        format!("{STAGING}/{run_id}")
+    }
+
+    /// Every run's staging files: what a run holding the lock removes when it ends, its own and
+    /// those of runs killed before they could remove theirs.
+    pub fn staging_root(&self) -> &'static str {
+        STAGING
     }
 
     pub fn staging_file(&self, run_id: &str, name: &str) -> Path {

@@ -234,12 +234,15 @@ fn a_run_killed_before_commit_leaves_no_partial_snapshot_and_the_next_run_cleans
     assert_eq!(files_under(&dir).len(), 3, "the killed run's file is there, uncommitted: {:?}", files_under(&dir));
     assert_eq!(manifest(&project, "customer_totals", D1).unwrap(), before, "readers still see the old snapshot");
     assert_eq!(query(&project, "SELECT sum(amount) AS total FROM customer_totals"), "total\n170.50");
+    let staging = project.warehouse().join("_staging");
+    assert!(staging.read_dir().is_ok_and(|mut d| d.next().is_some()), "the killed run's staging folder is left");
 
     // The dead run's lock expires (2 s in this project) and is taken over.
     std::thread::sleep(Duration::from_millis(2500));
     let output = run(&project, &["--as-of", D1, "--rebuild"]);
     assert_exit(&output, 0);
     assert_eq!(files_under(&dir).len(), 2, "leftovers removed by the next successful run: {:?}", files_under(&dir));
+    assert!(!staging.exists(), "and the killed run's staging files: {:?}", files_under(&staging));
     assert!(project.warehouse().join("_lock").exists() == false, "the lock is released");
 }
 
