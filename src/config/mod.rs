@@ -139,7 +139,7 @@ impl Pipeline {
             });
             if pending.len() == before {
                 // Validation refuses cycles; keep YAML order if one slipped through.
-                ordered.extend(pending.drain(..));
+                ordered.append(&mut pending);
             }
         }
         ordered

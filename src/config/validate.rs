@@ -60,10 +60,11 @@ fn models(pipeline: &Pipeline, d: &mut Diagnostics) {
             at_model(d, model, format!("mart `{}` needs a key (its rows are sorted by it)", model.name));
         }
         for test in &model.tests {
-            if let TestKind::Relationships { to_table, .. } = &test.kind {
-                if pipeline.model(to_table).is_none() && pipeline.source(to_table).is_none() {
-                    at_model(d, model, format!("test {}: no model or source `{to_table}`", test.kind));
-                }
+            if let TestKind::Relationships { to_table, .. } = &test.kind
+                && pipeline.model(to_table).is_none()
+                && pipeline.source(to_table).is_none()
+            {
+                at_model(d, model, format!("test {}: no model or source `{to_table}`", test.kind));
             }
         }
     }
@@ -92,10 +93,10 @@ fn source_options(source: &SourceContract, file: &Path, d: &mut Diagnostics) {
             }
         }
     }
-    if let Some(xlsx) = &source.xlsx {
-        if source.format != FileFormat::Xlsx {
-            d.at(file, &xlsx.position, format!("xlsx options given for a {} source", source.format));
-        }
+    if let Some(xlsx) = &source.xlsx
+        && source.format != FileFormat::Xlsx
+    {
+        d.at(file, &xlsx.position, format!("xlsx options given for a {} source", source.format));
     }
     let values = &source.values;
     for formats in [&values.date_formats, &values.timestamp_formats] {
@@ -105,20 +106,20 @@ fn source_options(source: &SourceContract, file: &Path, d: &mut Diagnostics) {
             }
         }
     }
-    if let Some(tz) = &values.timezone {
-        if super::contract::parse_offset(&tz.value).is_none() {
-            d.at(file, &tz.position, format!("`{}` is not an offset such as +08:00 or Z", tz.value));
-        }
+    if let Some(tz) = &values.timezone
+        && super::contract::parse_offset(&tz.value).is_none()
+    {
+        d.at(file, &tz.position, format!("`{}` is not an offset such as +08:00 or Z", tz.value));
     }
-    if let Some(sep) = &values.thousands_separator {
-        if sep.value.chars().count() != 1 || sep.value == "." || sep.value.chars().any(|c| c.is_ascii_digit()) {
-            d.at(file, &sep.position, format!("`{}` must be one character other than a digit or `.`", sep.value));
-        }
+    if let Some(sep) = &values.thousands_separator
+        && (sep.value.chars().count() != 1 || sep.value == "." || sep.value.chars().any(|c| c.is_ascii_digit()))
+    {
+        d.at(file, &sep.position, format!("`{}` must be one character other than a digit or `.`", sep.value));
     }
-    if let Some(ratio) = &source.max_reject_ratio {
-        if !(0.0..=1.0).contains(&ratio.value) {
-            d.at(file, &ratio.position, "must be between 0 and 1");
-        }
+    if let Some(ratio) = &source.max_reject_ratio
+        && !(0.0..=1.0).contains(&ratio.value)
+    {
+        d.at(file, &ratio.position, "must be between 0 and 1");
     }
     if source.load == LoadMode::Incremental && source.primary_key.value.is_empty() {
         d.at(
@@ -146,14 +147,14 @@ fn columns(source: &SourceContract, pipeline: &Pipeline, file: &Path, d: &mut Di
         if !field_names.insert(c.field_name()) {
             d.at(file, position, format!("field `{}` is read by two columns", c.field_name()));
         }
-        if let Some(values) = &c.accepted_values {
-            if c.data_type != ColumnType::String {
-                d.at(
-                    file,
-                    &values.position,
-                    format!("accepted_values needs a string column, `{}` is {}", c.name, c.data_type),
-                );
-            }
+        if let Some(values) = &c.accepted_values
+            && c.data_type != ColumnType::String
+        {
+            d.at(
+                file,
+                &values.position,
+                format!("accepted_values needs a string column, `{}` is {}", c.name, c.data_type),
+            );
         }
         for bound in [&c.min, &c.max].into_iter().flatten() {
             if !c.data_type.is_numeric() {

@@ -281,12 +281,12 @@ impl Converter {
     }
 
     fn check(&self, plan: &ColumnPlan, value: &Value) -> Result<(), FieldError> {
-        if let (Some(accepted), Value::Str(s)) = (&plan.accepted, value) {
-            if !accepted.contains(s.as_ref()) {
-                let mut list: Vec<&str> = accepted.iter().map(String::as_str).collect();
-                list.sort_unstable();
-                return Err(FieldError::new(reason::NOT_ACCEPTED, format!("`{s}` is not one of {}", list.join(", "))));
-            }
+        if let (Some(accepted), Value::Str(s)) = (&plan.accepted, value)
+            && !accepted.contains(s.as_ref())
+        {
+            let mut list: Vec<&str> = accepted.iter().map(String::as_str).collect();
+            list.sort_unstable();
+            return Err(FieldError::new(reason::NOT_ACCEPTED, format!("`{s}` is not one of {}", list.join(", "))));
         }
         if plan.min.is_some() || plan.max.is_some() {
             let number = match (value, plan.data_type) {

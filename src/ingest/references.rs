@@ -27,16 +27,16 @@ pub async fn load_keys(
             .split('/')
             .find_map(|part| part.strip_prefix("load_date="))
             .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
-        if let Some(date) = date.filter(|d| *d <= as_of) {
-            if relative.ends_with(".parquet") {
-                partitions.push((date, object.location));
-            }
+        if let Some(date) = date.filter(|d| *d <= as_of)
+            && relative.ends_with(".parquet")
+        {
+            partitions.push((date, object.location));
         }
     }
-    if target.load == LoadMode::Full {
-        if let Some(latest) = partitions.iter().map(|(d, _)| *d).max() {
-            partitions.retain(|(d, _)| *d == latest);
-        }
+    if target.load == LoadMode::Full
+        && let Some(latest) = partitions.iter().map(|(d, _)| *d).max()
+    {
+        partitions.retain(|(d, _)| *d == latest);
     }
     let mut keys = KeySet::new();
     for (_, key) in partitions {

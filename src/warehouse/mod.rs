@@ -47,10 +47,10 @@ impl Location {
                     .map_err(|_| Error::Usage(format!("`{}` is not a usable directory", dir.display())))?
             }
         };
-        if url.scheme() == "file" {
-            if let Ok(dir) = url.to_file_path() {
-                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-            }
+        if url.scheme() == "file"
+            && let Ok(dir) = url.to_file_path()
+        {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         }
         let (store, root) = store::open(&url, settings)?;
         let (store, requests) = counting::CountingStore::new(store);
@@ -80,7 +80,7 @@ impl Location {
     }
 
     /// The key relative to this root, for messages and ledgers.
-    pub fn relative<'a>(&self, key: &'a Path) -> String {
+    pub fn relative(&self, key: &Path) -> String {
         match key.prefix_match(&self.root) {
             Some(parts) => parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"),
             None => key.to_string(),

@@ -201,11 +201,11 @@ sources:
         let day = chrono::NaiveDate::from_ymd_opt(2024, 5, 31).unwrap();
         let stamp = rust_xlsxwriter::Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
         sheet.write_string(1, 0, "K1").unwrap();
-        sheet.write_datetime_with_format(1, 1, &started, &stamp).unwrap();
+        sheet.write_datetime_with_format(1, 1, started, &stamp).unwrap();
         sheet.write_number(1, 2, 12.0).unwrap();
         sheet.write_number(1, 3, 12.3).unwrap();
         sheet.write_boolean(1, 4, true).unwrap();
-        sheet.write_datetime_with_format(1, 5, &day, &stamp).unwrap();
+        sheet.write_datetime_with_format(1, 5, day, &stamp).unwrap();
         sheet.write_string(2, 0, "K2").unwrap();
         sheet.write_string(2, 1, "2024-06-01 08:00:00").unwrap();
         sheet.write_number(2, 2, 1.5).unwrap();

@@ -243,7 +243,7 @@ fn a_run_killed_before_commit_leaves_no_partial_snapshot_and_the_next_run_cleans
     assert_exit(&output, 0);
     assert_eq!(files_under(&dir).len(), 2, "leftovers removed by the next successful run: {:?}", files_under(&dir));
     assert!(!staging.exists(), "and the killed run's staging files: {:?}", files_under(&staging));
-    assert!(project.warehouse().join("_lock").exists() == false, "the lock is released");
+    assert!(!project.warehouse().join("_lock").exists(), "the lock is released");
 }
 
 #[test]

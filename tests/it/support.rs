@@ -70,8 +70,7 @@ impl TestProject {
     }
 
     pub fn keymart(&self, args: &[&str]) -> Output {
-        let output = keymart().arg("--project").arg(self.path()).arg("-q").args(args).output().expect("run keymart");
-        output
+        keymart().arg("--project").arg(self.path()).arg("-q").args(args).output().expect("run keymart")
     }
 
     pub fn ingest(&self, as_of: &str) -> Output {
