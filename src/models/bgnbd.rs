@@ -158,11 +158,12 @@ impl Likelihood {
 }
 
 impl Objective for Likelihood {
-    /// Mean log-likelihood per customer, in log-parameters (so every parameter stays positive).
-    fn value(&self, theta: &[f64]) -> f64 {
+    /// Mean log-likelihood per customer (and its gradient), in log-parameters so every parameter
+    /// stays positive.
+    fn evaluate(&self, theta: &[f64], with_gradient: bool) -> (f64, Option<Vec<f64>>) {
         let model = Self::params(theta);
         let BgNbd { r, alpha, a, b } = model;
-        let (ln_t, _) = self.time_terms(alpha);
+        let (ln_t, inv_t) = self.time_terms(alpha);
         let ln_drop = self.dropout_terms(&model);
         // a1 + a2 of eq. 6 without their α + t parts: per distinct x.
         let common = ln_gamma(a + b) - ln_gamma(b) - ln_gamma(r) + r * alpha.ln();
@@ -172,19 +173,14 @@ impl Objective for Likelihood {
             .zip(&self.x_customers)
             .map(|(x, n)| n * (common + ln_gamma(r + x) + ln_gamma(b + x) - ln_gamma(a + b + x)))
             .sum();
-        let [one_timers] = chunked_sum(&self.one_timers, |&(ti, count)| [-count * r * ln_t[ti as usize]]);
-        let [repeaters] = chunked_sum(&self.repeaters, |group| {
-            let (a3, a4) = self.endings(&model, &ln_t, &ln_drop, group);
-            [group.3 * log_add(a3, a4)]
-        });
-        (per_x + one_timers + repeaters) / self.customers
-    }
-
-    fn gradient(&self, theta: &[f64]) -> Vec<f64> {
-        let model = Self::params(theta);
-        let BgNbd { r, alpha, a, b } = model;
-        let (ln_t, inv_t) = self.time_terms(alpha);
-        let ln_drop = self.dropout_terms(&model);
+        if !with_gradient {
+            let [one_timers] = chunked_sum(&self.one_timers, |&(ti, count)| [-count * r * ln_t[ti as usize]]);
+            let [repeaters] = chunked_sum(&self.repeaters, |group| {
+                let (a3, a4) = self.endings(&model, &ln_t, &ln_drop, group);
+                [group.3 * log_add(a3, a4)]
+            });
+            return ((per_x + one_timers + repeaters) / self.customers, None);
+        }
         // ∂(a1 + a2)/∂(r, α, a, b), per distinct x.
         let (psi_ab, psi_b, psi_r) = (digamma(a + b), digamma(b), digamma(r));
         let mut total = [0.0; 4];
@@ -195,29 +191,34 @@ impl Objective for Likelihood {
             total[2] += n * (psi_ab - psi_abx);
             total[3] += n * (psi_ab + digamma(b + x) - psi_b - psi_abx);
         }
-        let one_timers =
-            chunked_sum(&self.one_timers, |&(ti, count)| [-count * ln_t[ti as usize], -count * r * inv_t[ti as usize]]);
+        let one_timers = chunked_sum(&self.one_timers, |&(ti, count)| {
+            let ti = ti as usize;
+            [-count * r * ln_t[ti], -count * ln_t[ti], -count * r * inv_t[ti]]
+        });
         let repeaters = chunked_sum(&self.repeaters, |group| {
             let &(xi, txi, ti, count) = group;
             let x = self.xs[xi as usize];
             let (a3, a4) = self.endings(&model, &ln_t, &ln_drop, group);
+            let sum = log_add(a3, a4);
             // Weights of the two endings in their log-sum.
-            let w4 = 1.0 / (1.0 + (a3 - a4).exp());
+            let w4 = (a4 - sum).exp();
             let w3 = 1.0 - w4;
             let (ti, txi) = (ti as usize, txi as usize);
             [
+                count * sum,
                 count * -(w3 * ln_t[ti] + w4 * ln_t[txi]),
                 count * -(r + x) * (w3 * inv_t[ti] + w4 * inv_t[txi]),
                 count * w4 / a,
                 count * -w4 / (b + x - 1.0),
             ]
         });
-        total[0] += one_timers[0] + repeaters[0];
-        total[1] += one_timers[1] + repeaters[1];
-        total[2] += repeaters[2];
-        total[3] += repeaters[3];
+        total[0] += one_timers[1] + repeaters[1];
+        total[1] += one_timers[2] + repeaters[2];
+        total[2] += repeaters[3];
+        total[3] += repeaters[4];
         let scale = [r, alpha, a, b];
-        (0..4).map(|k| total[k] * scale[k] / self.customers).collect()
+        let value = (per_x + one_timers[0] + repeaters[0]) / self.customers;
+        (value, Some((0..4).map(|k| total[k] * scale[k] / self.customers).collect()))
     }
 }
 

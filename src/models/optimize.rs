@@ -1,6 +1,8 @@
 //! Maximum likelihood with argmin: L-BFGS with an analytic gradient, and Nelder-Mead as the
 //! fallback when the line search cannot make progress.
 
+use std::sync::Mutex;
+
 use argmin::core::{CostFunction, Error, Executor, Gradient, State};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::neldermead::NelderMead;
@@ -8,19 +10,53 @@ use argmin::solver::quasinewton::LBFGS;
 
 /// A function to maximize, with its gradient.
 pub trait Objective {
-    fn value(&self, theta: &[f64]) -> f64;
-    fn gradient(&self, theta: &[f64]) -> Vec<f64>;
+    /// The value and, when asked, the gradient: one pass over the data serves both.
+    fn evaluate(&self, theta: &[f64], with_gradient: bool) -> (f64, Option<Vec<f64>>);
+
+    fn value(&self, theta: &[f64]) -> f64 {
+        self.evaluate(theta, false).0
+    }
+
+    fn gradient(&self, theta: &[f64]) -> Vec<f64> {
+        self.evaluate(theta, true).1.expect("gradient asked for")
+    }
 }
 
-/// argmin minimizes: wrap the objective as its negative.
-struct Negated<'a, O: Objective>(&'a O);
+/// argmin minimizes: the objective as its negative. A line search asks for the value and the
+/// gradient at the same point one after the other, so the last full evaluation is kept.
+struct Negated<'a, O: Objective> {
+    objective: &'a O,
+    /// Whether the solver uses gradients (then every evaluation computes both).
+    gradients: bool,
+    last: Mutex<Option<(Vec<f64>, f64, Vec<f64>)>>,
+}
+
+impl<'a, O: Objective> Negated<'a, O> {
+    fn new(objective: &'a O, gradients: bool) -> Self {
+        Negated { objective, gradients, last: Mutex::new(None) }
+    }
+
+    /// Value and gradient of the objective at `theta`, from the last evaluation when it was there.
+    fn both(&self, theta: &[f64]) -> (f64, Vec<f64>) {
+        let mut last = self.last.lock().expect("not poisoned");
+        if let Some((at, value, gradient)) = last.as_ref()
+            && at.as_slice() == theta
+        {
+            return (*value, gradient.clone());
+        }
+        let (value, gradient) = self.objective.evaluate(theta, true);
+        let gradient = gradient.expect("gradient asked for");
+        *last = Some((theta.to_vec(), value, gradient.clone()));
+        (value, gradient)
+    }
+}
 
 impl<O: Objective> CostFunction for Negated<'_, O> {
     type Param = Vec<f64>;
     type Output = f64;
 
     fn cost(&self, theta: &Vec<f64>) -> Result<f64, Error> {
-        let value = -self.0.value(theta);
+        let value = if self.gradients { -self.both(theta).0 } else { -self.objective.value(theta) };
         Ok(if value.is_finite() { value } else { f64::INFINITY })
     }
 }
@@ -30,7 +66,7 @@ impl<O: Objective> Gradient for Negated<'_, O> {
     type Gradient = Vec<f64>;
 
     fn gradient(&self, theta: &Vec<f64>) -> Result<Vec<f64>, Error> {
-        Ok(self.0.gradient(theta).into_iter().map(|g| -g).collect())
+        Ok(self.both(theta).1.into_iter().map(|g| -g).collect())
     }
 }
 
@@ -53,7 +89,8 @@ pub fn maximize<O: Objective>(objective: &O, start: Vec<f64>) -> Option<Vec<f64>
 fn lbfgs<O: Objective>(objective: &O, start: Vec<f64>) -> Option<(Vec<f64>, f64)> {
     let solver =
         LBFGS::new(MoreThuenteLineSearch::new(), 7).with_tolerance_grad(1e-10).ok()?.with_tolerance_cost(1e-15).ok()?;
-    let result = Executor::new(Negated(objective), solver).configure(|s| s.param(start).max_iters(500)).run().ok()?;
+    let result =
+        Executor::new(Negated::new(objective, true), solver).configure(|s| s.param(start).max_iters(500)).run().ok()?;
     let state = result.state();
     tracing::debug!("L-BFGS: {} iterations, {:?}", state.get_iter(), state.get_termination_status());
     let cost = state.get_best_cost();
@@ -68,7 +105,7 @@ fn nelder_mead<O: Objective>(objective: &O, start: Vec<f64>, step: f64) -> Optio
         simplex.push(vertex);
     }
     let solver = NelderMead::new(simplex).with_sd_tolerance(1e-12).ok()?;
-    let result = Executor::new(Negated(objective), solver).configure(|s| s.max_iters(5000)).run().ok()?;
+    let result = Executor::new(Negated::new(objective, false), solver).configure(|s| s.max_iters(5000)).run().ok()?;
     let state = result.state();
     tracing::debug!("Nelder-Mead: {} iterations, {:?}", state.get_iter(), state.get_termination_status());
     let cost = state.get_best_cost();
