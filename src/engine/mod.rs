@@ -58,7 +58,7 @@ impl Engine {
     /// Parquet reading with the session's options (a bare `ParquetFormat::default()` would read
     /// strings as views again, see `local`).
     fn parquet_format(&self) -> Arc<ParquetFormat> {
-        Arc::new(ParquetFormat::default().with_options(self.ctx.state().table_options().parquet.clone()))
+        Arc::new(ParquetFormat::default().with_options(self.ctx.copied_table_options().parquet))
     }
 
     /// Register Parquet files (full URLs) as one table; the schema is read from the files

@@ -160,7 +160,7 @@ impl Likelihood {
 impl Objective for Likelihood {
     /// Mean log-likelihood per customer (and its gradient), in log-parameters so every parameter
     /// stays positive.
-    fn evaluate(&self, theta: &[f64], with_gradient: bool) -> (f64, Option<Vec<f64>>) {
+    fn evaluate(&self, theta: &[f64]) -> (f64, Vec<f64>) {
         let model = Self::params(theta);
         let BgNbd { r, alpha, a, b } = model;
         let (ln_t, inv_t) = self.time_terms(alpha);
@@ -173,14 +173,6 @@ impl Objective for Likelihood {
             .zip(&self.x_customers)
             .map(|(x, n)| n * (common + ln_gamma(r + x) + ln_gamma(b + x) - ln_gamma(a + b + x)))
             .sum();
-        if !with_gradient {
-            let [one_timers] = chunked_sum(&self.one_timers, |&(ti, count)| [-count * r * ln_t[ti as usize]]);
-            let [repeaters] = chunked_sum(&self.repeaters, |group| {
-                let (a3, a4) = self.endings(&model, &ln_t, &ln_drop, group);
-                [group.3 * log_add(a3, a4)]
-            });
-            return ((per_x + one_timers + repeaters) / self.customers, None);
-        }
         // ∂(a1 + a2)/∂(r, α, a, b), per distinct x.
         let (psi_ab, psi_b, psi_r) = (digamma(a + b), digamma(b), digamma(r));
         let mut total = [0.0; 4];
@@ -218,7 +210,7 @@ impl Objective for Likelihood {
         total[3] += repeaters[4];
         let scale = [r, alpha, a, b];
         let value = (per_x + one_timers[0] + repeaters[0]) / self.customers;
-        (value, Some((0..4).map(|k| total[k] * scale[k] / self.customers).collect()))
+        (value, (0..4).map(|k| total[k] * scale[k] / self.customers).collect())
     }
 }
 

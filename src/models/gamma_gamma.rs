@@ -70,7 +70,7 @@ impl Likelihood {
 }
 
 impl Objective for Likelihood {
-    fn evaluate(&self, theta: &[f64], with_gradient: bool) -> (f64, Option<Vec<f64>>) {
+    fn evaluate(&self, theta: &[f64]) -> (f64, Vec<f64>) {
         let GammaGamma { p, q, v } = Self::params(theta);
         let n = self.customers.len() as f64;
         let per_x: f64 = self
@@ -81,10 +81,6 @@ impl Objective for Likelihood {
                     + (p * x - 1.0) * sum_ln_m
             })
             .sum();
-        if !with_gradient {
-            let [per_customer] = chunked_sum(&self.customers, |&(x, m)| [(p * x + q) * (v + m * x).ln()]);
-            return ((per_x - per_customer) / n, None);
-        }
         let (mut dp, mut dq, mut dv) = (0.0, 0.0, 0.0);
         for &(x, n, sum_ln_m) in &self.groups {
             let (psi_xq, psi_x) = (digamma(p * x + q), digamma(p * x));
@@ -97,7 +93,7 @@ impl Objective for Likelihood {
             [(p * x + q) * ln_vm, x * ln_vm, ln_vm, (p * x + q) / (v + m * x)]
         });
         (dp, dq, dv) = (dp - sp, dq - sq, dv - sv);
-        ((per_x - per_customer) / n, Some(vec![dp * p / n, dq * q / n, dv * v / n]))
+        ((per_x - per_customer) / n, vec![dp * p / n, dq * q / n, dv * v / n])
     }
 }
 

@@ -10,15 +10,15 @@ use argmin::solver::quasinewton::LBFGS;
 
 /// A function to maximize, with its gradient.
 pub trait Objective {
-    /// The value and, when asked, the gradient: one pass over the data serves both.
-    fn evaluate(&self, theta: &[f64], with_gradient: bool) -> (f64, Option<Vec<f64>>);
+    /// The value and the gradient: one pass over the data serves both.
+    fn evaluate(&self, theta: &[f64]) -> (f64, Vec<f64>);
 
     fn value(&self, theta: &[f64]) -> f64 {
-        self.evaluate(theta, false).0
+        self.evaluate(theta).0
     }
 
     fn gradient(&self, theta: &[f64]) -> Vec<f64> {
-        self.evaluate(theta, true).1.expect("gradient asked for")
+        self.evaluate(theta).1
     }
 }
 
@@ -26,14 +26,12 @@ pub trait Objective {
 /// gradient at the same point one after the other, so the last full evaluation is kept.
 struct Negated<'a, O: Objective> {
     objective: &'a O,
-    /// Whether the solver uses gradients (then every evaluation computes both).
-    gradients: bool,
     last: Mutex<Option<(Vec<f64>, f64, Vec<f64>)>>,
 }
 
 impl<'a, O: Objective> Negated<'a, O> {
-    fn new(objective: &'a O, gradients: bool) -> Self {
-        Negated { objective, gradients, last: Mutex::new(None) }
+    fn new(objective: &'a O) -> Self {
+        Negated { objective, last: Mutex::new(None) }
     }
 
     /// Value and gradient of the objective at `theta`, from the last evaluation when it was there.
@@ -44,8 +42,7 @@ impl<'a, O: Objective> Negated<'a, O> {
         {
             return (*value, gradient.clone());
         }
-        let (value, gradient) = self.objective.evaluate(theta, true);
-        let gradient = gradient.expect("gradient asked for");
+        let (value, gradient) = self.objective.evaluate(theta);
         *last = Some((theta.to_vec(), value, gradient.clone()));
         (value, gradient)
     }
@@ -56,7 +53,7 @@ impl<O: Objective> CostFunction for Negated<'_, O> {
     type Output = f64;
 
     fn cost(&self, theta: &Vec<f64>) -> Result<f64, Error> {
-        let value = if self.gradients { -self.both(theta).0 } else { -self.objective.value(theta) };
+        let value = -self.both(theta).0;
         Ok(if value.is_finite() { value } else { f64::INFINITY })
     }
 }
@@ -90,7 +87,7 @@ fn lbfgs<O: Objective>(objective: &O, start: Vec<f64>) -> Option<(Vec<f64>, f64)
     let solver =
         LBFGS::new(MoreThuenteLineSearch::new(), 7).with_tolerance_grad(1e-10).ok()?.with_tolerance_cost(1e-15).ok()?;
     let result =
-        Executor::new(Negated::new(objective, true), solver).configure(|s| s.param(start).max_iters(500)).run().ok()?;
+        Executor::new(Negated::new(objective), solver).configure(|s| s.param(start).max_iters(500)).run().ok()?;
     let state = result.state();
     tracing::debug!("L-BFGS: {} iterations, {:?}", state.get_iter(), state.get_termination_status());
     let cost = state.get_best_cost();
@@ -105,7 +102,7 @@ fn nelder_mead<O: Objective>(objective: &O, start: Vec<f64>, step: f64) -> Optio
         simplex.push(vertex);
     }
     let solver = NelderMead::new(simplex).with_sd_tolerance(1e-12).ok()?;
-    let result = Executor::new(Negated::new(objective, false), solver).configure(|s| s.max_iters(5000)).run().ok()?;
+    let result = Executor::new(Negated::new(objective), solver).configure(|s| s.max_iters(5000)).run().ok()?;
     let state = result.state();
     tracing::debug!("Nelder-Mead: {} iterations, {:?}", state.get_iter(), state.get_termination_status());
     let cost = state.get_best_cost();
@@ -132,6 +129,8 @@ pub(super) fn chunked_sum<T: Sync, const N: usize>(items: &[T], f: impl Fn(&T) -
     let partials: Vec<[f64; N]> = if threads <= 1 {
         chunks.iter().map(|c| sum_chunk(c)).collect()
     } else {
+        // Threads take the next chunk as they finish one: a fixed split of the chunks between
+        // them measured 15 % slower on the 1M-customer fits (cores are shared with the runtime).
         let next = std::sync::atomic::AtomicUsize::new(0);
         let mut partials = vec![[0.0; N]; chunks.len()];
         let results: Vec<Vec<(usize, [f64; N])>> = std::thread::scope(|scope| {

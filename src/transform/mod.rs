@@ -76,7 +76,7 @@ impl Transform<'_> {
             .filter_map(|k| k.split('/').find_map(|p| p.strip_prefix("load_date=")).and_then(|d| d.parse().ok()))
             .filter(|d| *d <= self.as_of)
             .collect();
-        let Some(latest) = dates.iter().next_back().copied() else {
+        let (Some(&first), Some(&latest)) = (dates.first(), dates.last()) else {
             return Err(Error::InputRejected(format!(
                 "source {} has no load on or before {}: ingest its extracts first",
                 contract.name, self.as_of
@@ -113,7 +113,7 @@ impl Transform<'_> {
         };
         let mut params = self.params.clone();
         params.set("__latest_load", date_value(latest));
-        params.set("__first_load", date_value(*dates.iter().next().expect("a load, checked above")));
+        params.set("__first_load", date_value(first));
         let view = self.engine.sql(&sql, &params).await?;
         self.engine.register_view(&contract.name, view)?;
         Ok(SourceTable { source: contract.name.clone(), load_dates })

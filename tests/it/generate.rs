@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::support::{TestProject, assert_exit, keymart};
+use crate::support::{TestProject, assert_exit, files_under, keymart};
 
 fn generate(out: &Path, seed: u64, extra: &[&str]) {
     let output = keymart()
@@ -20,20 +20,13 @@ fn generate(out: &Path, seed: u64, extra: &[&str]) {
 
 /// Every file under `dir` with its content hash.
 fn tree(dir: &Path) -> BTreeMap<String, u64> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let hash = xxhash_rust::xxh3::xxh3_64(&std::fs::read(&path).unwrap());
-                files.insert(path.strip_prefix(dir).unwrap().display().to_string(), hash);
-            }
-        }
-    }
-    files
+    files_under(dir)
+        .into_iter()
+        .map(|relative| {
+            let hash = xxhash_rust::xxh3::xxh3_64(&std::fs::read(dir.join(&relative)).unwrap());
+            (relative, hash)
+        })
+        .collect()
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use rstest::rstest;
 use serde::Deserialize;
 
-use crate::support::{TestProject, assert_exit, stderr, stdout};
+use crate::support::{SAMPLE_MARTS, TestProject, assert_exit, stderr, stdout};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -238,19 +238,8 @@ fn the_sample_publishes_every_mart_and_segments_follow_the_rf_map() {
     crate::support::copy_dir(&crate::support::repo_root().join("warehouse/landing"), &project.landing());
     assert_exit(&project.keymart(&["run", "--from", "2024-06-01", "--to", "2024-06-03"]), 0);
 
-    let marts = [
-        "model_parameters",
-        "customer_rfm",
-        "service_quality",
-        "customer_value",
-        "customer_churn",
-        "key_accounts",
-        "key_account_history",
-        "segment_migration",
-        "customer_profile",
-    ];
     for day in ["2024-06-01", "2024-06-02", "2024-06-03"] {
-        for mart in marts {
+        for mart in SAMPLE_MARTS {
             assert!(project.warehouse().join(format!("marts/{mart}/as_of={day}/_SUCCESS")).exists(), "{mart} {day}");
         }
     }

@@ -1,11 +1,9 @@
 //! `keymart run` end to end: DAG order, typed parameters, history tables, data tests blocking
 //! publish, atomic and reproducible snapshots, crash safety, the run lock, backfills, query.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{TestProject, assert_exit, keymart, stderr, stdout};
+use crate::support::{TestProject, assert_exit, files_under, stderr, stdout};
 
 const PIPELINE: &str = r#"
 vars:
@@ -87,24 +85,6 @@ fn query(project: &TestProject, sql: &str) -> String {
     let output = project.keymart(&["query", sql, "--format", "csv"]);
     assert_exit(&output, 0);
     stdout(&output).trim().to_string()
-}
-
-/// Every file under a folder (relative paths).
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.push(path.strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    found.sort();
-    found
 }
 
 #[test]
@@ -198,35 +178,13 @@ fn a_failing_test_blocks_publish_downstream_and_keeps_the_previous_snapshot() {
     assert_eq!(ledger["status"], "failed");
 }
 
-/// Start `keymart run` paused just before its first commit; returns the child and the marker.
-fn start_paused(project: &TestProject, args: &[&str]) -> (std::process::Child, PathBuf) {
-    let marker = project.path().join("paused");
-    let child = keymart()
-        .arg("--project")
-        .arg(project.path())
-        .arg("-q")
-        .arg("run")
-        .args(args)
-        .env("KEYMART_PAUSE_AT", format!("before_commit:{}", marker.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !marker.exists() {
-        assert!(started.elapsed() < Duration::from_secs(60), "the run never reached its commit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, marker)
-}
-
 #[test]
 fn a_run_killed_before_commit_leaves_no_partial_snapshot_and_the_next_run_cleans_up() {
     let project = project();
     assert_exit(&run(&project, &["--as-of", D1]), 0);
     let before = manifest(&project, "customer_totals", D1).unwrap();
 
-    let (mut child, _) = start_paused(&project, &["--as-of", D1, "--rebuild"]);
+    let (mut child, _) = project.start_paused(&["--as-of", D1, "--rebuild"], &[]);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
@@ -249,7 +207,7 @@ fn a_run_killed_before_commit_leaves_no_partial_snapshot_and_the_next_run_cleans
 #[test]
 fn two_concurrent_runs_exactly_one_proceeds() {
     let project = project();
-    let (mut first, _) = start_paused(&project, &["--as-of", D1]);
+    let (mut first, _) = project.start_paused(&["--as-of", D1], &[]);
     let second = run(&project, &["--as-of", D2]);
     assert_exit(&second, 4);
     let message = stderr(&second);

@@ -13,7 +13,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::support::{TestProject, assert_exit, keymart, repo_root, stderr, stdout};
+use crate::support::{SAMPLE_MARTS, TestProject, assert_exit, files_under, keymart, repo_root, stderr, stdout};
 
 const SECRET: &str = "s3cr3t-never-shown";
 
@@ -158,18 +158,9 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Upload a local folder under a key prefix.
 fn upload(store: &Arc<dyn ObjectStore>, dir: &Path, prefix: &str) {
     let rt = runtime();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let relative = path.strip_prefix(dir).unwrap().to_string_lossy().to_string();
-                let key = Key::from(format!("{prefix}/{relative}"));
-                rt.block_on(store.put(&key, std::fs::read(&path).unwrap().into())).unwrap();
-            }
-        }
+    for relative in files_under(dir) {
+        let key = Key::from(format!("{prefix}/{relative}"));
+        rt.block_on(store.put(&key, std::fs::read(dir.join(&relative)).unwrap().into())).unwrap();
     }
 }
 
@@ -199,18 +190,6 @@ fn keymart_s3(project: &TestProject, args: &[&str]) -> std::process::Output {
 }
 
 const DAYS: [&str; 3] = ["2024-06-01", "2024-06-02", "2024-06-03"];
-const MARTS: [&str; 9] = [
-    "model_parameters",
-    "customer_rfm",
-    "service_quality",
-    "customer_value",
-    "customer_churn",
-    "key_accounts",
-    "key_account_history",
-    "segment_migration",
-    "customer_profile",
-];
-
 #[test]
 fn the_sample_on_s3_publishes_the_same_bytes_as_on_local_disk() {
     let server = S3Server::start(&[]);
@@ -226,7 +205,7 @@ fn the_sample_on_s3_publishes_the_same_bytes_as_on_local_disk() {
     assert_exit(&local.keymart(&["run", "--from", DAYS[0], "--to", DAYS[2]]), 0);
 
     for day in DAYS {
-        for mart in MARTS {
+        for mart in SAMPLE_MARTS {
             let manifest_key = format!("wh/marts/{mart}/as_of={day}/_SUCCESS");
             let manifest: serde_json::Value =
                 serde_json::from_slice(&get(&bucket, &manifest_key).expect(&manifest_key)).unwrap();
@@ -261,22 +240,7 @@ fn a_second_run_on_the_same_bucket_is_locked_out() {
     server.create_bucket("lake");
     upload(&server.bucket("lake"), &repo_root().join("warehouse/landing"), "landing");
     let project = s3_project(&server.endpoint(), "lake", "");
-    let marker = project.path().join("paused");
-    let mut first = keymart()
-        .arg("--project")
-        .arg(project.path())
-        .args(["-q", "run", "--as-of", DAYS[0]])
-        .env("KEYMART_TEST_SECRET", SECRET)
-        .env("KEYMART_PAUSE_AT", format!("before_commit:{}", marker.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !marker.exists() {
-        assert!(started.elapsed() < Duration::from_secs(120), "the first run never reached its commit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut first, marker) = project.start_paused(&["--as-of", DAYS[0]], &[("KEYMART_TEST_SECRET", SECRET)]);
     let second = keymart_s3(&project, &["run", "--as-of", DAYS[1]]);
     assert_exit(&second, 4);
     assert!(stderr(&second).contains("the warehouse s3://lake/wh is locked by run"), "{}", stderr(&second));
@@ -292,22 +256,7 @@ fn storage_lost_during_publish_fails_cleanly_and_the_rerun_completes() {
     upload(&bucket, &repo_root().join("warehouse/landing"), "landing");
     let relay = Relay::start(server.port);
     let project = s3_project(&relay.endpoint(), "lake", "");
-    let marker = project.path().join("paused");
-    let child = keymart()
-        .arg("--project")
-        .arg(project.path())
-        .args(["-q", "run", "--as-of", DAYS[0]])
-        .env("KEYMART_TEST_SECRET", SECRET)
-        .env("KEYMART_PAUSE_AT", format!("before_commit:{}", marker.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !marker.exists() {
-        assert!(started.elapsed() < Duration::from_secs(120), "the run never reached its commit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (child, marker) = project.start_paused(&["--as-of", DAYS[0]], &[("KEYMART_TEST_SECRET", SECRET)]);
     relay.cut();
     std::fs::remove_file(&marker).unwrap();
     let output = child.wait_with_output().unwrap();
@@ -340,7 +289,7 @@ fn storage_lost_during_publish_fails_cleanly_and_the_rerun_completes() {
     // The crashed run's lock is still there (its process lived on): the operator clears it.
     assert_exit(&keymart_s3(&project, &["unlock"]), 0);
     assert_exit(&keymart_s3(&project, &["run", "--as-of", DAYS[0]]), 0);
-    for mart in MARTS {
+    for mart in SAMPLE_MARTS {
         assert!(get(&bucket, &format!("wh/marts/{mart}/as_of={}/_SUCCESS", DAYS[0])).is_some(), "{mart}");
     }
 }

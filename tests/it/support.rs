@@ -1,7 +1,8 @@
 //! Shared test helpers: a throw-away project around the real `keymart` binary.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::util::display::array_value_to_string;
@@ -77,6 +78,29 @@ impl TestProject {
         self.keymart(&["ingest", "--as-of", as_of])
     }
 
+    /// Start `keymart run <args>` paused just before its commit (KEYMART_PAUSE_AT) and wait
+    /// until it is there; removing the returned marker file lets it go on.
+    pub fn start_paused(&self, args: &[&str], env: &[(&str, &str)]) -> (Child, PathBuf) {
+        let marker = self.path().join("paused");
+        let child = keymart()
+            .arg("--project")
+            .arg(self.path())
+            .args(["-q", "run"])
+            .args(args)
+            .envs(env.iter().copied())
+            .env("KEYMART_PAUSE_AT", format!("before_commit:{}", marker.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start keymart");
+        let started = Instant::now();
+        while !marker.exists() {
+            assert!(started.elapsed() < Duration::from_secs(120), "the run never reached its commit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (child, marker)
+    }
+
     /// Rows of a Parquet file under the warehouse, each as display strings by column.
     pub fn parquet_rows(&self, relative: &str) -> Vec<Vec<String>> {
         rows(&read_parquet(&self.warehouse().join(relative)))
@@ -92,6 +116,37 @@ impl TestProject {
             .map(|p| serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap());
         ledgers.max_by_key(|l| l["started_at"].as_str().unwrap().to_string()).expect("a ledger")
     }
+}
+
+/// The marts the shipped pipeline publishes.
+pub const SAMPLE_MARTS: [&str; 9] = [
+    "model_parameters",
+    "customer_rfm",
+    "service_quality",
+    "customer_value",
+    "customer_churn",
+    "key_accounts",
+    "key_account_history",
+    "segment_migration",
+    "customer_profile",
+];
+
+/// Every file under a folder, as paths relative to it, sorted (none when it does not exist).
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {
