@@ -1,0 +1,109 @@
+"""Row-by-row comparison of keymart's committed marts with DuckDB's (night.py) for one night.
+
+    python bench/duckdb/compare.py --project P --as-of D --duckdb OUT
+
+Rows are matched on the mart's key (pipelines/nightly.yaml); every column is compared: floats to
+1e-9 relative, everything else exactly (decimals by value). The model-based columns (udfs.py against
+keymart's Rust, two implementations of the same closed forms) get 1e-6: scipy's ₂F₁ and a product
+of powers lose digits where keymart works in logarithms. model_parameters is keymart's own fit in
+both, so it is not compared here (bench/fit.py checks it against scipy). Exit 1 on any difference.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import duckdb
+import yaml
+
+SQL_TOLERANCE = 1e-9
+MODEL_TOLERANCE = 1e-6
+MODEL_COLUMNS = {"p_alive", "expected_purchases_90d", "expected_purchases", "expected_spend", "clv"}
+FLOAT_TYPES = {"DOUBLE", "FLOAT"}
+EXAMPLES = 3
+
+
+def committed_files(warehouse, mart, as_of):
+    manifest = json.loads((warehouse / "marts" / mart / f"as_of={as_of}" / "_SUCCESS").read_text())
+    return [str(warehouse / f) for f in manifest["files"]]
+
+
+def columns(con, view):
+    return {name: kind for name, kind, *_ in con.execute(f"DESCRIBE {view}").fetchall()}
+
+
+def differs(column, kind):
+    k, d = f'k."{column}"', f'd."{column}"'
+    if kind in FLOAT_TYPES:
+        tolerance = MODEL_TOLERANCE if column in MODEL_COLUMNS else SQL_TOLERANCE
+        close = f"coalesce(abs({k} - {d}) <= {tolerance} * greatest(abs({k}), abs({d})), false)"
+        return f"NOT (({k} IS NULL AND {d} IS NULL) OR {close})"
+    return f"{k} IS DISTINCT FROM {d}"
+
+
+def compare_mart(con, warehouse, duckdb_out, mart, key, as_of):
+    """Problems found (empty when the marts agree) and a one-line summary."""
+    con.execute(f"CREATE OR REPLACE VIEW k AS SELECT * FROM read_parquet({committed_files(warehouse, mart, as_of)!r})")
+    con.execute(f"CREATE OR REPLACE VIEW d AS SELECT * FROM read_parquet('{duckdb_out / 'marts' / mart}.parquet')")
+    keymart_columns, duckdb_columns = columns(con, "k"), columns(con, "d")
+    problems = [f"{mart}: column {c} only in {side}" for side, mine, theirs in
+                (("keymart", keymart_columns, duckdb_columns), ("DuckDB", duckdb_columns, keymart_columns))
+                for c in mine if c not in theirs]
+    on = " AND ".join(f'k."{c}" = d."{c}"' for c in key)
+    joined = f"FROM k FULL OUTER JOIN d ON {on}"
+    unmatched = con.execute(f"SELECT count(*) FILTER (WHERE d.\"{key[0]}\" IS NULL), "
+                            f"count(*) FILTER (WHERE k.\"{key[0]}\" IS NULL), count(*) {joined}").fetchone()
+    if unmatched[0] or unmatched[1]:
+        problems.append(f"{mart}: {unmatched[0]} rows only in keymart, {unmatched[1]} only in DuckDB")
+    compared = [c for c in keymart_columns if c in duckdb_columns and c not in key]
+    for column in compared:
+        kind = keymart_columns[column] if keymart_columns[column] in FLOAT_TYPES else duckdb_columns[column]
+        condition = differs(column, kind)
+        count = con.execute(f"SELECT count(*) {joined} WHERE k.\"{key[0]}\" IS NOT NULL AND d.\"{key[0]}\" IS NOT NULL "
+                            f"AND {condition}").fetchone()[0]
+        if count:
+            keys = ", ".join(f'k."{c}"' for c in key)
+            rows = con.execute(f'SELECT {keys}, k."{column}", d."{column}" {joined} WHERE k."{key[0]}" IS NOT NULL '
+                               f'AND d."{key[0]}" IS NOT NULL AND {condition} ORDER BY ALL LIMIT {EXAMPLES}').fetchall()
+            problems.append(f"{mart}.{column}: {count} rows differ, e.g. (key…, keymart, DuckDB) {rows}")
+    worst = {}
+    for column in (c for c in compared if keymart_columns[c] in FLOAT_TYPES):
+        worst[column] = con.execute(
+            f'SELECT max(abs(k."{column}" - d."{column}") / nullif(greatest(abs(k."{column}"), abs(d."{column}")), 0)) '
+            f"{joined}").fetchone()[0] or 0.0
+    summary = f"{mart}: {unmatched[2]} rows, {len(compared)} columns"
+    if worst:
+        column = max(worst, key=worst.get)
+        summary += f", largest relative difference {worst[column]:.1e} ({column})"
+    return problems, summary
+
+
+def compare(project, as_of, duckdb_out):
+    pipeline = yaml.safe_load((project / "pipelines/nightly.yaml").read_text())
+    con = duckdb.connect()
+    problems = []
+    for model in pipeline["models"]:
+        mart = Path(model["path"]).stem
+        if model["materialized"] != "mart" or mart == "model_parameters":
+            continue
+        found, summary = compare_mart(con, project / "warehouse", duckdb_out, mart, model["key"], as_of)
+        print(f"  {summary}{'' if not found else ' — DIFFERENT'}")
+        problems.extend(found)
+    return problems
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--project", type=Path, required=True)
+    parser.add_argument("--as-of", required=True)
+    parser.add_argument("--duckdb", type=Path, required=True)
+    args = parser.parse_args()
+    problems = compare(args.project, args.as_of, args.duckdb)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""One night of the nightly build in DuckDB: the competitor keymart is timed against, and the
+independent oracle its SQL marts are checked against (bench/bench.py runs and compares it).
+
+    python bench/duckdb/night.py --project P --as-of D --out OUT [--ingest PREPARED]
+
+--ingest: the day's extracts to Parquet the way a DuckDB user would write it (explicit column types,
+zstd), from PREPARED: the extracts with the GBK customer master re-encoded as UTF-8 and the Excel
+contacts as CSV (prepare.py, untimed: DuckDB reads neither GBK nor, offline, Excel).
+
+Marts: the pipeline's models (pipelines/nightly.yaml, the same SQL files) run in DuckDB over the
+contract-checked raw Parquet that keymart's ingest wrote, so the comparison isolates the SQL engines.
+Sources are the newest version of each key up to the night (a window, where keymart uses an
+anti-join); `<mart>_history` is keymart's committed snapshots before the night; model_parameters
+is keymart's fit (the fit is checked against scipy by bench/fit.py); the other model functions are
+udfs.py. Dialect differences are the rewrites in DIALECT, each with its reason. Marts are written
+to OUT/marts/<mart>.parquet. Prints the step timings as JSON.
+"""
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import udfs  # noqa: E402
+
+# (model, keymart SQL, DuckDB SQL, why). Each must match: a change to the model fails loudly here.
+DIALECT = [
+    ("stg_customer_history", "first_value(net_amount ORDER BY purchase_date)", "arg_min(net_amount, purchase_date)",
+     "DuckDB's ordered first value is arg_min(value, ordering)"),
+    ("customer_value", "round(CAST(coalesce(v.service_seconds, 0) AS DECIMAL(18, 2)) / 60 * $service_cost_per_minute, 2)",
+     "div_round2(coalesce(v.service_seconds, 0) * $service_cost_per_minute, 60)",
+     "DuckDB divides decimals in DOUBLE: round(x / 60, 2) would round some exact halves down"),
+    ("customer_value", "round(s.revenue / s.order_count, 2)", "div_round2(s.revenue, s.order_count)",
+     "the same: 2.01 / 2 rounds to 1.00 in DOUBLE, 1.01 in decimal"),
+]
+
+# num / den rounded to cents, half away from zero, in exact integer arithmetic (den > 0).
+DIV_ROUND2 = """CREATE MACRO div_round2(num, den) AS
+    sign(num) * ((abs(CAST(num * 100 AS HUGEINT)) * 2 + den) // (2 * den)) * 0.01"""
+
+DUCKDB_TYPES = {"string": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "bool": "BOOLEAN", "date": "DATE",
+                "timestamp": "TIMESTAMP"}
+
+
+def duckdb_type(declared):
+    return DUCKDB_TYPES.get(declared) or declared.upper()  # decimal(p,s) is spelled the same
+
+
+def literal(value, declared=None):
+    """A pipeline var or the night as a typed SQL literal (keymart binds them as typed parameters)."""
+    if declared:
+        return f"CAST('{value}' AS {duckdb_type(declared)})"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"CAST({value!r} AS DOUBLE)"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class Night:
+    def __init__(self, project, as_of, out):
+        self.project = project
+        self.warehouse = project / "warehouse"
+        self.as_of = as_of
+        self.out = out
+        self.pipeline = yaml.safe_load((project / "pipelines/nightly.yaml").read_text())
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")  # raw timestamps are UTC; CAST(ts AS DATE) must be too
+        self.timings = {}
+
+    def timed(self, step, action):
+        started = time.perf_counter()
+        action()
+        self.timings[step] = round(time.perf_counter() - started, 3)
+
+    # --- ingest: CSV / JSON lines → Parquet -------------------------------------------------------
+
+    def ingest(self, prepared):
+        for name, source in self.pipeline["sources"].items():
+            self.timed(f"ingest {name}", lambda: self.ingest_source(name, source, prepared))
+
+    def ingest_source(self, name, source, prepared):
+        folder = prepared / Path(source["path"].replace("{as_of}", self.as_of)).parent
+        columns = "{" + ", ".join(f"'{c['name']}': '{duckdb_type(c['type'])}'" for c in source["columns"]) + "}"
+        if source["format"] == "jsonl":
+            scan = f"read_json('{folder}/*.jsonl', format = 'newline_delimited', columns = {columns})"
+        else:  # csv, and the Excel contacts prepared as CSV
+            scan = f"read_csv('{folder}/*.csv', header = true, columns = {columns}, timestampformat = '%Y-%m-%d %H:%M:%S')"
+        target = self.out / "raw" / name / f"load_date={self.as_of}"
+        target.mkdir(parents=True, exist_ok=True)
+        self.con.execute(f"COPY (SELECT * FROM {scan}) TO '{target}/part-0.parquet' (FORMAT parquet, COMPRESSION zstd)")
+
+    # --- marts ------------------------------------------------------------------------------------
+
+    def marts(self):
+        udfs.register(self.con)
+        self.con.execute(DIV_ROUND2)
+        for name, source in self.pipeline["sources"].items():
+            self.register_source(name, source)
+        models = {Path(m["path"]).stem: m for m in self.pipeline["models"] if not m["path"].startswith("sql/checks/")}
+        for mart in (n for n, m in models.items() if m["materialized"] == "mart"):
+            self.register_history(mart)
+        for name in self.dependency_order(models):
+            self.timed(name, lambda: self.build(name, models[name]))
+
+    def register_source(self, name, source):
+        """The newest version of each key loaded up to the night."""
+        key = ", ".join(source["primary_key"])
+        scan = f"read_parquet('{self.warehouse}/raw/{name}/load_date=*/*.parquet', hive_partitioning = true)"
+        self.con.execute(f"""CREATE VIEW {name} AS SELECT * EXCLUDE (newest) FROM (
+            SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY load_date DESC) AS newest
+            FROM {scan} WHERE load_date <= DATE '{self.as_of}') WHERE newest = 1""")
+
+    def snapshots(self, mart):
+        """{as_of: files} of keymart's committed snapshots of a mart (its _SUCCESS manifests)."""
+        found = {}
+        for manifest in (self.warehouse / "marts" / mart).glob("as_of=*/_SUCCESS"):
+            committed = json.loads(manifest.read_text())
+            found[committed["as_of"]] = [str(self.warehouse / f) for f in committed["files"]]
+        return found
+
+    def register_history(self, mart):
+        snapshots = self.snapshots(mart)
+        earlier = [f for day, files in snapshots.items() if day < self.as_of for f in files]
+        if earlier:
+            self.con.execute(f"CREATE VIEW {mart}_history AS SELECT * FROM read_parquet({earlier!r}, union_by_name = true)")
+        else:  # the first night: an empty history with the mart's columns
+            self.con.execute(f"CREATE VIEW {mart}_history AS SELECT * FROM read_parquet({snapshots[self.as_of]!r}) LIMIT 0")
+
+    def dependency_order(self, models):
+        reads = {name: {other for other in models if other != name and re.search(rf"\b{other}\b", self.sql(name, model))}
+                 for name, model in models.items()}
+        ordered = []
+        while len(ordered) < len(models):
+            ready = [n for n in models if n not in ordered and reads[n] <= set(ordered)]
+            if not ready:
+                sys.exit(f"cycle among {sorted(set(models) - set(ordered))}")
+            ordered.extend(ready)
+        return ordered
+
+    def sql(self, name, model):
+        text = (self.project / model["path"]).read_text()
+        for target, keymart_sql, duckdb_sql, _why in DIALECT:
+            if target == name:
+                if keymart_sql not in text:
+                    sys.exit(f"bench/duckdb/night.py DIALECT: {model['path']} no longer contains {keymart_sql!r}")
+                text = text.replace(keymart_sql, duckdb_sql)
+        return text
+
+    def bind(self, text):
+        values = {"as_of": f"DATE '{self.as_of}'"}
+        for var, value in self.pipeline.get("vars", {}).items():
+            values[var] = literal(value["value"], value["type"]) if isinstance(value, dict) else literal(value)
+        return re.sub(r"\$(\w+)", lambda m: values[m.group(1)], text)
+
+    def build(self, name, model):
+        if name == "model_parameters":
+            query = f"SELECT * EXCLUDE (as_of) FROM read_parquet({self.snapshots(name)[self.as_of]!r})"
+        else:
+            query = self.bind(self.sql(name, model))
+        kind = "VIEW" if model["materialized"] == "view" else "TABLE"
+        self.con.execute(f"CREATE {kind} {name} AS {query}")
+        if model["materialized"] == "mart":
+            target = self.out / "marts"
+            target.mkdir(parents=True, exist_ok=True)
+            self.con.execute(f"COPY (SELECT DATE '{self.as_of}' AS as_of, * FROM {name}) "
+                             f"TO '{target}/{name}.parquet' (FORMAT parquet, COMPRESSION zstd)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--project", type=Path, required=True)
+    parser.add_argument("--as-of", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--ingest", type=Path, metavar="PREPARED")
+    args = parser.parse_args()
+    night = Night(args.project, args.as_of, args.out)
+    if args.ingest:
+        night.ingest(args.ingest)
+    night.marts()
+    print(json.dumps(night.timings))
+
+
+if __name__ == "__main__":
+    main()
