@@ -47,6 +47,9 @@ pub struct Settings {
     /// Memory the query engine's sorts and aggregations may hold before they spill to disk.
     #[serde(default = "default_memory_limit_mb")]
     pub memory_limit_mb: u64,
+    /// Where the models run: `local` (this process) or `ballista://HOST:PORT` (a Ballista cluster).
+    #[serde(default)]
+    pub engine: Option<Located<String>>,
 }
 
 fn default_memory_limit_mb() -> u64 {
@@ -74,6 +77,7 @@ impl Default for Settings {
             lock_ttl_seconds: default_lock_ttl(),
             storage: Located::default(),
             memory_limit_mb: default_memory_limit_mb(),
+            engine: None,
         }
     }
 }

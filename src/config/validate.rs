@@ -14,6 +14,11 @@ pub(super) fn project(project: &Project, d: &mut Diagnostics) {
     for problem in storage.value.problems() {
         d.at(settings_file, &storage.position, problem);
     }
+    if let Some(engine) = &project.settings.engine
+        && let Err(problem) = crate::engine::EngineSpec::parse(&engine.value)
+    {
+        d.at(settings_file, &engine.position, problem);
+    }
     let ratio = &project.settings.defaults.max_reject_ratio;
     if !(0.0..=1.0).contains(&ratio.value) {
         d.at(settings_file, &ratio.position, "must be between 0 and 1");

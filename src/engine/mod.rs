@@ -11,7 +11,7 @@ use datafusion::common::config::Dialect;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
@@ -21,10 +21,30 @@ use crate::config::{Scalar, VarSpec};
 use crate::error::{Error, Result};
 use crate::warehouse::Location;
 
+pub mod ballista;
+
+/// Where a run's models execute (`engine:` in keymart.yaml, `--engine`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineSpec {
+    Local,
+    Ballista(ballista::SchedulerUrl),
+}
+
+impl EngineSpec {
+    pub fn parse(text: &str) -> std::result::Result<EngineSpec, String> {
+        match text.trim() {
+            "local" => Ok(EngineSpec::Local),
+            other => ballista::SchedulerUrl::parse(other).map(EngineSpec::Ballista),
+        }
+    }
+}
+
 /// A session over the warehouse.
 #[derive(Clone)]
 pub struct Engine {
     pub ctx: SessionContext,
+    /// Where the queries run: `local`, or the Ballista scheduler's URL (recorded in the ledger).
+    pub name: String,
 }
 
 impl Engine {
@@ -32,27 +52,15 @@ impl Engine {
     /// aggregations held to `memory_limit_bytes` (they spill to temporary files past it).
     pub fn local(location: &Location, memory_limit_bytes: usize) -> Result<Engine> {
         // DATAFUSION_* environment variables tune the engine (e.g. DATAFUSION_EXECUTION_TARGET_PARTITIONS).
-        let config = SessionConfig::from_env()
-            .map_err(|e| engine_error("reading DATAFUSION_* settings", e))?
-            .with_information_schema(true)
-            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
-            // Strings as plain Utf8, not views: a chain of joins over view arrays keeps every
-            // input buffer the views point into alive (7 GB instead of 0.5 GB joining three
-            // 1M-row marts onto the customers in customer_profile).
-            .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
-            .set_bool("datafusion.sql_parser.enable_ident_normalization", true);
-        // Fair shares between the operators that can spill; the five largest consumers are named
-        // when the limit is hit by one that cannot.
-        let pool =
-            TrackConsumersPool::new(FairSpillPool::new(memory_limit_bytes), NonZeroUsize::new(5).expect("5 > 0"));
+        let config = SessionConfig::from_env().map_err(|e| engine_error("reading DATAFUSION_* settings", e))?;
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(pool))
+            .with_memory_pool(memory_pool(memory_limit_bytes))
             .build_arc()
             .map_err(|e| engine_error("starting the query engine", e))?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let ctx = SessionContext::new_with_config_rt(with_keymart_options(config), runtime);
         ctx.register_object_store(&location.store_url, location.store.clone());
         register_functions(&ctx);
-        Ok(Engine { ctx })
+        Ok(Engine { ctx, name: "local".into() })
     }
 
     /// Parquet reading with the session's options (a bare `ParquetFormat::default()` would read
@@ -156,6 +164,24 @@ fn sql_type(data_type: &DataType) -> Option<sqlparser::ast::DataType> {
     })
 }
 
+/// The options every keymart session runs with, local or on a Ballista cluster.
+pub fn with_keymart_options(config: SessionConfig) -> SessionConfig {
+    config
+        .with_information_schema(true)
+        .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+        // Strings as plain Utf8, not views: a chain of joins over view arrays keeps every
+        // input buffer the views point into alive (7 GB instead of 0.5 GB joining three
+        // 1M-row marts onto the customers in customer_profile).
+        .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
+        .set_bool("datafusion.sql_parser.enable_ident_normalization", true)
+}
+
+/// Fair shares of `limit_bytes` between the operators that can spill; the five largest consumers
+/// are named when the limit is hit by one that cannot.
+fn memory_pool(limit_bytes: usize) -> Arc<dyn MemoryPool> {
+    Arc::new(TrackConsumersPool::new(FairSpillPool::new(limit_bytes), NonZeroUsize::new(5).expect("5 > 0")))
+}
+
 /// keymart's SQL functions (the customer-base models).
 pub fn register_functions(ctx: &SessionContext) {
     for function in crate::models::udf::scalar_functions() {
@@ -224,7 +250,7 @@ mod tests {
 
     #[tokio::test]
     async fn placeholders_are_bound_as_typed_values() {
-        let engine = Engine { ctx: SessionContext::new() };
+        let engine = Engine { ctx: SessionContext::new(), name: "local".into() };
         let vars = vec![
             ("window_days".to_string(), VarSpec::Plain(Scalar::Int(30))),
             (

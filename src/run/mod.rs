@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 
 use crate::config::{Diagnostics, Project};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineSpec};
 use crate::error::{Error, Result};
 use crate::ingest::{self, IngestContext, LoadStatus, SourceLoad};
 use crate::progress::Progress;
@@ -28,6 +28,8 @@ pub use pipeline::{RunReport, RunRequest, run};
 pub struct Overrides {
     pub warehouse: Option<String>,
     pub landing: Option<String>,
+    /// `local` or `ballista://HOST:PORT`; overrides keymart.yaml's `engine`.
+    pub engine: Option<String>,
 }
 
 /// An opened project: configuration validated, warehouse and landing zone reachable.
@@ -36,6 +38,8 @@ pub struct Session {
     pub warehouse: Warehouse,
     pub landing: Location,
     pub progress: Progress,
+    /// Where the models run.
+    pub engine: EngineSpec,
 }
 
 impl Session {
@@ -49,10 +53,15 @@ impl Session {
         }
     }
 
-    /// The query engine for this project's warehouse.
-    pub fn engine(&self) -> Result<Engine> {
+    /// The query engine for this project's warehouse: this process, or the Ballista cluster
+    /// the project (or --engine) names.
+    pub async fn engine(&self) -> Result<Engine> {
         let limit = self.project.settings.memory_limit_mb.saturating_mul(1024 * 1024);
-        Engine::local(&self.warehouse.location, usize::try_from(limit).unwrap_or(usize::MAX))
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        match &self.engine {
+            EngineSpec::Local => Engine::local(&self.warehouse.location, limit),
+            EngineSpec::Ballista(scheduler) => Engine::ballista(scheduler, &self.warehouse.location, limit).await,
+        }
     }
 
     pub fn open(project_dir: &Path, overrides: &Overrides, progress: Progress) -> Result<Session> {
@@ -61,7 +70,11 @@ impl Session {
         let warehouse = Warehouse::open(&project.warehouse_url(overrides.warehouse.as_deref()), project_dir, storage)?;
         let landing_spec = overrides.landing.clone().or_else(|| project.settings.landing.clone());
         let landing = warehouse.landing(landing_spec.as_deref(), project_dir, storage)?;
-        Ok(Session { project, warehouse, landing, progress })
+        let engine = match overrides.engine.as_deref().or(project.settings.engine.as_ref().map(|e| e.value.as_str())) {
+            Some(spec) => EngineSpec::parse(spec).map_err(|e| Error::Usage(format!("engine {e}")))?,
+            None => EngineSpec::Local,
+        };
+        Ok(Session { project, warehouse, landing, progress, engine })
     }
 }
 

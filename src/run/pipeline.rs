@@ -176,7 +176,7 @@ impl Plan<'_> {
             return Err(Error::InputRejected(format!("{as_of}: {}", failures.join("\n"))));
         }
 
-        let engine = session.engine()?;
+        let engine = session.engine().await?;
         let params = Params::new(as_of, &pipeline.vars)?;
         let transform =
             Transform { engine: &engine, warehouse: &session.warehouse, pipeline, as_of, run_id, params: &params };
@@ -230,7 +230,7 @@ impl Plan<'_> {
                 "ok".to_string()
             };
             lines.push(line(name, model.materialized, materialization.rows, &outcomes, outcome));
-            ledger.steps.push(Step::Model { as_of, engine: "local".into(), run: materialization.clone() });
+            ledger.steps.push(Step::Model { as_of, engine: engine.name.clone(), run: materialization.clone() });
             ledger.steps.extend(outcomes.into_iter().map(|outcome| Step::Test { as_of, outcome }));
             written.push(materialization);
         }

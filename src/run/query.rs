@@ -26,8 +26,8 @@ pub async fn query(
     format: OutputFormat,
 ) -> Result<String> {
     let pipeline = session.project.select_pipeline(pipeline).map_err(Error::Usage)?;
-    let engine = session.engine()?;
-    let engine = Engine { ctx: engine.ctx.enable_url_table() };
+    let engine = session.engine().await?;
+    let engine = Engine { ctx: engine.ctx.enable_url_table(), name: engine.name.clone() };
     for mart in pipeline.models.iter().filter(|m| m.materialized == Materialized::Mart) {
         let snapshots = session.warehouse.committed_snapshots(&mart.name).await?;
         let visible: Vec<_> = snapshots.iter().filter(|s| as_of.is_none_or(|d| s.as_of <= d)).collect();

@@ -9,9 +9,10 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use chrono::NaiveDate;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Column;
 use datafusion::logical_expr::{Expr, SortExpr, cast, col, lit};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::DataFrame;
 use serde::Serialize;
 
@@ -95,6 +96,12 @@ impl Transform<'_> {
             // row stands unless a later load has its key. Only loads after the first can
             // supersede anything, and they are the small daily ones: the anti-join builds on
             // their keys alone, where a window over all history would sort every row.
+            // The first load alone: nothing can be superseded yet, and no anti-join against an
+            // empty set of later loads is planned.
+            LoadMode::Incremental if dates.len() == 1 => (
+                format!("SELECT {}, load_date FROM {raw_table} WHERE load_date <= $as_of", columns.join(", ")),
+                vec![latest],
+            ),
             LoadMode::Incremental => {
                 let matches: Vec<String> =
                     contract.primary_key.value.iter().map(|k| format!("n.{k} = r.{k}", k = quote(k))).collect();
@@ -131,15 +138,20 @@ impl Transform<'_> {
             let schema = declared_schema(model).ok_or_else(|| {
                 Error::Usage(format!("mart `{mart}` is read as {table}: declare its `columns` in the pipeline"))
             })?;
-            if files.is_empty() {
-                let empty = datafusion::datasource::empty::EmptyTable::new(schema.into());
-                self.engine
-                    .ctx
-                    .register_table(&table, std::sync::Arc::new(empty))
-                    .map_err(|e| engine_error(&table, e))?;
+            let schema: SchemaRef = schema.into();
+            let urls = if files.is_empty() {
+                // Before the first commit: a Parquet file without rows, written for the run. An
+                // in-memory empty table plans as an empty operator, and Ballista 55's scheduler
+                // never finishes some stages built on one (tests/it/ballista.rs hangs with it).
+                let key =
+                    self.warehouse.location.key(&format!("_staging/{}/empty/{table}/part-0.parquet", self.run_id));
+                let no_rows = RecordBatchStreamAdapter::new(schema.clone(), futures::stream::empty());
+                let written = write_stream(&self.warehouse.location, key, schema.clone(), Box::pin(no_rows)).await?;
+                vec![self.warehouse.location.url_of(&written.key)]
             } else {
-                self.engine.register_files(&table, &self.warehouse.file_urls(&files), Some(schema.into())).await?;
-            }
+                self.warehouse.file_urls(&files)
+            };
+            self.engine.register_files(&table, &urls, Some(schema)).await?;
         }
         Ok(())
     }

@@ -74,3 +74,22 @@ fn a_yaml_syntax_error_names_its_line() {
     assert_exit(&output, 2);
     insta::assert_snapshot!(stderr(&output));
 }
+
+#[test]
+fn an_engine_that_is_neither_local_nor_a_ballista_url_is_reported_at_its_line() {
+    let project = TestProject::new("sources: {}\n");
+    std::fs::write(project.path().join("keymart.yaml"), "warehouse: ./warehouse\nengine: ballista://scheduler\n")
+        .unwrap();
+    let output = project.keymart(&["check"]);
+    assert_exit(&output, 2);
+    assert!(
+        stderr(&output).contains("keymart.yaml:2:9: engine: `ballista://scheduler`: expected `ballista://HOST:PORT`"),
+        "{}",
+        stderr(&output)
+    );
+    // The same mistake on the command line is one line and exit 2 too.
+    std::fs::write(project.path().join("keymart.yaml"), "warehouse: ./warehouse\n").unwrap();
+    let output = project.keymart(&["run", "--as-of", "2024-06-01", "--engine", "spark://x:1"]);
+    assert_exit(&output, 2);
+    assert!(stderr(&output).contains("expected `local` or `ballista://HOST:PORT`"), "{}", stderr(&output));
+}

@@ -106,6 +106,15 @@ impl TestProject {
         rows(&read_parquet(&self.warehouse().join(relative)))
     }
 
+    /// The bytes of a mart's committed file for a date (the one its `_SUCCESS` names).
+    pub fn committed_file(&self, mart: &str, day: &str) -> Vec<u8> {
+        let manifest = self.warehouse().join(format!("marts/{mart}/as_of={day}/_SUCCESS"));
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&manifest).unwrap_or_else(|e| panic!("{}: {e}", manifest.display())))
+                .unwrap();
+        std::fs::read(self.warehouse().join(manifest["files"][0].as_str().unwrap())).unwrap()
+    }
+
     /// The run ledger that started last.
     pub fn last_ledger(&self) -> serde_json::Value {
         let runs = self.warehouse().join("_runs");

@@ -1,0 +1,206 @@
+//! The shipped pipeline on a real Ballista cluster on loopback: a scheduler and two executors
+//! started from the keymart binary as separate processes (`keymart ballista …`), and
+//! `keymart run --engine ballista://…` against it.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{SAMPLE_MARTS, TestProject, assert_exit, keymart, repo_root, stderr};
+
+const DAYS: [&str; 3] = ["2024-06-01", "2024-06-02", "2024-06-03"];
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, what: &str, log: &Path) {
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what} did not listen on {port}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A process whose output goes to a log file, killed when dropped.
+struct Process {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn start(args: &[String], log: PathBuf) -> Process {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = keymart()
+            .args(args)
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("keymart ballista");
+        Process { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    scheduler_port: u16,
+    _scheduler: Process,
+    executors: Vec<Process>,
+}
+
+impl Cluster {
+    /// A scheduler and `executors` executors, each with 2 task slots, all registered.
+    fn start(executors: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let scheduler_port = free_port();
+        let scheduler = Process::start(
+            &["ballista", "scheduler", "--bind-port", &scheduler_port.to_string(), "--executor-timeout-seconds", "5"]
+                .map(String::from),
+            dir.path().join("scheduler.log"),
+        );
+        wait_for_port(scheduler_port, "the scheduler", &scheduler.log);
+        let executors = (0..executors)
+            .map(|i| {
+                let (flight, grpc) = (free_port(), free_port());
+                let work = dir.path().join(format!("executor-{i}"));
+                std::fs::create_dir_all(&work).unwrap();
+                let executor = Process::start(
+                    &[
+                        "-v", // the model functions log their fits at debug level: proof they ran here
+                        "ballista",
+                        "executor",
+                        "--scheduler-port",
+                        &scheduler_port.to_string(),
+                        "--bind-port",
+                        &flight.to_string(),
+                        "--bind-grpc-port",
+                        &grpc.to_string(),
+                        "--concurrent-tasks",
+                        "2",
+                        "--work-dir",
+                        work.to_str().unwrap(),
+                        "--executor-heartbeat-interval-seconds",
+                        "1",
+                    ]
+                    .map(String::from),
+                    dir.path().join(format!("executor-{i}.log")),
+                );
+                wait_for_port(flight, "an executor", &executor.log);
+                wait_for_port(grpc, "an executor", &executor.log);
+                executor
+            })
+            .collect();
+        // Registration is the executor's first call after it listens.
+        std::thread::sleep(Duration::from_secs(1));
+        Cluster { dir, scheduler_port, _scheduler: scheduler, executors }
+    }
+
+    fn engine(&self) -> String {
+        format!("ballista://127.0.0.1:{}", self.scheduler_port)
+    }
+
+    fn logs(&self) -> String {
+        self.executors.iter().map(Process::log).collect::<Vec<_>>().join("\n")
+    }
+}
+
+fn sample_project() -> TestProject {
+    let project = TestProject::shipped();
+    crate::support::copy_dir(&repo_root().join("warehouse/landing"), &project.landing());
+    project
+}
+
+#[test]
+fn the_sample_on_a_loopback_cluster_publishes_the_same_bytes_as_the_local_engine() {
+    let cluster = Cluster::start(2);
+    let on_cluster = sample_project();
+    let output = on_cluster.keymart(&["run", "--from", DAYS[0], "--to", DAYS[2], "--engine", &cluster.engine()]);
+    assert_exit(&output, 0);
+
+    let local = sample_project();
+    assert_exit(&local.keymart(&["run", "--from", DAYS[0], "--to", DAYS[2]]), 0);
+    for day in DAYS {
+        for mart in SAMPLE_MARTS {
+            assert!(
+                on_cluster.committed_file(mart, day) == local.committed_file(mart, day),
+                "{mart} {day}: the cluster's file differs from the local engine's"
+            );
+        }
+    }
+    // The ledger says where each model ran.
+    let ledger = on_cluster.last_ledger();
+    let engines: Vec<&str> = ledger["steps"].as_array().unwrap().iter().filter_map(|s| s["engine"].as_str()).collect();
+    assert!(!engines.is_empty() && engines.iter().all(|e| *e == cluster.engine()), "{engines:?}");
+    // The model functions ran on the executors: the fit is logged by an executor process.
+    assert!(cluster.logs().contains("distinct observations"), "no executor fitted the model:\n{}", cluster.logs());
+    let _ = &cluster.dir;
+}
+
+#[test]
+fn an_unreachable_scheduler_is_one_clear_line_and_nothing_is_published() {
+    let project = sample_project();
+    let engine = format!("ballista://127.0.0.1:{}", free_port());
+    let output = project.keymart(&["run", "--as-of", DAYS[0], "--engine", &engine]);
+    assert_exit(&output, 2);
+    assert!(
+        stderr(&output).contains(&format!("cannot reach the Ballista scheduler at {engine}")),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!project.warehouse().join("marts").exists());
+}
+
+#[test]
+fn an_executor_killed_mid_run_leaves_no_partial_mart_and_the_next_run_completes() {
+    let mut cluster = Cluster::start(2);
+    let project = sample_project();
+    let engine = cluster.engine();
+    // Paused after the first mart's files are written, before its commit: the run is mid-way.
+    let (child, marker) = project.start_paused(&["--from", DAYS[0], "--to", DAYS[2], "--engine", &engine], &[]);
+    let mut killed = cluster.executors.remove(0);
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    std::fs::remove_file(&marker).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let code = output.status.code();
+    eprintln!("the run an executor died under: exit {code:?} {}", stderr(&output));
+    // Either the survivor finished the run, or it failed in one clear line.
+    assert!(code == Some(0) || code == Some(1), "exit {code:?}: {}", stderr(&output));
+    if code == Some(1) {
+        assert!(stderr(&output).lines().any(|l| l.starts_with("error: model ")), "{}", stderr(&output));
+    }
+    // Whatever is committed is whole: every file a _SUCCESS names exists.
+    for day in DAYS {
+        for mart in SAMPLE_MARTS {
+            let manifest = project.warehouse().join(format!("marts/{mart}/as_of={day}/_SUCCESS"));
+            if manifest.exists() {
+                let _ = project.committed_file(mart, day);
+            }
+        }
+    }
+    // The next run, on the executor left, completes every date.
+    let rerun = project.keymart(&["run", "--from", DAYS[0], "--to", DAYS[2], "--engine", &engine]);
+    assert_exit(&rerun, 0);
+    for day in DAYS {
+        for mart in SAMPLE_MARTS {
+            assert!(!project.committed_file(mart, day).is_empty(), "{mart} {day}");
+        }
+    }
+}
