@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::s3::{SECRET, committed_on_bucket, keymart_s3, s3_project, sample_lake};
 use crate::support::{SAMPLE_MARTS, TestProject, assert_exit, keymart, repo_root, stderr};
 
 const DAYS: [&str; 3] = ["2024-06-01", "2024-06-02", "2024-06-03"];
@@ -35,10 +36,11 @@ struct Process {
 }
 
 impl Process {
-    fn start(args: &[String], log: PathBuf) -> Process {
+    fn start(args: &[String], env: &[(&str, String)], log: PathBuf) -> Process {
         let file = std::fs::File::create(&log).unwrap();
         let child = keymart()
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
             .spawn()
@@ -68,11 +70,18 @@ struct Cluster {
 impl Cluster {
     /// A scheduler and `executors` executors, each with 2 task slots, all registered.
     fn start(executors: usize) -> Cluster {
+        Cluster::start_with_env(executors, &[])
+    }
+
+    /// The same, the scheduler and executors started with `env` (their object-store credentials:
+    /// the scheduler lists the files it plans over, the executors read them).
+    fn start_with_env(executors: usize, env: &[(&str, String)]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let scheduler_port = free_port();
         let scheduler = Process::start(
             &["ballista", "scheduler", "--bind-port", &scheduler_port.to_string(), "--executor-timeout-seconds", "5"]
                 .map(String::from),
+            env,
             dir.path().join("scheduler.log"),
         );
         wait_for_port(scheduler_port, "the scheduler", &scheduler.log);
@@ -100,6 +109,7 @@ impl Cluster {
                         "1",
                     ]
                     .map(String::from),
+                    env,
                     dir.path().join(format!("executor-{i}.log")),
                 );
                 wait_for_port(flight, "an executor", &executor.log);
@@ -201,6 +211,32 @@ fn an_executor_killed_mid_run_leaves_no_partial_mart_and_the_next_run_completes(
     for day in DAYS {
         for mart in SAMPLE_MARTS {
             assert!(!project.committed_file(mart, day).is_empty(), "{mart} {day}");
+        }
+    }
+}
+
+#[test]
+fn with_the_warehouse_on_s3_the_executors_read_it_and_the_marts_match_the_local_engine() {
+    let (server, bucket) = sample_lake();
+    // The cluster has no keymart.yaml: the provider's environment variables reach the bucket.
+    let credentials = [
+        ("AWS_ENDPOINT", server.endpoint()),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
+    ];
+    let cluster = Cluster::start_with_env(2, &credentials);
+    let on_s3 = s3_project(&server.endpoint(), "lake", "");
+    let output = keymart_s3(&on_s3, &["run", "--from", DAYS[0], "--to", DAYS[1], "--engine", &cluster.engine()]);
+    assert_exit(&output, 0);
+
+    let local = sample_project();
+    assert_exit(&local.keymart(&["run", "--from", DAYS[0], "--to", DAYS[1]]), 0);
+    for day in &DAYS[..2] {
+        for mart in SAMPLE_MARTS {
+            let on_bucket = committed_on_bucket(&bucket, mart, day);
+            assert!(on_bucket == local.committed_file(mart, day), "{mart} {day}: the bucket's file differs");
         }
     }
 }

@@ -15,7 +15,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::support::{SAMPLE_MARTS, TestProject, assert_exit, files_under, keymart, repo_root, stderr, stdout};
 
-const SECRET: &str = "s3cr3t-never-shown";
+pub(crate) const SECRET: &str = "s3cr3t-never-shown";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -30,13 +30,13 @@ fn wait_for_port(port: u16) {
 }
 
 /// A moto S3 server on a free loopback port, stopped when dropped.
-struct S3Server {
+pub(crate) struct S3Server {
     child: Child,
     port: u16,
 }
 
 impl S3Server {
-    fn start(env: &[(&str, &str)]) -> S3Server {
+    pub(crate) fn start(env: &[(&str, &str)]) -> S3Server {
         let installed =
             Command::new("python3").args(["-c", "import moto.server"]).output().is_ok_and(|o| o.status.success());
         assert!(installed, "moto is needed for the S3 tests: pip install 'moto[server]' (.ci/run does)");
@@ -53,12 +53,12 @@ impl S3Server {
         server
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Create a bucket with a plain (unsigned) request, as moto accepts.
-    fn create_bucket(&self, bucket: &str) {
+    pub(crate) fn create_bucket(&self, bucket: &str) {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         write!(
             stream,
@@ -72,7 +72,7 @@ impl S3Server {
     }
 
     /// A client of the bucket, for putting extracts in and reading marts out.
-    fn bucket(&self, bucket: &str) -> Arc<dyn ObjectStore> {
+    pub(crate) fn bucket(&self, bucket: &str) -> Arc<dyn ObjectStore> {
         Arc::new(
             AmazonS3Builder::new()
                 .with_bucket_name(bucket)
@@ -156,7 +156,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Upload a local folder under a key prefix.
-fn upload(store: &Arc<dyn ObjectStore>, dir: &Path, prefix: &str) {
+pub(crate) fn upload(store: &Arc<dyn ObjectStore>, dir: &Path, prefix: &str) {
     let rt = runtime();
     for relative in files_under(dir) {
         let key = Key::from(format!("{prefix}/{relative}"));
@@ -164,12 +164,12 @@ fn upload(store: &Arc<dyn ObjectStore>, dir: &Path, prefix: &str) {
     }
 }
 
-fn get(store: &Arc<dyn ObjectStore>, key: &str) -> Option<Vec<u8>> {
+pub(crate) fn get(store: &Arc<dyn ObjectStore>, key: &str) -> Option<Vec<u8>> {
     runtime().block_on(async { Some(store.get(&Key::from(key)).await.ok()?.bytes().await.ok()?.to_vec()) })
 }
 
 /// The shipped project with its warehouse and landing zone in the bucket.
-fn s3_project(endpoint: &str, bucket: &str, extra_storage: &str) -> TestProject {
+pub(crate) fn s3_project(endpoint: &str, bucket: &str, extra_storage: &str) -> TestProject {
     let project = TestProject::shipped();
     let settings = format!(
         "warehouse: s3://{bucket}/wh\nlanding: s3://{bucket}/landing\nlock_ttl_seconds: 60\nstorage:\n  max_retries: 1\n  retry_timeout_seconds: 2\n  options:\n    aws_endpoint: {endpoint}\n    aws_allow_http: \"true\"\n    aws_region: us-east-1\n    aws_access_key_id: testing\n    aws_secret_access_key: ${{KEYMART_TEST_SECRET}}\n{extra_storage}"
@@ -178,7 +178,7 @@ fn s3_project(endpoint: &str, bucket: &str, extra_storage: &str) -> TestProject 
     project
 }
 
-fn keymart_s3(project: &TestProject, args: &[&str]) -> std::process::Output {
+pub(crate) fn keymart_s3(project: &TestProject, args: &[&str]) -> std::process::Output {
     keymart()
         .arg("--project")
         .arg(project.path())
@@ -189,13 +189,27 @@ fn keymart_s3(project: &TestProject, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-const DAYS: [&str; 3] = ["2024-06-01", "2024-06-02", "2024-06-03"];
-#[test]
-fn the_sample_on_s3_publishes_the_same_bytes_as_on_local_disk() {
+/// A server with bucket `lake` holding the sample's landing zone under `landing/`.
+pub(crate) fn sample_lake() -> (S3Server, Arc<dyn ObjectStore>) {
     let server = S3Server::start(&[]);
     server.create_bucket("lake");
     let bucket = server.bucket("lake");
     upload(&bucket, &repo_root().join("warehouse/landing"), "landing");
+    (server, bucket)
+}
+
+/// The committed file of a mart and date in a warehouse at `wh/` of the bucket.
+pub(crate) fn committed_on_bucket(bucket: &Arc<dyn ObjectStore>, mart: &str, day: &str) -> Vec<u8> {
+    let manifest_key = format!("wh/marts/{mart}/as_of={day}/_SUCCESS");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&get(bucket, &manifest_key).expect(&manifest_key)).unwrap();
+    get(bucket, &format!("wh/{}", manifest["files"][0].as_str().unwrap())).unwrap()
+}
+
+const DAYS: [&str; 3] = ["2024-06-01", "2024-06-02", "2024-06-03"];
+#[test]
+fn the_sample_on_s3_publishes_the_same_bytes_as_on_local_disk() {
+    let (server, bucket) = sample_lake();
     let on_s3 = s3_project(&server.endpoint(), "lake", "");
     let output = keymart_s3(&on_s3, &["run", "--from", DAYS[0], "--to", DAYS[2]]);
     assert_exit(&output, 0);
@@ -215,10 +229,10 @@ fn the_sample_on_s3_publishes_the_same_bytes_as_on_local_disk() {
             .unwrap();
             assert_eq!(manifest["rows"], local_manifest["rows"], "{mart} {day}");
             assert_eq!(manifest["schema_hash"], local_manifest["schema_hash"], "{mart} {day}");
-            let s3_file = get(&bucket, &format!("wh/{}", manifest["files"][0].as_str().unwrap())).unwrap();
-            let local_file =
-                std::fs::read(local.warehouse().join(local_manifest["files"][0].as_str().unwrap())).unwrap();
-            assert!(s3_file == local_file, "{mart} {day}: the S3 file differs from the local one");
+            assert!(
+                committed_on_bucket(&bucket, mart, day) == local.committed_file(mart, day),
+                "{mart} {day}: the S3 file differs from the local one"
+            );
         }
     }
     // Queries and the ledger work against the bucket too; the secret is nowhere in the ledger.
