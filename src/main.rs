@@ -109,43 +109,9 @@ enum Command {
 #[derive(Subcommand)]
 enum BallistaCommand {
     /// A scheduler: runs `keymart run --engine ballista://HOST:PORT` jobs on its executors.
-    Scheduler {
-        #[arg(long, default_value = "127.0.0.1", value_name = "HOST")]
-        bind_host: String,
-        #[arg(long, default_value_t = 50050, value_name = "PORT")]
-        bind_port: u16,
-        /// Seconds without a heartbeat before an executor is taken for dead and its tasks rerun elsewhere.
-        #[arg(long, default_value_t = 180, value_name = "SECONDS")]
-        executor_timeout_seconds: u64,
-    },
+    Scheduler(ballista::SchedulerOptions),
     /// An executor: runs the scheduler's tasks (reading the warehouse itself) and serves their results.
-    Executor {
-        #[arg(long, default_value = "127.0.0.1", value_name = "HOST")]
-        scheduler_host: String,
-        #[arg(long, default_value_t = 50050, value_name = "PORT")]
-        scheduler_port: u16,
-        /// Address the executor listens on.
-        #[arg(long, default_value = "127.0.0.1", value_name = "HOST")]
-        bind_host: String,
-        /// Address the others reach it at (default: --bind-host).
-        #[arg(long, value_name = "HOST")]
-        external_host: Option<String>,
-        /// Arrow Flight port (shuffle reads and results).
-        #[arg(long, default_value_t = 50051, value_name = "PORT")]
-        bind_port: u16,
-        /// gRPC port the scheduler pushes tasks to.
-        #[arg(long, default_value_t = 50052, value_name = "PORT")]
-        bind_grpc_port: u16,
-        /// Tasks run at once (default: number of cores).
-        #[arg(long, value_name = "N")]
-        concurrent_tasks: Option<usize>,
-        /// Folder for shuffle files (default: a temporary folder).
-        #[arg(long, value_name = "DIR")]
-        work_dir: Option<String>,
-        /// Seconds between heartbeats to the scheduler (keep below its --executor-timeout-seconds).
-        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-        executor_heartbeat_interval_seconds: u64,
-    },
+    Executor(ballista::ExecutorOptions),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -332,33 +298,8 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
             println!("{}", keymart::generate::summary(&manifest));
             Ok(())
         }
-        Command::Ballista(BallistaCommand::Scheduler { bind_host, bind_port, executor_timeout_seconds }) => {
-            ballista::run_scheduler(ballista::SchedulerOptions { bind_host, bind_port, executor_timeout_seconds }).await
-        }
-        Command::Ballista(BallistaCommand::Executor {
-            scheduler_host,
-            scheduler_port,
-            bind_host,
-            external_host,
-            bind_port,
-            bind_grpc_port,
-            concurrent_tasks,
-            work_dir,
-            executor_heartbeat_interval_seconds,
-        }) => {
-            ballista::run_executor(ballista::ExecutorOptions {
-                scheduler_host,
-                scheduler_port,
-                external_host: external_host.unwrap_or_else(|| bind_host.clone()),
-                bind_host,
-                bind_port,
-                bind_grpc_port,
-                concurrent_tasks: concurrent_tasks.unwrap_or_else(default_workers),
-                work_dir,
-                heartbeat_interval_seconds: executor_heartbeat_interval_seconds,
-            })
-            .await
-        }
+        Command::Ballista(BallistaCommand::Scheduler(options)) => ballista::run_scheduler(options).await,
+        Command::Ballista(BallistaCommand::Executor(options)) => ballista::run_executor(options).await,
     }
 }
 

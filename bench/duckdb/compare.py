@@ -17,16 +17,14 @@ from pathlib import Path
 import duckdb
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from night import committed_snapshots  # noqa: E402
+
 SQL_TOLERANCE = 1e-9
 MODEL_TOLERANCE = 1e-6
 MODEL_COLUMNS = {"p_alive", "expected_purchases_90d", "expected_purchases", "expected_spend", "clv"}
 FLOAT_TYPES = {"DOUBLE", "FLOAT"}
 EXAMPLES = 3
-
-
-def committed_files(warehouse, mart, as_of):
-    manifest = json.loads((warehouse / "marts" / mart / f"as_of={as_of}" / "_SUCCESS").read_text())
-    return [str(warehouse / f) for f in manifest["files"]]
 
 
 def columns(con, view):
@@ -43,36 +41,33 @@ def differs(column, kind):
 
 
 def compare_mart(con, warehouse, duckdb_out, mart, key, as_of):
-    """Problems found (empty when the marts agree) and a one-line summary."""
-    con.execute(f"CREATE OR REPLACE VIEW k AS SELECT * FROM read_parquet({committed_files(warehouse, mart, as_of)!r})")
+    """Problems found (empty when the marts agree) and a one-line summary. One pass over the join
+    counts the unmatched rows and, per column, the differing rows and the largest relative
+    difference; examples are fetched only for the columns that differ."""
+    con.execute(f"CREATE OR REPLACE VIEW k AS SELECT * FROM read_parquet({committed_snapshots(warehouse, mart)[as_of]!r})")
     con.execute(f"CREATE OR REPLACE VIEW d AS SELECT * FROM read_parquet('{duckdb_out / 'marts' / mart}.parquet')")
     keymart_columns, duckdb_columns = columns(con, "k"), columns(con, "d")
     problems = [f"{mart}: column {c} only in {side}" for side, mine, theirs in
                 (("keymart", keymart_columns, duckdb_columns), ("DuckDB", duckdb_columns, keymart_columns))
                 for c in mine if c not in theirs]
-    on = " AND ".join(f'k."{c}" = d."{c}"' for c in key)
-    joined = f"FROM k FULL OUTER JOIN d ON {on}"
-    unmatched = con.execute(f"SELECT count(*) FILTER (WHERE d.\"{key[0]}\" IS NULL), "
-                            f"count(*) FILTER (WHERE k.\"{key[0]}\" IS NULL), count(*) {joined}").fetchone()
-    if unmatched[0] or unmatched[1]:
-        problems.append(f"{mart}: {unmatched[0]} rows only in keymart, {unmatched[1]} only in DuckDB")
+    joined = "FROM k FULL OUTER JOIN d ON " + " AND ".join(f'k."{c}" = d."{c}"' for c in key)
+    matched = f'k."{key[0]}" IS NOT NULL AND d."{key[0]}" IS NOT NULL'
     compared = [c for c in keymart_columns if c in duckdb_columns and c not in key]
-    for column in compared:
-        kind = keymart_columns[column] if keymart_columns[column] in FLOAT_TYPES else duckdb_columns[column]
-        condition = differs(column, kind)
-        count = con.execute(f"SELECT count(*) {joined} WHERE k.\"{key[0]}\" IS NOT NULL AND d.\"{key[0]}\" IS NOT NULL "
-                            f"AND {condition}").fetchone()[0]
-        if count:
-            keys = ", ".join(f'k."{c}"' for c in key)
-            rows = con.execute(f'SELECT {keys}, k."{column}", d."{column}" {joined} WHERE k."{key[0]}" IS NOT NULL '
-                               f'AND d."{key[0]}" IS NOT NULL AND {condition} ORDER BY ALL LIMIT {EXAMPLES}').fetchall()
-            problems.append(f"{mart}.{column}: {count} rows differ, e.g. (key…, keymart, DuckDB) {rows}")
-    worst = {}
-    for column in (c for c in compared if keymart_columns[c] in FLOAT_TYPES):
-        worst[column] = con.execute(
-            f'SELECT max(abs(k."{column}" - d."{column}") / nullif(greatest(abs(k."{column}"), abs(d."{column}")), 0)) '
-            f"{joined}").fetchone()[0] or 0.0
-    summary = f"{mart}: {unmatched[2]} rows, {len(compared)} columns"
+    floats = [c for c in compared if keymart_columns[c] in FLOAT_TYPES]
+    conditions = {c: differs(c, keymart_columns[c] if c in floats else duckdb_columns[c]) for c in compared}
+    measures = [f'count(*) FILTER (WHERE d."{key[0]}" IS NULL)', f'count(*) FILTER (WHERE k."{key[0]}" IS NULL)', "count(*)"]
+    measures += [f"count(*) FILTER (WHERE {matched} AND {conditions[c]})" for c in compared]
+    measures += [f'max(abs(k."{c}" - d."{c}") / nullif(greatest(abs(k."{c}"), abs(d."{c}")), 0))' for c in floats]
+    only_keymart, only_duckdb, rows, *found = con.execute(f"SELECT {', '.join(measures)} {joined}").fetchone()
+    differing, worst = dict(zip(compared, found)), dict(zip(floats, (w or 0.0 for w in found[len(compared):])))
+    if only_keymart or only_duckdb:
+        problems.append(f"{mart}: {only_keymart} rows only in keymart, {only_duckdb} only in DuckDB")
+    keys = ", ".join(f'k."{c}"' for c in key)
+    for column in (c for c in compared if differing[c]):
+        examples = con.execute(f'SELECT {keys}, k."{column}", d."{column}" {joined} WHERE {matched} '
+                               f"AND {conditions[column]} ORDER BY ALL LIMIT {EXAMPLES}").fetchall()
+        problems.append(f"{mart}.{column}: {differing[column]} rows differ, e.g. (key…, keymart, DuckDB) {examples}")
+    summary = f"{mart}: {rows} rows, {len(compared)} columns"
     if worst:
         column = max(worst, key=worst.get)
         summary += f", largest relative difference {worst[column]:.1e} ({column})"

@@ -65,6 +65,15 @@ def literal(value, declared=None):
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def committed_snapshots(warehouse, mart):
+    """{as_of: files} of keymart's committed snapshots of a mart (its _SUCCESS manifests)."""
+    found = {}
+    for manifest in (warehouse / "marts" / mart).glob("as_of=*/_SUCCESS"):
+        committed = json.loads(manifest.read_text())
+        found[committed["as_of"]] = [str(warehouse / f) for f in committed["files"]]
+    return found
+
+
 class Night:
     def __init__(self, project, as_of, out):
         self.project = project
@@ -108,8 +117,9 @@ class Night:
         models = {Path(m["path"]).stem: m for m in self.pipeline["models"] if not m["path"].startswith("sql/checks/")}
         for mart in (n for n, m in models.items() if m["materialized"] == "mart"):
             self.register_history(mart)
-        for name in self.dependency_order(models):
-            self.timed(name, lambda: self.build(name, models[name]))
+        texts = {name: self.sql(name, model) for name, model in models.items()}
+        for name in self.dependency_order(texts):
+            self.timed(name, lambda: self.build(name, models[name], texts[name]))
 
     def register_source(self, name, source):
         """The newest version of each key loaded up to the night."""
@@ -119,25 +129,19 @@ class Night:
             SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY load_date DESC) AS newest
             FROM {scan} WHERE load_date <= DATE '{self.as_of}') WHERE newest = 1""")
 
-    def snapshots(self, mart):
-        """{as_of: files} of keymart's committed snapshots of a mart (its _SUCCESS manifests)."""
-        found = {}
-        for manifest in (self.warehouse / "marts" / mart).glob("as_of=*/_SUCCESS"):
-            committed = json.loads(manifest.read_text())
-            found[committed["as_of"]] = [str(self.warehouse / f) for f in committed["files"]]
-        return found
-
     def register_history(self, mart):
-        snapshots = self.snapshots(mart)
+        snapshots = committed_snapshots(self.warehouse, mart)
         earlier = [f for day, files in snapshots.items() if day < self.as_of for f in files]
         if earlier:
             self.con.execute(f"CREATE VIEW {mart}_history AS SELECT * FROM read_parquet({earlier!r}, union_by_name = true)")
         else:  # the first night: an empty history with the mart's columns
             self.con.execute(f"CREATE VIEW {mart}_history AS SELECT * FROM read_parquet({snapshots[self.as_of]!r}) LIMIT 0")
 
-    def dependency_order(self, models):
-        reads = {name: {other for other in models if other != name and re.search(rf"\b{other}\b", self.sql(name, model))}
-                 for name, model in models.items()}
+    def dependency_order(self, texts):
+        """The models (name → SQL) in an order where each comes after the models it reads."""
+        models = list(texts)
+        reads = {name: {other for other in models if other != name and re.search(rf"\b{other}\b", text)}
+                 for name, text in texts.items()}
         ordered = []
         while len(ordered) < len(models):
             ready = [n for n in models if n not in ordered and reads[n] <= set(ordered)]
@@ -161,11 +165,11 @@ class Night:
             values[var] = literal(value["value"], value["type"]) if isinstance(value, dict) else literal(value)
         return re.sub(r"\$(\w+)", lambda m: values[m.group(1)], text)
 
-    def build(self, name, model):
+    def build(self, name, model, text):
         if name == "model_parameters":
-            query = f"SELECT * EXCLUDE (as_of) FROM read_parquet({self.snapshots(name)[self.as_of]!r})"
+            query = f"SELECT * EXCLUDE (as_of) FROM read_parquet({committed_snapshots(self.warehouse, name)[self.as_of]!r})"
         else:
-            query = self.bind(self.sql(name, model))
+            query = self.bind(text)
         kind = "VIEW" if model["materialized"] == "view" else "TABLE"
         self.con.execute(f"CREATE {kind} {name} AS {query}")
         if model["materialized"] == "mart":

@@ -21,7 +21,6 @@ use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::start_server;
-use dashmap::DashMap;
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder};
@@ -29,7 +28,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStore;
 use url::Url;
 
-use super::{Engine, engine_error, memory_pool, register_functions, with_keymart_options};
+use super::{Engine, engine_error, register_functions, session_parts, with_keymart_options};
 use crate::error::{Error, Result};
 use crate::warehouse::{Location, StorageSettings};
 
@@ -65,12 +64,7 @@ impl Engine {
     /// A session whose queries run on the Ballista cluster behind `scheduler`.
     pub async fn ballista(scheduler: &SchedulerUrl, location: &Location, memory_limit_bytes: usize) -> Result<Engine> {
         reachable(scheduler).await?;
-        let config = SessionConfig::from_env().map_err(|e| engine_error("reading DATAFUSION_* settings", e))?;
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(memory_pool(memory_limit_bytes))
-            .with_object_store_registry(Arc::new(StoresByUrl::default()))
-            .build_arc()
-            .map_err(|e| engine_error("starting the query engine", e))?;
+        let (config, runtime) = session_parts(memory_limit_bytes)?;
         let state = SessionStateBuilder::new()
             .with_config(ballista_options(with_keymart_options(config.upgrade_for_ballista())))
             .with_runtime_env(runtime)
@@ -145,10 +139,10 @@ fn cluster_runtime(_config: &SessionConfig) -> datafusion::error::Result<Arc<Run
 
 /// Object stores opened on first use from the URL alone, credentials and endpoint from the
 /// environment (AWS_*, GOOGLE_*, AZURE_*): the scheduler and executors have no keymart.yaml.
+/// An opened store is registered, so it is opened once per bucket.
 #[derive(Debug, Default)]
 struct StoresByUrl {
     registered: DefaultObjectStoreRegistry,
-    opened: DashMap<String, Arc<dyn ObjectStore>>,
 }
 
 impl ObjectStoreRegistry for StoresByUrl {
@@ -160,22 +154,22 @@ impl ObjectStoreRegistry for StoresByUrl {
         if let Ok(store) = self.registered.get_store(url) {
             return Ok(store);
         }
-        let root = format!("{}://{}", url.scheme(), &url[url::Position::BeforeHost..url::Position::AfterPort]);
-        if let Some(store) = self.opened.get(&root) {
-            return Ok(store.clone());
-        }
         let (store, _) = crate::warehouse::store::open(url, &StorageSettings::default())
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        self.opened.insert(root, store.clone());
+        self.registered.register_store(url, store.clone());
         Ok(store)
     }
 }
 
-/// `keymart ballista scheduler`.
+/// `keymart ballista scheduler` (the flags mirror Ballista's own scheduler binary).
+#[derive(Debug, clap::Args)]
 pub struct SchedulerOptions {
+    #[arg(long, default_value = "127.0.0.1", value_name = "HOST")]
     pub bind_host: String,
+    #[arg(long, default_value_t = 50050, value_name = "PORT")]
     pub bind_port: u16,
-    /// An executor silent for this long is taken for dead and its tasks are run elsewhere.
+    /// Seconds without a heartbeat before an executor is taken for dead and its tasks rerun elsewhere.
+    #[arg(long, default_value_t = 180, value_name = "SECONDS")]
     pub executor_timeout_seconds: u64,
 }
 
@@ -200,30 +194,48 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
     start_server(cluster, address, config).await.map_err(|e| cluster_error(format!("scheduler on {address}"), e))
 }
 
-/// `keymart ballista executor`.
+/// `keymart ballista executor` (the flags mirror Ballista's own executor binary).
+#[derive(Debug, clap::Args)]
 pub struct ExecutorOptions {
+    #[arg(long, default_value = "127.0.0.1", value_name = "HOST")]
     pub scheduler_host: String,
+    #[arg(long, default_value_t = 50050, value_name = "PORT")]
     pub scheduler_port: u16,
+    /// Address the executor listens on.
+    #[arg(long, default_value = "127.0.0.1", value_name = "HOST")]
     pub bind_host: String,
-    pub external_host: String,
+    /// Address the others reach it at (default: --bind-host).
+    #[arg(long, value_name = "HOST")]
+    pub external_host: Option<String>,
+    /// Arrow Flight port (shuffle reads and results).
+    #[arg(long, default_value_t = 50051, value_name = "PORT")]
     pub bind_port: u16,
+    /// gRPC port the scheduler pushes tasks to.
+    #[arg(long, default_value_t = 50052, value_name = "PORT")]
     pub bind_grpc_port: u16,
-    pub concurrent_tasks: usize,
+    /// Tasks run at once (default: number of cores).
+    #[arg(long, value_name = "N")]
+    pub concurrent_tasks: Option<usize>,
+    /// Folder for shuffle files (default: a temporary folder).
+    #[arg(long, value_name = "DIR")]
     pub work_dir: Option<String>,
+    /// Seconds between heartbeats to the scheduler (keep below its --executor-timeout-seconds).
+    #[arg(long = "executor-heartbeat-interval-seconds", default_value_t = 60, value_name = "SECONDS")]
     pub heartbeat_interval_seconds: u64,
 }
 
 /// Run a Ballista executor with keymart's functions until the process is stopped.
 pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
     let state = cluster_state(cluster_config()).map_err(|e| engine_error("starting the executor", e))?;
+    let cores = || std::thread::available_parallelism().map_or(2, |n| n.get());
     let config = ExecutorProcessConfig {
         bind_host: options.bind_host.clone(),
-        external_host: Some(options.external_host.clone()),
+        external_host: Some(options.external_host.clone().unwrap_or_else(|| options.bind_host.clone())),
         port: options.bind_port,
         grpc_port: options.bind_grpc_port,
         scheduler_host: options.scheduler_host.clone(),
         scheduler_port: options.scheduler_port,
-        vcores: options.concurrent_tasks.max(1),
+        vcores: options.concurrent_tasks.unwrap_or_else(cores).max(1),
         work_dir: options.work_dir,
         executor_heartbeat_interval_seconds: options.heartbeat_interval_seconds.max(1),
         override_function_registry: Some(Arc::new(BallistaFunctionRegistry::from(&state))),

@@ -11,8 +11,8 @@ use datafusion::common::config::Dialect;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser;
@@ -51,12 +51,7 @@ impl Engine {
     /// A local DataFusion session that can read and write `location`'s store, with its sorts and
     /// aggregations held to `memory_limit_bytes` (they spill to temporary files past it).
     pub fn local(location: &Location, memory_limit_bytes: usize) -> Result<Engine> {
-        // DATAFUSION_* environment variables tune the engine (e.g. DATAFUSION_EXECUTION_TARGET_PARTITIONS).
-        let config = SessionConfig::from_env().map_err(|e| engine_error("reading DATAFUSION_* settings", e))?;
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(memory_pool(memory_limit_bytes))
-            .build_arc()
-            .map_err(|e| engine_error("starting the query engine", e))?;
+        let (config, runtime) = session_parts(memory_limit_bytes)?;
         let ctx = SessionContext::new_with_config_rt(with_keymart_options(config), runtime);
         ctx.register_object_store(&location.store_url, location.store.clone());
         register_functions(&ctx);
@@ -176,10 +171,18 @@ pub fn with_keymart_options(config: SessionConfig) -> SessionConfig {
         .set_bool("datafusion.sql_parser.enable_ident_normalization", true)
 }
 
-/// Fair shares of `limit_bytes` between the operators that can spill; the five largest consumers
-/// are named when the limit is hit by one that cannot.
-fn memory_pool(limit_bytes: usize) -> Arc<dyn MemoryPool> {
-    Arc::new(TrackConsumersPool::new(FairSpillPool::new(limit_bytes), NonZeroUsize::new(5).expect("5 > 0")))
+/// The configuration from DATAFUSION_* environment variables (e.g.
+/// DATAFUSION_EXECUTION_TARGET_PARTITIONS) and a runtime whose sorts and aggregations share
+/// `memory_limit_bytes` fairly and spill past it (the five largest consumers are named when the
+/// limit is hit by one that cannot).
+fn session_parts(memory_limit_bytes: usize) -> Result<(SessionConfig, Arc<RuntimeEnv>)> {
+    let config = SessionConfig::from_env().map_err(|e| engine_error("reading DATAFUSION_* settings", e))?;
+    let pool = TrackConsumersPool::new(FairSpillPool::new(memory_limit_bytes), NonZeroUsize::new(5).expect("5 > 0"));
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
+        .build_arc()
+        .map_err(|e| engine_error("starting the query engine", e))?;
+    Ok((config, runtime))
 }
 
 /// keymart's SQL functions (the customer-base models).

@@ -143,8 +143,7 @@ impl Transform<'_> {
                 // Before the first commit: a Parquet file without rows, written for the run. An
                 // in-memory empty table plans as an empty operator, and Ballista 55's scheduler
                 // never finishes some stages built on one (tests/it/ballista.rs hangs with it).
-                let key =
-                    self.warehouse.location.key(&format!("_staging/{}/empty/{table}/part-0.parquet", self.run_id));
+                let key = self.warehouse.layout().staging_file(self.run_id, &format!("empty/{table}/part-0.parquet"));
                 let no_rows = RecordBatchStreamAdapter::new(schema.clone(), futures::stream::empty());
                 let written = write_stream(&self.warehouse.location, key, schema.clone(), Box::pin(no_rows)).await?;
                 vec![self.warehouse.location.url_of(&written.key)]
@@ -189,7 +188,10 @@ impl Transform<'_> {
                 self.shape_mart(model, planned)?,
                 format!("{}/{}/part-0.parquet", self.warehouse.snapshot_dir(&model.name, self.as_of), self.run_id),
             ),
-            _ => (planned, format!("_staging/{}/tables/{}/part-0.parquet", self.run_id, model.name)),
+            _ => (
+                planned,
+                format!("{}/tables/{}/part-0.parquet", self.warehouse.layout().staging(self.run_id), model.name),
+            ),
         };
         let schema = schema_lines(&df);
         let location = &self.warehouse.location;

@@ -61,10 +61,11 @@ impl Drop for Process {
 }
 
 struct Cluster {
-    dir: tempfile::TempDir,
     scheduler_port: u16,
     _scheduler: Process,
     executors: Vec<Process>,
+    /// Logs and work folders; declared last, so it goes after the processes are killed.
+    _dir: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -119,7 +120,7 @@ impl Cluster {
             .collect();
         // Registration is the executor's first call after it listens.
         std::thread::sleep(Duration::from_secs(1));
-        Cluster { dir, scheduler_port, _scheduler: scheduler, executors }
+        Cluster { scheduler_port, _scheduler: scheduler, executors, _dir: dir }
     }
 
     fn engine(&self) -> String {
@@ -160,7 +161,6 @@ fn the_sample_on_a_loopback_cluster_publishes_the_same_bytes_as_the_local_engine
     assert!(!engines.is_empty() && engines.iter().all(|e| *e == cluster.engine()), "{engines:?}");
     // The model functions ran on the executors: the fit is logged by an executor process.
     assert!(cluster.logs().contains("distinct observations"), "no executor fitted the model:\n{}", cluster.logs());
-    let _ = &cluster.dir;
 }
 
 #[test]
