@@ -2,32 +2,14 @@
 //! started from the keymart binary as separate processes (`keymart ballista …`), and
 //! `keymart run --engine ballista://…` against it.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::s3::{SECRET, committed_on_bucket, keymart_s3, s3_project, sample_lake};
-use crate::support::{SAMPLE_MARTS, TestProject, assert_exit, keymart, repo_root, stderr};
+use crate::support::{SAMPLE_MARTS, TestProject, assert_exit, free_ports, keymart, repo_root, stderr, wait_for_port};
 
 const DAYS: [&str; 3] = ["2024-06-01", "2024-06-02", "2024-06-03"];
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_for_port(port: u16, what: &str, log: &Path) {
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{what} did not listen on {port}:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// A process whose output goes to a log file, killed when dropped.
 struct Process {
@@ -78,17 +60,18 @@ impl Cluster {
     /// the scheduler lists the files it plans over, the executors read them).
     fn start_with_env(executors: usize, env: &[(&str, String)]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let scheduler_port = free_port();
+        let mut ports = free_ports(1 + 2 * executors).into_iter();
+        let scheduler_port = ports.next().unwrap();
         let scheduler = Process::start(
             &["ballista", "scheduler", "--bind-port", &scheduler_port.to_string(), "--executor-timeout-seconds", "5"]
                 .map(String::from),
             env,
             dir.path().join("scheduler.log"),
         );
-        wait_for_port(scheduler_port, "the scheduler", &scheduler.log);
+        wait_for_port(scheduler_port, || format!("the scheduler:\n{}", scheduler.log()));
         let executors = (0..executors)
             .map(|i| {
-                let (flight, grpc) = (free_port(), free_port());
+                let (flight, grpc) = (ports.next().unwrap(), ports.next().unwrap());
                 let work = dir.path().join(format!("executor-{i}"));
                 std::fs::create_dir_all(&work).unwrap();
                 let executor = Process::start(
@@ -113,8 +96,9 @@ impl Cluster {
                     env,
                     dir.path().join(format!("executor-{i}.log")),
                 );
-                wait_for_port(flight, "an executor", &executor.log);
-                wait_for_port(grpc, "an executor", &executor.log);
+                for port in [flight, grpc] {
+                    wait_for_port(port, || format!("an executor:\n{}", executor.log()));
+                }
                 executor
             })
             .collect();
@@ -166,7 +150,7 @@ fn the_sample_on_a_loopback_cluster_publishes_the_same_bytes_as_the_local_engine
 #[test]
 fn an_unreachable_scheduler_is_one_clear_line_and_nothing_is_published() {
     let project = sample_project();
-    let engine = format!("ballista://127.0.0.1:{}", free_port());
+    let engine = format!("ballista://127.0.0.1:{}", free_ports(1)[0]);
     let output = project.keymart(&["run", "--as-of", DAYS[0], "--engine", &engine]);
     assert_exit(&output, 2);
     assert!(

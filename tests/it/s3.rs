@@ -7,27 +7,17 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::support::{SAMPLE_MARTS, TestProject, assert_exit, files_under, keymart, repo_root, stderr, stdout};
+use crate::support::{
+    SAMPLE_MARTS, TestProject, assert_exit, files_under, free_ports, keymart, repo_root, stderr, stdout, wait_for_port,
+};
 
 pub(crate) const SECRET: &str = "s3cr3t-never-shown";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_for_port(port: u16) {
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// A moto S3 server on a free loopback port, stopped when dropped.
 pub(crate) struct S3Server {
@@ -40,7 +30,7 @@ impl S3Server {
         let installed =
             Command::new("python3").args(["-c", "import moto.server"]).output().is_ok_and(|o| o.status.success());
         assert!(installed, "moto is needed for the S3 tests: pip install 'moto[server]' (.ci/run does)");
-        let port = free_port();
+        let port = free_ports(1)[0];
         let child = Command::new("python3")
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
             .envs(env.iter().copied())
@@ -49,7 +39,7 @@ impl S3Server {
             .spawn()
             .expect("python3 runs");
         let server = S3Server { child, port };
-        wait_for_port(port);
+        wait_for_port(port, || "the moto server".to_string());
         server
     }
 
@@ -105,8 +95,12 @@ struct Relay {
 
 impl Relay {
     fn start(target: u16) -> Relay {
-        let relay =
-            Relay { port: free_port(), target, running: Arc::new(AtomicBool::new(false)), connections: Arc::default() };
+        let relay = Relay {
+            port: free_ports(1)[0],
+            target,
+            running: Arc::new(AtomicBool::new(false)),
+            connections: Arc::default(),
+        };
         relay.open();
         relay
     }
@@ -313,7 +307,7 @@ fn storage_problems_are_one_line_naming_the_url_with_exit_code_6() {
     // Wrong credentials: moto checks them once its first request (the bucket) is made.
     let strict = S3Server::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "1")]);
     strict.create_bucket("lake");
-    let unreachable = format!("http://127.0.0.1:{}", free_port());
+    let unreachable = format!("http://127.0.0.1:{}", free_ports(1)[0]);
     let open = S3Server::start(&[]);
     let cases = [
         ("wrong credentials", s3_project(&strict.endpoint(), "lake", ""), "s3://lake/wh"),

@@ -140,6 +140,24 @@ pub const SAMPLE_MARTS: [&str; 9] = [
     "customer_profile",
 ];
 
+/// `n` distinct loopback ports nothing listens on now (bound all at once, so none is handed out
+/// twice).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// Wait until something listens on a loopback port; after a minute, fail with `what` (which may
+/// read the server's log).
+pub fn wait_for_port(port: u16, what: impl Fn() -> String) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(60), "nothing listens on {port}: {}", what());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Every file under a folder, as paths relative to it, sorted (none when it does not exist).
 pub fn files_under(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
