@@ -2,7 +2,7 @@
 //! that needs the order of the whole load (duplicate keys) happens later, in `sink`.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -11,6 +11,9 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+// hashbrown with foldhash: these sets are probed once or more per field of every row, where std's
+// SipHash showed up in the ingest profile (BENCHMARKS.md).
+use datafusion::common::{HashMap as FastMap, HashSet as FastSet};
 use serde_json::value::RawValue;
 
 use super::decode::{Decoder, EncodingEvidence};
@@ -19,7 +22,7 @@ use super::values::{FieldError, TextParser, Value, reason};
 use crate::config::{ColumnType, Encoding, FileFormat, SourceContract};
 
 /// The keys of a referenced column, as text.
-pub type KeySet = HashSet<Box<str>>;
+pub type KeySet = FastSet<Box<str>>;
 
 /// One rejected row: where it was, what was wrong, what it said.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +46,7 @@ struct ColumnPlan {
     name: String,
     data_type: ColumnType,
     nullable: bool,
-    accepted: Option<HashSet<String>>,
+    accepted: Option<FastSet<String>>,
     min: Option<f64>,
     max: Option<f64>,
     /// The referenced keys and how to name them (`erp_customers.customer_id`).
@@ -73,7 +76,7 @@ pub struct Converter {
     decoder: Decoder,
     key_columns: Vec<usize>,
     /// JSON key → contract column.
-    json_fields: HashMap<String, usize>,
+    json_fields: FastMap<String, usize>,
     schema: SchemaRef,
     watch_encoding: bool,
 }
@@ -387,11 +390,10 @@ fn parse_json_object(line: &[u8]) -> Result<JsonObject<'_>, FieldError> {
     let text = std::str::from_utf8(line).map_err(|e| {
         FieldError::new(reason::INVALID_ENCODING, format!("not valid UTF-8 at byte {}", e.valid_up_to()))
     })?;
-    let object: HashMap<Cow<str>, &RawValue> = serde_json::from_str(text)
+    // Sorted by key, so the first unexpected key reported is the same whatever the field order.
+    let object: BTreeMap<Cow<str>, &RawValue> = serde_json::from_str(text)
         .map_err(|e| FieldError::new(reason::INVALID_JSON, format!("not a JSON object: {e}")))?;
-    let mut entries: JsonObject = object.into_iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(entries)
+    Ok(object.into_iter().collect())
 }
 
 /// A JSON scalar as field text: strings unescaped, numbers as written, `null` as no value.
