@@ -240,6 +240,50 @@ sources:
 }
 
 #[test]
+fn an_xlsx_table_is_found_where_its_header_is_and_keeps_excel_row_numbers() {
+    let project = TestProject::new(
+        r#"
+sources:
+  contacts:
+    path: cc/{as_of}/*.xlsx
+    format: xlsx
+    load: incremental
+    primary_key: [id]
+    max_reject_ratio: 1
+    columns:
+      - {name: id, type: string, nullable: false}
+      - {name: minutes, type: int}
+      - {name: note, type: string}
+"#,
+    );
+    // Row 1 and column A empty: the table starts at B2. Row 4 is blank, row 5 has no `minutes`,
+    // row 6 has a stray value left of the table.
+    let mut workbook = rust_xlsxwriter::Workbook::new();
+    let sheet = workbook.add_worksheet();
+    for (row, cells) in
+        [(1, ["id", "minutes", "note"]), (2, ["K1", "3", "first"]), (4, ["K2", "", "gap"]), (5, ["K3", "4", "x"])]
+    {
+        for (col, text) in cells.iter().enumerate().filter(|(_, t)| !t.is_empty()) {
+            match text.parse::<f64>() {
+                Ok(n) => sheet.write_number(row, col as u16 + 1, n).unwrap(),
+                Err(_) => sheet.write_string(row, col as u16 + 1, *text).unwrap(),
+            };
+        }
+    }
+    sheet.write_string(5, 0, "stray").unwrap();
+    project.land("cc/2024-06-01/contacts.xlsx", workbook.save_to_buffer().unwrap());
+
+    assert_exit(&project.ingest("2024-06-01"), 0);
+    let contacts: Vec<String> =
+        project.parquet_rows("raw/contacts/load_date=2024-06-01/part-0.parquet").iter().map(|r| r.join("|")).collect();
+    assert_eq!(contacts, ["K1|3|first", "K2|NULL|gap"]);
+    let rejects = project.parquet_rows("rejects/contacts/load_date=2024-06-01/part-0.parquet");
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!((rejects[0][1].as_str(), rejects[0][3].as_str()), ("6", "invalid value"));
+    assert!(rejects[0][4].contains("left of the header"), "{rejects:?}");
+}
+
+#[test]
 fn reingest_is_byte_identical_and_replaces_the_partition() {
     let project = orders_project(
         format!("{HEADER}O1,1,C1,2024-06-01,1.00,true,,completed\nO2,1,C2,2024-06-01,2.00,true,,completed\n")
