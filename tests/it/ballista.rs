@@ -3,17 +3,19 @@
 //! `keymart run --engine ballista://…` against it.
 
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::s3::{SECRET, committed_on_bucket, keymart_s3, s3_project, sample_lake};
-use crate::support::{SAMPLE_MARTS, TestProject, assert_exit, free_ports, keymart, repo_root, stderr, wait_for_port};
+use crate::support::{
+    KilledOnDrop, SAMPLE_MARTS, TestProject, assert_exit, free_ports, keymart, repo_root, stderr, wait_for_port,
+};
 
 const DAYS: [&str; 3] = ["2024-06-01", "2024-06-02", "2024-06-03"];
 
 /// A process whose output goes to a log file, killed when dropped.
 struct Process {
-    child: Child,
+    child: KilledOnDrop,
     log: PathBuf,
 }
 
@@ -27,18 +29,11 @@ impl Process {
             .stderr(Stdio::from(file))
             .spawn()
             .expect("keymart ballista");
-        Process { child, log }
+        Process { child: KilledOnDrop(child), log }
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -169,8 +164,8 @@ fn an_executor_killed_mid_run_leaves_no_partial_mart_and_the_next_run_completes(
     // Paused after the first mart's files are written, before its commit: the run is mid-way.
     let (child, marker) = project.start_paused(&["--from", DAYS[0], "--to", DAYS[2], "--engine", &engine], &[]);
     let mut killed = cluster.executors.remove(0);
-    killed.child.kill().unwrap();
-    killed.child.wait().unwrap();
+    killed.child.0.kill().unwrap();
+    killed.child.0.wait().unwrap();
     std::fs::remove_file(&marker).unwrap();
     let output = child.wait_with_output().unwrap();
     let code = output.status.code();

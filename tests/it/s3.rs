@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,14 +14,15 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::support::{
-    SAMPLE_MARTS, TestProject, assert_exit, files_under, free_ports, keymart, repo_root, stderr, stdout, wait_for_port,
+    KilledOnDrop, SAMPLE_MARTS, TestProject, assert_exit, files_under, free_ports, keymart, repo_root, stderr, stdout,
+    wait_for_port,
 };
 
 pub(crate) const SECRET: &str = "s3cr3t-never-shown";
 
 /// A moto S3 server on a free loopback port, stopped when dropped.
 pub(crate) struct S3Server {
-    child: Child,
+    _child: KilledOnDrop,
     port: u16,
 }
 
@@ -38,7 +39,7 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("python3 runs");
-        let server = S3Server { child, port };
+        let server = S3Server { _child: KilledOnDrop(child), port };
         wait_for_port(port, || "the moto server".to_string());
         server
     }
@@ -74,13 +75,6 @@ impl S3Server {
                 .build()
                 .unwrap(),
         )
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -140,6 +140,16 @@ pub const SAMPLE_MARTS: [&str; 9] = [
     "customer_profile",
 ];
 
+/// A server process killed and reaped when dropped, so a failing test leaves none behind.
+pub struct KilledOnDrop(pub Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `n` distinct loopback ports nothing listens on now (bound all at once, so none is handed out
 /// twice).
 pub fn free_ports(n: usize) -> Vec<u16> {

@@ -4,7 +4,7 @@
 use std::io::{Cursor, Read};
 use std::sync::Arc;
 
-use calamine::{Data, Reader, Sheets};
+use calamine::{Data, DataType, Reader, Sheets};
 use chrono::{Datelike, Timelike};
 
 use super::csv::FileInput;
@@ -105,7 +105,7 @@ fn emit_rows(
     end: FileEnd,
     emit: &mut dyn FnMut(super::Chunk) -> Result<(), Hangup>,
 ) -> Result<FileEnd, ReadStop> {
-    let has_value = |cells: &[(u32, Data)]| cells.iter().any(|(_, c)| !matches!(c, Data::Empty));
+    let has_value = |cells: &[(u32, Data)]| cells.iter().any(|(_, c)| !c.is_empty());
     let header_cells = loop {
         match rows.next().transpose()? {
             Some((_, cells)) if has_value(&cells) => break cells,
@@ -113,9 +113,11 @@ fn emit_rows(
             None => return Err(ReadStop::file(file.file, format!("sheet `{sheet}` is empty: no header row"))),
         }
     };
-    let start_col = header_cells.iter().find(|(_, c)| !matches!(c, Data::Empty)).map_or(0, |(col, _)| *col);
+    let start_col = header_cells.iter().find(|(_, c)| !c.is_empty()).map_or(0, |(col, _)| *col);
+    let header_width =
+        header_cells.iter().map(|(col, _)| col.saturating_sub(start_col) as usize + 1).max().unwrap_or(0);
     let header: Vec<String> =
-        dense(header_cells, start_col, usize::MAX).iter().map(|c| cell_text(c).0.trim().to_string()).collect();
+        dense(header_cells, start_col, header_width).iter().map(|c| cell_text(c).0.trim().to_string()).collect();
     // Trailing empty header cells are formatting, not columns.
     let width = header.iter().rposition(|h| !h.is_empty()).map_or(0, |p| p + 1);
     let positions = match_header(&header[..width], file.fields).map_err(|m| ReadStop::file(file.file, m))?;
@@ -128,10 +130,9 @@ fn emit_rows(
             continue;
         }
         raw.clear();
-        let mut problem =
-            cells.iter().find(|(col, c)| *col < start_col && !matches!(c, Data::Empty)).map(|(col, _)| {
-                FieldError::new(reason::INVALID_VALUE, format!("a value in column {} is left of the header", col + 1))
-            });
+        let mut problem = cells.iter().find(|(col, c)| *col < start_col && !c.is_empty()).map(|(col, _)| {
+            FieldError::new(reason::INVALID_VALUE, format!("a value in column {} is left of the header", col + 1))
+        });
         for (col, cell) in dense(cells, start_col, width).iter().enumerate() {
             let (text, cell_error) = cell_text(cell);
             if col > 0 {
@@ -155,9 +156,7 @@ fn emit_rows(
 
 /// The cells from `start_col` on, one per column up to `width` (empty where the sheet has none).
 fn dense(cells: Vec<(u32, Data)>, start_col: u32, width: usize) -> Vec<Data> {
-    let last = cells.iter().map(|(col, _)| *col).filter(|col| *col >= start_col).max();
-    let len = last.map_or(0, |col| (col - start_col) as usize + 1).min(width);
-    let mut row = vec![Data::Empty; if width == usize::MAX { len } else { width }];
+    let mut row = vec![Data::Empty; width];
     for (col, cell) in cells {
         if let Some(slot) = col.checked_sub(start_col).and_then(|c| row.get_mut(c as usize)) {
             *slot = cell;
