@@ -1,8 +1,15 @@
 -- Every customer has exactly one current period and no overlapping periods (tested in the pipeline).
+-- Periods are counted per start first: count(DISTINCT valid_from) per customer kept a set per
+-- customer and took 2 s of a 1M-customer night.
+WITH starts AS (
+    SELECT customer_id, valid_from, count(CASE WHEN is_current THEN 1 END) AS current_rows, count(*) AS periods
+    FROM key_account_history
+    GROUP BY customer_id, valid_from
+)
 SELECT
     customer_id,
-    count(CASE WHEN is_current THEN 1 END) AS current_rows,
-    count(*) AS periods,
-    count(DISTINCT valid_from) AS distinct_starts
-FROM key_account_history
+    sum(current_rows) AS current_rows,
+    sum(periods) AS periods,
+    count(*) AS distinct_starts
+FROM starts
 GROUP BY customer_id
