@@ -44,6 +44,11 @@ DIALECT = [
 DIV_ROUND2 = """CREATE MACRO div_round2(num, den) AS
     sign(num) * ((abs(CAST(num * 100 AS HUGEINT)) * 2 + den) // (2 * den)) * 0.01"""
 
+# keymart's top_values aggregate, re-derived as an ordered list: the n heaviest non-NULL values,
+# ties to the smaller value, joined with ", " (NULL when there is none).
+TOP_VALUES = """CREATE MACRO top_values(v, w, n) AS
+    array_to_string(list_slice(list(v ORDER BY w DESC, v) FILTER (WHERE v IS NOT NULL AND w IS NOT NULL), 1, n), ', ')"""
+
 DUCKDB_TYPES = {"string": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "bool": "BOOLEAN", "date": "DATE",
                 "timestamp": "TIMESTAMP"}
 
@@ -112,6 +117,7 @@ class Night:
     def marts(self):
         udfs.register(self.con)
         self.con.execute(DIV_ROUND2)
+        self.con.execute(TOP_VALUES)
         for name, source in self.pipeline["sources"].items():
             self.register_source(name, source)
         models = {Path(m["path"]).stem: m for m in self.pipeline["models"] if not m["path"].startswith("sql/checks/")}

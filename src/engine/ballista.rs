@@ -100,7 +100,7 @@ fn cluster_state(config: SessionConfig) -> datafusion::error::Result<SessionStat
     let mut scalars = ballista_scalar_functions();
     scalars.extend(crate::models::udf::scalar_functions().into_iter().map(Arc::new));
     let mut aggregates = ballista_aggregate_functions();
-    aggregates.extend(crate::models::udf::aggregate_functions().into_iter().map(Arc::new));
+    aggregates.extend(super::aggregate_functions().into_iter().map(Arc::new));
     Ok(SessionStateBuilder::new()
         .with_config(config.clone())
         .with_runtime_env(cluster_runtime(&config)?)

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::warehouse::Location;
 
 pub mod ballista;
+mod top_values;
 
 /// Where a run's models execute (`engine:` in keymart.yaml, `--engine`).
 #[derive(Debug, Clone, PartialEq)]
@@ -185,14 +186,21 @@ fn session_parts(memory_limit_bytes: usize) -> Result<(SessionConfig, Arc<Runtim
     Ok((config, runtime))
 }
 
-/// keymart's SQL functions (the customer-base models).
+/// keymart's SQL functions: the customer-base models and `top_values`.
 pub fn register_functions(ctx: &SessionContext) {
     for function in crate::models::udf::scalar_functions() {
         ctx.register_udf(function);
     }
-    for function in crate::models::udf::aggregate_functions() {
+    for function in aggregate_functions() {
         ctx.register_udaf(function);
     }
+}
+
+/// keymart's aggregate functions (also given to Ballista's scheduler and executors).
+pub fn aggregate_functions() -> Vec<datafusion::logical_expr::AggregateUDF> {
+    let mut functions = crate::models::udf::aggregate_functions();
+    functions.push(datafusion::logical_expr::AggregateUDF::from(top_values::TopValues::new()));
+    functions
 }
 
 pub fn engine_error(context: impl Into<String>, e: datafusion::error::DataFusionError) -> Error {
