@@ -34,18 +34,27 @@ base AS (
     FROM sales
 ),
 params AS (SELECT * FROM model_parameters),
-months AS (
-    -- Every customer once per month of the CLV horizon (an unnest streams; a cross join with a
-    -- months table would hold all customers in memory).
-    SELECT customer_id, x, t_x, t_cal, unnest(generate_series(1, $clv_horizon_months)) AS month
+histories AS (
+    -- The expected purchases depend on (x, t_x, t_cal) only, and customers share them: at a
+    -- million customers 275 115 distinct histories, so the ₂F₁ is evaluated 3.6 times less often.
+    SELECT x, t_x, t_cal
     FROM stg_customer_history
+    GROUP BY x, t_x, t_cal
+),
+months AS (
+    -- Every history once per month of the CLV horizon (an unnest streams; a cross join with a
+    -- months table would hold all histories in memory).
+    SELECT x, t_x, t_cal, unnest(generate_series(1, $clv_horizon_months)) AS month
+    FROM histories
 ),
 expected AS (
     -- Purchases expected in each future month, discounted to today, summed by parts from the
     -- cumulative curve Cₘ: Σₘ (Cₘ − Cₘ₋₁)·δₘ = Σₘ<M Cₘ·(δₘ − δₘ₊₁) + C_M·δ_M, δₘ = (1 + rate)^(−m/12),
-    -- so no window over customers × months is needed. Valued below at the expected spend and margin.
+    -- so no window over histories × months is needed. Valued below at the expected spend and margin.
     SELECT
-        h.customer_id,
+        h.x,
+        h.t_x,
+        h.t_cal,
         sum(
             bgnbd_expected_purchases(p.bgnbd_r, p.bgnbd_alpha, p.bgnbd_a, p.bgnbd_b, h.x, h.t_x, h.t_cal, h.month * 52.0 / 12.0)
             * CASE WHEN h.month = $clv_horizon_months
@@ -56,7 +65,7 @@ expected AS (
         ) AS discounted_purchases
     FROM params p  -- the one-row side first: a cross join holds its left side in memory
     CROSS JOIN months h
-    GROUP BY h.customer_id
+    GROUP BY h.x, h.t_x, h.t_cal
 )
 SELECT
     c.customer_id,
@@ -88,4 +97,4 @@ LEFT JOIN sales s ON s.customer_id = c.customer_id
 LEFT JOIN logistics l ON l.customer_id = c.customer_id
 LEFT JOIN service v ON v.customer_id = c.customer_id
 LEFT JOIN stg_customer_history h ON h.customer_id = c.customer_id
-LEFT JOIN expected e ON e.customer_id = c.customer_id
+LEFT JOIN expected e ON e.x = h.x AND e.t_x = h.t_x AND e.t_cal = h.t_cal
