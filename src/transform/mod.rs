@@ -20,7 +20,7 @@ use crate::config::{LoadMode, Materialized, Model, Pipeline, SourceContract};
 use crate::engine::{Engine, Params, date_value, engine_error};
 use crate::error::{Error, Result};
 use crate::warehouse::Warehouse;
-use crate::warehouse::parquet::write_stream;
+use crate::warehouse::parquet::{WrittenFile, write_stream};
 pub use dag::{Dag, HISTORY_SUFFIX};
 
 /// Everything a model run needs about the date being built.
@@ -183,34 +183,64 @@ impl Transform<'_> {
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
-        let (df, relative) = match model.materialized {
-            Materialized::Mart => (
-                self.shape_mart(model, planned)?,
-                format!("{}/{}/part-0.parquet", self.warehouse.snapshot_dir(&model.name, self.as_of), self.run_id),
-            ),
-            _ => (
-                planned,
-                format!("{}/tables/{}/part-0.parquet", self.warehouse.layout().staging(self.run_id), model.name),
-            ),
+        let (schema, dir, streams) = match model.materialized {
+            Materialized::Mart => {
+                let df = self.shape_mart(model, planned)?;
+                let dir = format!("{}/{}", self.warehouse.snapshot_dir(&model.name, self.as_of), self.run_id);
+                let schema = schema_lines(&df);
+                let stream = df.execute_stream().await.map_err(|e| in_model(model, engine_error("running", e)))?;
+                (schema, dir, vec![stream])
+            }
+            // A staging table's row order means nothing (it lives for one run), so each of the
+            // plan's output partitions is written to its own file, concurrently: one Parquet
+            // writer encodes on one core, and stg_order_lines is the largest file of a night.
+            _ => {
+                let dir = format!("{}/tables/{}", self.warehouse.layout().staging(self.run_id), model.name);
+                let schema = schema_lines(&planned);
+                let streams = planned
+                    .execute_stream_partitioned()
+                    .await
+                    .map_err(|e| in_model(model, engine_error("running", e)))?;
+                (schema, dir, streams)
+            }
         };
-        let schema = schema_lines(&df);
+        let files = self.write_files(&dir, streams).await.map_err(|e| in_model(model, e))?;
         let location = &self.warehouse.location;
-        let stream = df.execute_stream().await.map_err(|e| in_model(model, engine_error("running", e)))?;
-        let stream_schema = stream.schema();
-        let written = write_stream(location, location.key(&relative), stream_schema, stream)
-            .await
-            .map_err(|e| in_model(model, e))?;
-        let url = location.url_of(&written.key);
-        self.engine.register_files(&model.name, &[url], None).await?;
+        let urls: Vec<String> = files.iter().map(|(relative, _)| location.url_of(&location.key(relative))).collect();
+        self.engine.register_files(&model.name, &urls, None).await?;
         Ok(Materialization {
             model: model.name.clone(),
             materialized: model.materialized,
-            files: vec![relative],
-            rows: Some(written.rows),
-            bytes: written.bytes,
+            rows: Some(files.iter().map(|(_, w)| w.rows).sum()),
+            bytes: files.iter().map(|(_, w)| w.bytes).sum(),
+            files: files.into_iter().map(|(relative, _)| relative).collect(),
             schema,
             seconds: started.elapsed().as_secs_f64(),
         })
+    }
+
+    /// Write stream i to `dir/part-i.parquet`, each on its own task (so on its own core); the
+    /// files in order. On the first failure the other writes are aborted (dropping the JoinSet).
+    async fn write_files(
+        &self,
+        dir: &str,
+        streams: Vec<datafusion::physical_plan::SendableRecordBatchStream>,
+    ) -> Result<Vec<(String, WrittenFile)>> {
+        let mut writes = tokio::task::JoinSet::new();
+        for (i, stream) in streams.into_iter().enumerate() {
+            let location = self.warehouse.location.clone();
+            let relative = format!("{dir}/part-{i}.parquet");
+            writes.spawn(async move {
+                let (key, schema) = (location.key(&relative), stream.schema());
+                write_stream(&location, key, schema, stream).await.map(|written| (i, relative, written))
+            });
+        }
+        let mut files = Vec::new();
+        while let Some(joined) = writes.join_next().await {
+            files.push(joined.map_err(|e| Error::Internal(format!("writing {dir}: {e}")))??);
+        }
+        files.sort_by_key(|(i, _, _)| *i);
+        Ok(files.into_iter().map(|(_, relative, written)| (relative, written)).collect())
     }
 
     /// A mart as published: `as_of` first, cast to its declared columns (when declared), rows
