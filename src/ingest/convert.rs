@@ -21,8 +21,22 @@ use super::read::{Chunk, Fields, FileEnd, FileShape, RecordText};
 use super::values::{FieldError, TextParser, Value, reason};
 use crate::config::{ColumnType, Encoding, FileFormat, SourceContract};
 
-/// The keys of a referenced column, as text.
-pub type KeySet = FastSet<Box<str>>;
+/// The keys of a referenced column: the xxh3-128 of each key's text (the chance of a false
+/// match is that of `key_hash`). A lookup touches only the table, where a set of a million
+/// strings missed the cache on every key it compared (8 % of the orders ingest), and holds 16
+/// bytes a key instead of a string each.
+#[derive(Debug, Default)]
+pub struct KeySet(FastSet<u128>);
+
+impl KeySet {
+    pub fn insert(&mut self, key_text: &str) {
+        self.0.insert(xxhash_rust::xxh3::xxh3_128(key_text.as_bytes()));
+    }
+
+    pub fn contains(&self, key_text: &str) -> bool {
+        self.0.contains(&xxhash_rust::xxh3::xxh3_128(key_text.as_bytes()))
+    }
+}
 
 /// One rejected row: where it was, what was wrong, what it said.
 #[derive(Debug, Clone, PartialEq)]
@@ -365,7 +379,8 @@ pub fn key_text<'v>(value: &'v Value) -> Cow<'v, str> {
 }
 
 /// 128 bits: the chance that two different keys of a 100M-row load collide is about 1e-23, so a
-/// hash set of these stands in for a set of the keys themselves at a fraction of the memory.
+/// hash set of these stands in for a set of the keys themselves at a fraction of the memory (the
+/// same holds for the referenced keys of a `KeySet`).
 fn key_hash<'v>(values: impl Iterator<Item = &'v Value<'v>>) -> u128 {
     let mut bytes = Vec::with_capacity(32);
     for value in values {

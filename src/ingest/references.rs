@@ -38,7 +38,7 @@ pub async fn load_keys(
     {
         partitions.retain(|(d, _)| *d == latest);
     }
-    let mut keys = KeySet::new();
+    let mut keys = KeySet::default();
     for (_, key) in partitions {
         let bytes = location.get_bytes(&key).await?;
         let url = location.url_of(&key);
@@ -54,9 +54,9 @@ pub async fn load_keys(
             let batch = batch.map_err(|e| Error::arrow(format!("reading {url}"), e))?;
             let values = batch.column(0);
             if let Some(strings) = values.as_any().downcast_ref::<StringArray>() {
-                keys.extend(strings.iter().flatten().map(Box::from));
+                strings.iter().flatten().for_each(|key| keys.insert(key));
             } else if let Some(ints) = values.as_any().downcast_ref::<Int64Array>() {
-                keys.extend(ints.iter().flatten().map(|i| i.to_string().into_boxed_str()));
+                ints.iter().flatten().for_each(|key| keys.insert(&key.to_string()));
             } else {
                 return Err(Error::Internal(format!(
                     "{url}: column `{column}` cannot be referenced (type {})",
