@@ -44,10 +44,12 @@ DIALECT = [
 DIV_ROUND2 = """CREATE MACRO div_round2(num, den) AS
     sign(num) * ((abs(CAST(num * 100 AS HUGEINT)) * 2 + den) // (2 * den)) * 0.01"""
 
-# keymart's top_values aggregate, re-derived as an ordered list: the n heaviest non-NULL values,
-# ties to the smaller value, joined with ", " (NULL when there is none).
+# keymart's top_values aggregate, re-derived: the n heaviest non-NULL values, ties to the smaller
+# value, joined with ", " (NULL when there is none). A list of (-weight, value) sorted per group:
+# at 1M customers faster in DuckDB than an ordered list(v ORDER BY w DESC, v) or a row_number window.
 TOP_VALUES = """CREATE MACRO top_values(v, w, n) AS
-    array_to_string(list_slice(list(v ORDER BY w DESC, v) FILTER (WHERE v IS NOT NULL AND w IS NOT NULL), 1, n), ', ')"""
+    array_to_string(list_transform(list_slice(list_sort(
+        list({'w': -w, 'v': v}) FILTER (WHERE v IS NOT NULL AND w IS NOT NULL)), 1, n), lambda x: x.v), ', ')"""
 
 DUCKDB_TYPES = {"string": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "bool": "BOOLEAN", "date": "DATE",
                 "timestamp": "TIMESTAMP"}
