@@ -144,15 +144,17 @@ impl Top {
     }
 }
 
-/// The (value, weight) pairs of a batch as i128 weights; rows with a NULL in either are None.
-fn rows(value: &ArrayRef, weight: &ArrayRef) -> Result<Vec<Option<(i128, usize)>>> {
+/// Each row's weight as an i128, None where the row does not count: a NULL value or weight, or
+/// filtered out by the aggregate's FILTER clause.
+fn weights(value: &ArrayRef, weight: &ArrayRef, filter: Option<&BooleanArray>) -> Result<Vec<Option<i128>>> {
     let weights: Vec<Option<i128>> = match weight.data_type() {
         DataType::Decimal128(_, _) => weight.as_primitive::<Decimal128Type>().iter().collect(),
         DataType::Int64 => weight.as_primitive::<Int64Type>().iter().map(|w| w.map(i128::from)).collect(),
         DataType::Null => vec![None; weight.len()],
         other => return exec_err!("top_values: unexpected weight type {other}"),
     };
-    Ok(weights.into_iter().enumerate().map(|(row, w)| w.filter(|_| value.is_valid(row)).map(|w| (w, row))).collect())
+    let counts = |row: usize| value.is_valid(row) && filter.is_none_or(|f| f.is_valid(row) && f.value(row));
+    Ok(weights.into_iter().enumerate().map(|(row, w)| w.filter(|_| counts(row))).collect())
 }
 
 fn strings(array: &ArrayRef) -> Result<ArrayRef> {
@@ -201,8 +203,10 @@ impl Accumulator for TopAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let value = strings(&values[0])?;
         let text = value.as_string::<i32>();
-        for (weight, row) in rows(&value, &values[1])?.into_iter().flatten() {
-            self.top.offer(weight, text.value(row), self.places);
+        for (row, weight) in weights(&value, &values[1], None)?.into_iter().enumerate() {
+            if let Some(weight) = weight {
+                self.top.offer(weight, text.value(row), self.places);
+            }
         }
         Ok(())
     }
@@ -258,8 +262,8 @@ impl GroupsAccumulator for TopGroups {
         self.groups.resize_with(total_num_groups, Top::default);
         let value = strings(&values[0])?;
         let text = value.as_string::<i32>();
-        for (weight, row) in rows(&value, &values[1])?.into_iter().flatten() {
-            if opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row)) {
+        for (row, weight) in weights(&value, &values[1], opt_filter)?.into_iter().enumerate() {
+            if let Some(weight) = weight {
                 self.offer(group_indices[row], weight, text.value(row));
             }
         }
@@ -282,14 +286,15 @@ impl GroupsAccumulator for TopGroups {
     fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
         let value = strings(&values[0])?;
         let text = value.as_string::<i32>();
-        let tops = rows(&value, &values[1])?.into_iter().enumerate().map(|(row, pair)| {
-            let mut top = Top::default();
-            if let Some((weight, _)) = pair.filter(|_| opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row))) {
-                top.offer(weight, text.value(row), 1);
-            }
-            top
-        });
-        Ok(state_arrays(tops.collect::<Vec<_>>().iter()))
+        // Each row its own group: one entry, or none where the row does not count.
+        let tops: Vec<Top> = weights(&value, &values[1], opt_filter)?
+            .into_iter()
+            .enumerate()
+            .map(|(row, weight)| Top {
+                entries: weight.map(|w| (w, text.value(row).to_string())).into_iter().collect(),
+            })
+            .collect();
+        Ok(state_arrays(tops.iter()))
     }
 
     fn size(&self) -> usize {

@@ -206,7 +206,7 @@ impl Transform<'_> {
         };
         let files = self.write_files(&dir, streams).await.map_err(|e| in_model(model, e))?;
         let location = &self.warehouse.location;
-        let urls: Vec<String> = files.iter().map(|(relative, _)| location.url_of(&location.key(relative))).collect();
+        let urls: Vec<String> = files.iter().map(|(_, written)| location.url_of(&written.key)).collect();
         self.engine.register_files(&model.name, &urls, None).await?;
         Ok(Materialization {
             model: model.name.clone(),

@@ -175,21 +175,14 @@ fn cell_text(cell: &Data) -> (String, Option<String>) {
         Data::Bool(b) => (b.to_string(), None),
         // Written field by field: chrono's `format` re-reads its format string for every cell.
         Data::DateTime(dt) => match dt.as_datetime() {
-            Some(t) if t.time() == chrono::NaiveTime::MIN => {
-                (format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day()), None)
+            Some(t) => {
+                let date = format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day());
+                if t.time() == chrono::NaiveTime::MIN {
+                    (date, None)
+                } else {
+                    (format!("{date} {:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()), None)
+                }
             }
-            Some(t) => (
-                format!(
-                    "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-                    t.year(),
-                    t.month(),
-                    t.day(),
-                    t.hour(),
-                    t.minute(),
-                    t.second()
-                ),
-                None,
-            ),
             None => (dt.to_string(), Some(format!("date {dt} out of range"))),
         },
         Data::DateTimeIso(s) | Data::DurationIso(s) => (s.clone(), None),
