@@ -4,13 +4,13 @@
 use std::io::{Cursor, Read};
 use std::sync::Arc;
 
-use calamine::{Data, DataType, Reader, Sheets};
+use calamine::{CellErrorType, Data, DataRef, ExcelDateTime, Reader, Sheets};
 use chrono::{Datelike, Timelike};
 
 use super::csv::FileInput;
 use super::{ChunkBuilder, FileEnd, FileShape, Hangup, ReadStop, match_header};
 use crate::config::XlsxOptions;
-use crate::ingest::values::{FieldError, excel_number_text, reason};
+use crate::ingest::values::{FieldError, push_excel_number, reason};
 
 pub fn read(
     input: &mut dyn Read,
@@ -60,22 +60,23 @@ pub fn read(
 }
 
 /// A row of a sheet: its 0-based index and its cells with their 0-based columns.
-type SheetRow = (u32, Vec<(u32, Data)>);
+type SheetRow<C> = (u32, Vec<(u32, C)>);
 
 /// Where a streamed sheet stands between rows.
 enum Next<'a> {
     Read,
     /// The first cell of the next row, read while finishing the previous one.
-    Cell(calamine::Cell<calamine::DataRef<'a>>),
+    Cell(calamine::Cell<DataRef<'a>>),
     /// `</sheetData>` was read; reading on would be an error.
     End,
 }
 
-/// The cells of the next row in a streamed sheet.
+/// The cells of the next row in a streamed sheet. Cells stay `DataRef`s: a shared string is
+/// borrowed from the workbook, not copied for every cell.
 fn streamed_row<'a, RS: std::io::Read + std::io::Seek>(
     cells: &mut calamine::XlsxCellReader<'a, RS>,
     next: &mut Next<'a>,
-) -> Result<Option<SheetRow>, calamine::XlsxError> {
+) -> Result<Option<SheetRow<DataRef<'a>>>, calamine::XlsxError> {
     let first = match std::mem::replace(next, Next::End) {
         Next::Cell(cell) => cell,
         Next::Read => match cells.next_cell()? {
@@ -85,27 +86,27 @@ fn streamed_row<'a, RS: std::io::Read + std::io::Seek>(
         Next::End => return Ok(None),
     };
     let (row, col) = first.get_position();
-    let mut placed = vec![(col, Data::from(first.get_value().clone()))];
+    let mut placed = vec![(col, first.get_value().clone())];
     while let Some(cell) = cells.next_cell()? {
         if cell.get_position().0 != row {
             *next = Next::Cell(cell);
             break;
         }
-        placed.push((cell.get_position().1, Data::from(cell.get_value().clone())));
+        placed.push((cell.get_position().1, cell.get_value().clone()));
     }
     Ok(Some((row, placed)))
 }
 
 /// The first row with a value is the header and says where the table starts; every later row
 /// with a value is a record, its line the Excel row number.
-fn emit_rows(
-    rows: &mut dyn Iterator<Item = Result<SheetRow, ReadStop>>,
+fn emit_rows<C: SheetCell>(
+    rows: &mut dyn Iterator<Item = Result<SheetRow<C>, ReadStop>>,
     file: &FileInput<'_>,
     sheet: &str,
     end: FileEnd,
     emit: &mut dyn FnMut(super::Chunk) -> Result<(), Hangup>,
 ) -> Result<FileEnd, ReadStop> {
-    let has_value = |cells: &[(u32, Data)]| cells.iter().any(|(_, c)| !c.is_empty());
+    let has_value = |cells: &[(u32, C)]| cells.iter().any(|(_, c)| !c.is_empty());
     let header_cells = loop {
         match rows.next().transpose()? {
             Some((_, cells)) if has_value(&cells) => break cells,
@@ -116,14 +117,22 @@ fn emit_rows(
     let start_col = header_cells.iter().find(|(_, c)| !c.is_empty()).map_or(0, |(col, _)| *col);
     let header_width =
         header_cells.iter().map(|(col, _)| col.saturating_sub(start_col) as usize + 1).max().unwrap_or(0);
-    let header: Vec<String> =
-        dense(header_cells, start_col, header_width).iter().map(|c| cell_text(c).0.trim().to_string()).collect();
+    let header: Vec<String> = dense(&header_cells, start_col, header_width)
+        .iter()
+        .map(|c| {
+            let mut text = String::new();
+            push_cell_text(&mut text, c.map_or(CellView::Empty, SheetCell::view));
+            text.trim().to_string()
+        })
+        .collect();
     // Trailing empty header cells are formatting, not columns.
     let width = header.iter().rposition(|h| !h.is_empty()).map_or(0, |p| p + 1);
     let positions = match_header(&header[..width], file.fields).map_err(|m| ReadStop::file(file.file, m))?;
     let shape = FileShape { file: Arc::from(file.file), positions, field_count: width };
 
     let mut chunks = ChunkBuilder::new(file.file_index, Arc::new(shape), true, emit);
+    // The row as comma-separated text (what a reject keeps); each field is written into it once
+    // and handed on as its slice.
     let mut raw = String::new();
     while let Some((row, cells)) = rows.next().transpose()? {
         if !has_value(&cells) {
@@ -133,13 +142,13 @@ fn emit_rows(
         let mut problem = cells.iter().find(|(col, c)| *col < start_col && !c.is_empty()).map(|(col, _)| {
             FieldError::new(reason::INVALID_VALUE, format!("a value in column {} is left of the header", col + 1))
         });
-        for (col, cell) in dense(cells, start_col, width).iter().enumerate() {
-            let (text, cell_error) = cell_text(cell);
+        for (col, cell) in dense(&cells, start_col, width).into_iter().enumerate() {
             if col > 0 {
                 raw.push(',');
             }
-            raw.push_str(&text);
-            chunks.push_field(text.as_bytes());
+            let field_start = raw.len();
+            let cell_error = push_cell_text(&mut raw, cell.map_or(CellView::Empty, SheetCell::view));
+            chunks.push_field(&raw.as_bytes()[field_start..]);
             if let (Some(e), None) = (cell_error, &problem) {
                 problem = Some(FieldError::new(
                     reason::INVALID_VALUE,
@@ -154,38 +163,149 @@ fn emit_rows(
     Ok(end)
 }
 
-/// The cells from `start_col` on, one per column up to `width` (empty where the sheet has none).
-fn dense(cells: Vec<(u32, Data)>, start_col: u32, width: usize) -> Vec<Data> {
-    let mut row = vec![Data::Empty; width];
+/// The cells from `start_col` on, one per column up to `width` (none where the sheet has none).
+fn dense<C>(cells: &[(u32, C)], start_col: u32, width: usize) -> Vec<Option<&C>> {
+    let mut row = vec![None; width];
     for (col, cell) in cells {
         if let Some(slot) = col.checked_sub(start_col).and_then(|c| row.get_mut(c as usize)) {
-            *slot = cell;
+            *slot = Some(cell);
         }
     }
     row
 }
 
-/// The text of a cell as Excel shows it, and the error if the cell holds one (`#N/A`, …).
-fn cell_text(cell: &Data) -> (String, Option<String>) {
+/// A cell of either of calamine's cell types (owned `Data` from a Range, borrowed `DataRef` from
+/// a streamed .xlsx), seen without copying its text.
+trait SheetCell {
+    fn view(&self) -> CellView<'_>;
+    fn is_empty(&self) -> bool {
+        matches!(self.view(), CellView::Empty)
+    }
+}
+
+enum CellView<'a> {
+    Empty,
+    Text(&'a str),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    DateTime(&'a ExcelDateTime),
+    Error(&'a CellErrorType),
+}
+
+impl SheetCell for Data {
+    fn view(&self) -> CellView<'_> {
+        match self {
+            Data::Empty => CellView::Empty,
+            Data::String(s) | Data::DateTimeIso(s) | Data::DurationIso(s) => CellView::Text(s),
+            Data::Int(i) => CellView::Int(*i),
+            Data::Float(f) => CellView::Float(*f),
+            Data::Bool(b) => CellView::Bool(*b),
+            Data::DateTime(dt) => CellView::DateTime(dt),
+            Data::Error(e) => CellView::Error(e),
+        }
+    }
+}
+
+impl SheetCell for DataRef<'_> {
+    fn view(&self) -> CellView<'_> {
+        match self {
+            DataRef::Empty => CellView::Empty,
+            DataRef::SharedString(s) => CellView::Text(s),
+            DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => CellView::Text(s),
+            DataRef::Int(i) => CellView::Int(*i),
+            DataRef::Float(f) => CellView::Float(*f),
+            DataRef::Bool(b) => CellView::Bool(*b),
+            DataRef::DateTime(dt) => CellView::DateTime(dt),
+            DataRef::Error(e) => CellView::Error(e),
+        }
+    }
+}
+
+/// Write the text of a cell as Excel shows it onto `out`; the error if the cell holds one
+/// (`#N/A`, …) or a date out of range.
+fn push_cell_text(out: &mut String, cell: CellView<'_>) -> Option<String> {
     match cell {
-        Data::Empty => (String::new(), None),
-        Data::String(s) => (s.clone(), None),
-        Data::Int(i) => (i.to_string(), None),
-        Data::Float(f) => (excel_number_text(*f), None),
-        Data::Bool(b) => (b.to_string(), None),
-        // Written field by field: chrono's `format` re-reads its format string for every cell.
-        Data::DateTime(dt) => match dt.as_datetime() {
+        CellView::Empty => {}
+        CellView::Text(s) => out.push_str(s),
+        CellView::Int(i) => out.push_str(itoa::Buffer::new().format(i)),
+        CellView::Float(f) => push_excel_number(out, f),
+        CellView::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        // Digit by digit: formatting machinery per cell was a tenth of reading a sheet.
+        CellView::DateTime(dt) => match dt.as_datetime() {
             Some(t) => {
-                let date = format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day());
-                if t.time() == chrono::NaiveTime::MIN {
-                    (date, None)
-                } else {
-                    (format!("{date} {:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()), None)
+                push_padded(out, t.year(), 4);
+                out.push('-');
+                push_padded(out, t.month() as i32, 2);
+                out.push('-');
+                push_padded(out, t.day() as i32, 2);
+                if t.time() != chrono::NaiveTime::MIN {
+                    for (separator, part) in [(' ', t.hour()), (':', t.minute()), (':', t.second())] {
+                        out.push(separator);
+                        push_padded(out, part as i32, 2);
+                    }
                 }
             }
-            None => (dt.to_string(), Some(format!("date {dt} out of range"))),
+            None => {
+                out.push_str(&dt.to_string());
+                return Some(format!("date {dt} out of range"));
+            }
         },
-        Data::DateTimeIso(s) | Data::DurationIso(s) => (s.clone(), None),
-        Data::Error(e) => (format!("{e}"), Some(format!("{e}"))),
+        CellView::Error(e) => {
+            let text = e.to_string();
+            out.push_str(&text);
+            return Some(text);
+        }
+    }
+    None
+}
+
+/// `value` with leading zeros to `width` digits, as `{:0width$}` writes it.
+fn push_padded(out: &mut String, value: i32, width: usize) {
+    let mut digits = itoa::Buffer::new();
+    let text = digits.format(value.unsigned_abs());
+    if value < 0 {
+        out.push('-');
+    }
+    for _ in text.len()..width.saturating_sub(usize::from(value < 0)) {
+        out.push('0');
+    }
+    out.push_str(text);
+}
+
+#[cfg(test)]
+mod tests {
+    use calamine::ExcelDateTimeType;
+
+    use super::*;
+
+    fn shown(cell: Data) -> (String, Option<String>) {
+        let mut out = String::new();
+        let error = push_cell_text(&mut out, cell.view());
+        (out, error)
+    }
+
+    #[test]
+    fn cells_read_as_excel_shows_them() {
+        let serial = |value| Data::DateTime(ExcelDateTime::new(value, ExcelDateTimeType::DateTime, false));
+        // 45657 is 2024-12-31 in Excel's 1900 date system; .75 of a day is 18:00.
+        assert_eq!(shown(serial(45657.0)), ("2024-12-31".into(), None));
+        assert_eq!(shown(serial(45657.75)), ("2024-12-31 18:00:00".into(), None));
+        assert_eq!(shown(serial(45657.0 + (9.0 * 3600.0 + 5.0 * 60.0 + 7.0) / 86400.0)).0, "2024-12-31 09:05:07");
+        assert_eq!(shown(serial(-1e9)).1, Some("date -1000000000 out of range".into()));
+        assert_eq!(shown(Data::Int(-42)), ("-42".into(), None));
+        assert_eq!(shown(Data::Float(4.0)), ("4".into(), None));
+        assert_eq!(shown(Data::Bool(true)), ("true".into(), None));
+        assert_eq!(shown(Data::Error(CellErrorType::NA)), ("#N/A".into(), Some("#N/A".into())));
+        assert_eq!(shown(Data::Empty), (String::new(), None));
+    }
+
+    #[test]
+    fn padding_matches_the_format_macro() {
+        for (value, width) in [(7, 2), (12, 2), (2024, 4), (99, 4), (-5, 4), (123, 2)] {
+            let mut out = String::new();
+            push_padded(&mut out, value, width);
+            assert_eq!(out, format!("{value:0width$}"));
+        }
     }
 }
