@@ -38,6 +38,11 @@ DIALECT = [
      "DuckDB divides decimals in DOUBLE: round(x / 60, 2) would round some exact halves down"),
     ("customer_value", "round(s.revenue / s.order_count, 2)", "div_round2(s.revenue, s.order_count)",
      "the same: 2.01 / 2 rounds to 1.00 in DOUBLE, 1.01 in decimal"),
+    *[("customer_rfm", f"ntile_bucket(row_number() OVER (ORDER BY {order}), t.customers, 5)",
+       f"ntile(5) OVER (ORDER BY {order})",
+       "keymart's ntile_bucket of a row number streams where ntile needs all rows in one batch; DuckDB's "
+       "own ntile checks it")
+      for order in ("recency_days DESC, customer_id", "frequency, customer_id", "monetary, customer_id")],
 ]
 
 # num / den rounded to cents, half away from zero, in exact integer arithmetic (den > 0).

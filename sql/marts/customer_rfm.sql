@@ -9,16 +9,24 @@ WITH per_customer AS (
     FROM stg_purchases
     GROUP BY customer_id
 ),
+totals AS (
+    -- One row: how many customers are scored and the value they make together.
+    SELECT count(*) AS customers, sum(monetary) AS value_total
+    FROM per_customer
+),
 scored AS (
     SELECT
-        *,
-        -- Quintiles; ties broken by customer_id so every quintile has its share.
-        ntile(5) OVER (ORDER BY recency_days DESC, customer_id) AS r_score,
-        ntile(5) OVER (ORDER BY frequency, customer_id) AS f_score,
-        ntile(5) OVER (ORDER BY monetary, customer_id) AS m_score,
+        p.*,
+        -- Quintiles, what ntile(5) gives, from row numbers and the count: ntile holds its whole
+        -- input in one batch, more than the memory pool could sort at 5M customers; row numbers
+        -- stream out of a sort that spills. Ties broken by customer_id so every quintile has its share.
+        ntile_bucket(row_number() OVER (ORDER BY recency_days DESC, customer_id), t.customers, 5) AS r_score,
+        ntile_bucket(row_number() OVER (ORDER BY frequency, customer_id), t.customers, 5) AS f_score,
+        ntile_bucket(row_number() OVER (ORDER BY monetary, customer_id), t.customers, 5) AS m_score,
         sum(monetary) OVER (ORDER BY monetary DESC, customer_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS value_before,
-        sum(monetary) OVER () AS value_total
-    FROM per_customer
+        t.value_total
+    FROM per_customer p
+    CROSS JOIN totals t
 )
 SELECT
     customer_id,

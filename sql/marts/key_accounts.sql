@@ -1,15 +1,21 @@
 -- The key accounts at as_of (DESIGN.md, key_accounts): customers ranked by net value; the key
 -- accounts are those making the first key_account_value_share of net value (Pareto class A) with
 -- at least key_account_min_net_value; their status against the previous snapshot.
-WITH ranked AS (
-    SELECT
-        customer_id,
-        net_value,
-        row_number() OVER (ORDER BY net_value DESC, customer_id) AS value_rank,
-        sum(CASE WHEN net_value > 0 THEN net_value ELSE 0 END)
-            OVER (ORDER BY net_value DESC, customer_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS value_before,
-        sum(CASE WHEN net_value > 0 THEN net_value ELSE 0 END) OVER () AS value_total
+WITH totals AS (
+    -- One row (a window over all rows, OVER (), would hold them all in one batch).
+    SELECT sum(CASE WHEN net_value > 0 THEN net_value ELSE 0 END) AS value_total
     FROM customer_value
+),
+ranked AS (
+    SELECT
+        v.customer_id,
+        v.net_value,
+        row_number() OVER (ORDER BY v.net_value DESC, v.customer_id) AS value_rank,
+        sum(CASE WHEN v.net_value > 0 THEN v.net_value ELSE 0 END)
+            OVER (ORDER BY v.net_value DESC, v.customer_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS value_before,
+        t.value_total
+    FROM customer_value v
+    CROSS JOIN totals t
 ),
 current AS (
     SELECT

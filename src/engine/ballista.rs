@@ -98,7 +98,7 @@ async fn reachable(scheduler: &SchedulerUrl) -> Result<()> {
 /// plans with and the executors run with.
 fn cluster_state(config: SessionConfig) -> datafusion::error::Result<SessionState> {
     let mut scalars = ballista_scalar_functions();
-    scalars.extend(crate::models::udf::scalar_functions().into_iter().map(Arc::new));
+    scalars.extend(super::scalar_functions().into_iter().map(Arc::new));
     let mut aggregates = ballista_aggregate_functions();
     aggregates.extend(super::aggregate_functions().into_iter().map(Arc::new));
     Ok(SessionStateBuilder::new()

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::warehouse::Location;
 
 pub mod ballista;
+mod ntile_bucket;
 mod top_values;
 
 /// Where a run's models execute (`engine:` in keymart.yaml, `--engine`).
@@ -188,12 +189,19 @@ fn session_parts(memory_limit_bytes: usize) -> Result<(SessionConfig, Arc<Runtim
 
 /// keymart's SQL functions: the customer-base models and `top_values`.
 pub fn register_functions(ctx: &SessionContext) {
-    for function in crate::models::udf::scalar_functions() {
+    for function in scalar_functions() {
         ctx.register_udf(function);
     }
     for function in aggregate_functions() {
         ctx.register_udaf(function);
     }
+}
+
+/// keymart's scalar functions (also given to Ballista's scheduler and executors).
+pub fn scalar_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
+    let mut functions = crate::models::udf::scalar_functions();
+    functions.push(datafusion::logical_expr::ScalarUDF::from(ntile_bucket::NtileBucket::new()));
+    functions
 }
 
 /// keymart's aggregate functions (also given to Ballista's scheduler and executors).
