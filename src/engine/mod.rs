@@ -212,7 +212,12 @@ pub fn aggregate_functions() -> Vec<datafusion::logical_expr::AggregateUDF> {
 }
 
 pub fn engine_error(context: impl Into<String>, e: datafusion::error::DataFusionError) -> Error {
-    Error::Engine { context: context.into(), source: Box::new(e) }
+    let mut context = context.into();
+    // DataFusion's own advice names its setting; keymart sets the pool from keymart.yaml.
+    if matches!(e.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_)) {
+        context.push_str(" (out of the query engine's memory: raise `memory_limit_mb` in keymart.yaml)");
+    }
+    Error::Engine { context, source: Box::new(e) }
 }
 
 /// Typed values for `$name` placeholders: `$as_of` and the pipeline's variables.
@@ -266,6 +271,29 @@ mod tests {
     use super::*;
     use crate::config::model::TypedVar;
     use datafusion::arrow::util::pretty::pretty_format_batches;
+
+    #[tokio::test]
+    async fn running_out_of_the_memory_pool_names_keymarts_setting() {
+        let (config, runtime) = session_parts(1 << 20).unwrap();
+        let engine = Engine {
+            ctx: SessionContext::new_with_config_rt(with_keymart_options(config), runtime),
+            name: "local".into(),
+        };
+        // A hash join's build side cannot spill: 300k rows do not fit in 1 MB.
+        let df = engine
+            .sql(
+                "SELECT count(*) FROM generate_series(1, 300000) a JOIN generate_series(1, 300000) b ON a.value = b.value",
+                &Params::default(),
+            )
+            .await
+            .unwrap();
+        let error = engine_error("computing the join", df.collect().await.unwrap_err()).to_string();
+        assert!(
+            error.starts_with("computing the join (out of the query engine's memory: raise `memory_limit_mb`"),
+            "{error}"
+        );
+        assert!(error.contains("Resources exhausted"), "{error}");
+    }
 
     #[tokio::test]
     async fn placeholders_are_bound_as_typed_values() {
