@@ -187,7 +187,7 @@ fn session_parts(memory_limit_bytes: usize) -> Result<(SessionConfig, Arc<Runtim
     Ok((config, runtime))
 }
 
-/// keymart's SQL functions: the customer-base models and `top_values`.
+/// keymart's SQL functions: the customer-base models, `top_values` and `ntile_bucket`.
 pub fn register_functions(ctx: &SessionContext) {
     for function in scalar_functions() {
         ctx.register_udf(function);
