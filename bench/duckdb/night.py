@@ -153,8 +153,10 @@ class Night:
     def dependency_order(self, texts):
         """The models (name → SQL) in an order where each comes after the models it reads."""
         models = list(texts)
-        reads = {name: {other for other in models if other != name and re.search(rf"\b{other}\b", text)}
-                 for name, text in texts.items()}
+        # A model named in a comment is not read ("-- … for the same reason as stg_x").
+        code = {name: re.sub(r"--[^\n]*", "", text) for name, text in texts.items()}
+        reads = {name: {other for other in models if other != name and re.search(rf"\b{other}\b", code[name])}
+                 for name in texts}
         ordered = []
         while len(ordered) < len(models):
             ready = [n for n in models if n not in ordered and reads[n] <= set(ordered)]
