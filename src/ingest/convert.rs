@@ -434,7 +434,7 @@ impl<'de> serde::Deserialize<'de> for Entries<'de> {
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(16));
-                while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                while let Some((JsonText(key), value)) = map.next_entry::<JsonText<'de>, &'de RawValue>()? {
                     entries.push((key, value));
                 }
                 Ok(Entries(entries))
@@ -444,17 +444,19 @@ impl<'de> serde::Deserialize<'de> for Entries<'de> {
     }
 }
 
-/// A key borrowed from the line unless it holds escapes (serde's `borrow` does the choosing).
+/// A JSON string (a key or a value) borrowed from the line unless it holds escapes (serde's `borrow`
+/// does the choosing).
 #[derive(serde::Deserialize)]
 #[serde(transparent)]
-struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+struct JsonText<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// A JSON scalar as field text: strings unescaped, numbers as written, `null` as no value.
 fn json_scalar_text(raw: &RawValue) -> Result<Option<Cow<'_, str>>, FieldError> {
     let text = raw.get();
     match text.as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<Cow<str>>(text)
-            .map(Some)
+        // Borrowed from the line unless it holds escapes (a plain `Cow<str>` always allocates).
+        Some(b'"') => serde_json::from_str::<JsonText>(text)
+            .map(|JsonText(text)| Some(text))
             .map_err(|e| FieldError::new(reason::INVALID_JSON, e.to_string())),
         Some(b'n') => Ok(None),
         Some(b'{') | Some(b'[') => Err(FieldError::new(reason::INVALID_VALUE, format!("`{text}` is not a scalar"))),
@@ -533,5 +535,20 @@ mod tests {
         assert_eq!(seen, [("a", "2"), ("ab", "\"x\""), ("b", "[3]")]);
         assert!(matches!(entries[0].0, Cow::Borrowed(_)), "plain keys are borrowed from the line");
         assert_eq!(parse_json_object(b"[1]").unwrap_err().reason, reason::INVALID_JSON);
+    }
+
+    #[test]
+    fn json_strings_are_unescaped_and_borrowed_when_they_need_no_unescaping() {
+        fn text(json: &str) -> Option<Cow<'_, str>> {
+            json_scalar_text(serde_json::from_str::<&RawValue>(json).unwrap()).unwrap()
+        }
+        let plain = text(r#""DHL 顺丰""#).unwrap();
+        assert_eq!(plain, "DHL 顺丰");
+        assert!(matches!(plain, Cow::Borrowed(_)), "a string without escapes is borrowed from the line");
+        assert_eq!(text(r#""a\"b\nc\u00e9""#).unwrap(), "a\"b\nc\u{e9}");
+        assert_eq!(text("12.50").unwrap(), "12.50");
+        assert_eq!(text("null"), None);
+        let nested = serde_json::from_str::<&RawValue>("[1]").unwrap();
+        assert_eq!(json_scalar_text(nested).unwrap_err().reason, reason::INVALID_VALUE);
     }
 }
