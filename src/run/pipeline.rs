@@ -218,6 +218,7 @@ impl Plan<'_> {
             task.inc(1);
             let materialization = transform.materialize(model).await?;
             let outcomes = audit::run_tests(&engine, model).await?;
+            crate::engine::return_free_memory();
             let failed_blocking: Vec<&TestOutcome> = outcomes.iter().filter(|o| o.blocks()).collect();
             let outcome = if !failed_blocking.is_empty() {
                 blocked.insert(name.clone());
