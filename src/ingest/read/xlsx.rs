@@ -4,7 +4,7 @@
 use std::io::{Cursor, Read};
 use std::sync::Arc;
 
-use calamine::{CellErrorType, Data, DataRef, ExcelDateTime, Reader, Sheets};
+use calamine::{DataRef, DataType, Reader, Sheets};
 use chrono::{Datelike, Timelike};
 
 use super::csv::FileInput;
@@ -99,7 +99,7 @@ fn streamed_row<'a, RS: std::io::Read + std::io::Seek>(
 
 /// The first row with a value is the header and says where the table starts; every later row
 /// with a value is a record, its line the Excel row number.
-fn emit_rows<C: SheetCell>(
+fn emit_rows<C: DataType>(
     rows: &mut dyn Iterator<Item = Result<SheetRow<C>, ReadStop>>,
     file: &FileInput<'_>,
     sheet: &str,
@@ -121,7 +121,9 @@ fn emit_rows<C: SheetCell>(
         .iter()
         .map(|c| {
             let mut text = String::new();
-            push_cell_text(&mut text, c.map_or(CellView::Empty, SheetCell::view));
+            if let Some(c) = c {
+                push_cell_text(&mut text, *c);
+            }
             text.trim().to_string()
         })
         .collect();
@@ -147,7 +149,7 @@ fn emit_rows<C: SheetCell>(
                 raw.push(',');
             }
             let field_start = raw.len();
-            let cell_error = push_cell_text(&mut raw, cell.map_or(CellView::Empty, SheetCell::view));
+            let cell_error = cell.and_then(|c| push_cell_text(&mut raw, c));
             chunks.push_field(&raw.as_bytes()[field_start..]);
             if let (Some(e), None) = (cell_error, &problem) {
                 problem = Some(FieldError::new(
@@ -174,88 +176,40 @@ fn dense<C>(cells: &[(u32, C)], start_col: u32, width: usize) -> Vec<Option<&C>>
     row
 }
 
-/// A cell of either of calamine's cell types (owned `Data` from a Range, borrowed `DataRef` from
-/// a streamed .xlsx), seen without copying its text.
-trait SheetCell {
-    fn view(&self) -> CellView<'_>;
-    fn is_empty(&self) -> bool {
-        matches!(self.view(), CellView::Empty)
-    }
-}
-
-enum CellView<'a> {
-    Empty,
-    Text(&'a str),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    DateTime(&'a ExcelDateTime),
-    Error(&'a CellErrorType),
-}
-
-impl SheetCell for Data {
-    fn view(&self) -> CellView<'_> {
-        match self {
-            Data::Empty => CellView::Empty,
-            Data::String(s) | Data::DateTimeIso(s) | Data::DurationIso(s) => CellView::Text(s),
-            Data::Int(i) => CellView::Int(*i),
-            Data::Float(f) => CellView::Float(*f),
-            Data::Bool(b) => CellView::Bool(*b),
-            Data::DateTime(dt) => CellView::DateTime(dt),
-            Data::Error(e) => CellView::Error(e),
-        }
-    }
-}
-
-impl SheetCell for DataRef<'_> {
-    fn view(&self) -> CellView<'_> {
-        match self {
-            DataRef::Empty => CellView::Empty,
-            DataRef::SharedString(s) => CellView::Text(s),
-            DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => CellView::Text(s),
-            DataRef::Int(i) => CellView::Int(*i),
-            DataRef::Float(f) => CellView::Float(*f),
-            DataRef::Bool(b) => CellView::Bool(*b),
-            DataRef::DateTime(dt) => CellView::DateTime(dt),
-            DataRef::Error(e) => CellView::Error(e),
-        }
-    }
-}
-
-/// Write the text of a cell as Excel shows it onto `out`; the error if the cell holds one
-/// (`#N/A`, …) or a date out of range.
-fn push_cell_text(out: &mut String, cell: CellView<'_>) -> Option<String> {
-    match cell {
-        CellView::Empty => {}
-        CellView::Text(s) => out.push_str(s),
-        CellView::Int(i) => out.push_str(itoa::Buffer::new().format(i)),
-        CellView::Float(f) => push_excel_number(out, f),
-        CellView::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+/// Write the text of a cell as Excel shows it onto `out` (nothing for an empty cell); the error if
+/// the cell holds one (`#N/A`, …) or a date out of range. Either calamine cell type (owned `Data`
+/// from a Range, borrowed `DataRef` from a streamed .xlsx) through calamine's `DataType`, so a
+/// shared string is read in place, never copied.
+fn push_cell_text(out: &mut String, cell: &impl DataType) -> Option<String> {
+    if let Some(text) = cell.get_string().or_else(|| cell.get_datetime_iso()).or_else(|| cell.get_duration_iso()) {
+        out.push_str(text);
+    } else if let Some(f) = cell.get_float() {
+        push_excel_number(out, f);
+    } else if let Some(i) = cell.get_int() {
+        out.push_str(itoa::Buffer::new().format(i));
+    } else if let Some(dt) = cell.get_datetime() {
         // Digit by digit: formatting machinery per cell was a tenth of reading a sheet.
-        CellView::DateTime(dt) => match dt.as_datetime() {
-            Some(t) => {
-                push_padded(out, t.year(), 4);
-                out.push('-');
-                push_padded(out, t.month() as i32, 2);
-                out.push('-');
-                push_padded(out, t.day() as i32, 2);
-                if t.time() != chrono::NaiveTime::MIN {
-                    for (separator, part) in [(' ', t.hour()), (':', t.minute()), (':', t.second())] {
-                        out.push(separator);
-                        push_padded(out, part as i32, 2);
-                    }
-                }
+        let Some(t) = dt.as_datetime() else {
+            out.push_str(&dt.to_string());
+            return Some(format!("date {dt} out of range"));
+        };
+        push_padded(out, t.year(), 4);
+        out.push('-');
+        push_padded(out, t.month() as i32, 2);
+        out.push('-');
+        push_padded(out, t.day() as i32, 2);
+        if t.time() != chrono::NaiveTime::MIN {
+            for (separator, part) in [(' ', t.hour()), (':', t.minute()), (':', t.second())] {
+                out.push(separator);
+                push_padded(out, part as i32, 2);
             }
-            None => {
-                out.push_str(&dt.to_string());
-                return Some(format!("date {dt} out of range"));
-            }
-        },
-        CellView::Error(e) => {
-            let text = e.to_string();
-            out.push_str(&text);
-            return Some(text);
         }
+    } else if let Some(b) = cell.get_bool() {
+        out.push_str(if b { "true" } else { "false" });
+    } else if let Some(e) = cell.get_error() {
+        let text = e.to_string();
+        out.push_str(&text);
+        return Some(text);
     }
     None
 }
@@ -275,13 +229,13 @@ fn push_padded(out: &mut String, value: i32, width: usize) {
 
 #[cfg(test)]
 mod tests {
-    use calamine::ExcelDateTimeType;
+    use calamine::{CellErrorType, Data, ExcelDateTime, ExcelDateTimeType};
 
     use super::*;
 
     fn shown(cell: Data) -> (String, Option<String>) {
         let mut out = String::new();
-        let error = push_cell_text(&mut out, cell.view());
+        let error = push_cell_text(&mut out, &cell);
         (out, error)
     }
 
