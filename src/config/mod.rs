@@ -130,23 +130,27 @@ impl Pipeline {
 
     /// Sources ordered so that a source comes after every source its columns reference.
     pub fn sources_in_reference_order(&self) -> Vec<&SourceContract> {
-        let mut ordered: Vec<&SourceContract> = Vec::new();
+        self.sources_in_reference_waves().concat()
+    }
+
+    /// Sources in waves: each source references only sources of earlier waves (or itself), so
+    /// the sources of one wave can be loaded side by side once the earlier waves are committed.
+    pub fn sources_in_reference_waves(&self) -> Vec<Vec<&SourceContract>> {
+        let mut waves: Vec<Vec<&SourceContract>> = Vec::new();
         let mut pending: Vec<&SourceContract> = self.sources.iter().collect();
         while !pending.is_empty() {
-            let before = pending.len();
-            pending.retain(|s| {
-                let ready = s.referenced_sources().all(|r| r == s.name || ordered.iter().any(|o| o.name == r));
-                if ready {
-                    ordered.push(s);
-                }
-                !ready
-            });
-            if pending.len() == before {
+            let earlier = |name: &str| waves.iter().flatten().any(|o| o.name == name);
+            let (ready, waiting): (Vec<_>, Vec<_>) =
+                pending.into_iter().partition(|s| s.referenced_sources().all(|r| r == s.name || earlier(r)));
+            if ready.is_empty() {
                 // Validation refuses cycles; keep YAML order if one slipped through.
-                ordered.append(&mut pending);
+                waves.push(waiting);
+                break;
             }
+            waves.push(ready);
+            pending = waiting;
         }
-        ordered
+        waves
     }
 }
 

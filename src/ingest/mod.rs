@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::NaiveDate;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{FileFormat, Pipeline, SourceContract};
@@ -87,6 +88,48 @@ impl SourceLoad {
             seconds: started.elapsed().as_secs_f64(),
         }
     }
+}
+
+/// Load the chosen sources for `as_of` in reference waves, up to `ctx.workers` loads of a wave
+/// side by side, Excel loads first: an Excel load is bounded by the one thread that parses its
+/// sheet's XML, so beside it another load uses the core it leaves idle (two CPU-bound loads side
+/// by side gain nothing, and each adds its key set and Parquet row group to memory). The loads
+/// come back in reference order; with them the first warehouse error, after which no further
+/// wave starts.
+pub async fn load_sources(
+    ctx: &IngestContext,
+    pipeline: &Pipeline,
+    as_of: NaiveDate,
+    chosen: impl Fn(&SourceContract) -> bool,
+    max_reject_ratio: impl Fn(&SourceContract) -> f64,
+) -> (Vec<SourceLoad>, Option<Error>) {
+    let mut loads = Vec::new();
+    for wave in pipeline.sources_in_reference_waves() {
+        let wave: Vec<&SourceContract> = wave.into_iter().filter(|c| chosen(c)).collect();
+        let mut starts: Vec<usize> = (0..wave.len()).collect();
+        starts.sort_by_key(|&i| wave[i].format != FileFormat::Xlsx);
+        let wave = &wave;
+        let mut results: Vec<(usize, Result<SourceLoad>)> = futures::stream::iter(starts)
+            .map(|i| {
+                let ratio = max_reject_ratio(wave[i]);
+                async move { (i, load_source(ctx, pipeline, wave[i], as_of, ratio).await) }
+            })
+            .buffered(ctx.workers.max(1))
+            .collect()
+            .await;
+        results.sort_by_key(|(i, _)| *i);
+        let mut failure = None;
+        for (_, result) in results {
+            match result {
+                Ok(load) => loads.push(load),
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        if failure.is_some() {
+            return (loads, failure);
+        }
+    }
+    (loads, None)
 }
 
 /// Load one source for `as_of`. `Ok` with a failed status for bad input; `Err` only when the

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
 
-use crate::config::{Diagnostics, Project};
+use crate::config::{Diagnostics, Project, SourceContract};
 use crate::engine::{Engine, EngineSpec};
 use crate::error::{Error, Result};
 use crate::ingest::{self, IngestContext, LoadStatus, SourceLoad};
@@ -180,7 +180,7 @@ pub struct IngestReport {
     pub loads: Vec<SourceLoad>,
 }
 
-/// Load the selected sources for one date, in reference order, and write the ledger.
+/// Load the selected sources for one date, in reference waves, and write the ledger.
 pub async fn ingest(session: &Session, request: &IngestRequest) -> Result<IngestReport> {
     let pipeline = session.project.select_pipeline(request.pipeline.as_deref()).map_err(Error::Usage)?;
     for wanted in &request.sources {
@@ -226,24 +226,10 @@ async fn load_sources(
         progress: session.progress.clone(),
         workers: request.workers,
     };
-    let mut loads = Vec::new();
-    let mut failure = None;
-    for contract in pipeline.sources_in_reference_order() {
-        if !request.sources.is_empty() && !request.sources.contains(&contract.name) {
-            continue;
-        }
-        let max_ratio = session.project.max_reject_ratio(contract);
-        match ingest::load_source(&ctx, pipeline, contract, request.as_of, max_ratio).await {
-            Ok(load) => {
-                ledger.steps.push(Step::Ingest(load.clone()));
-                loads.push(load);
-            }
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
+    let chosen = |c: &SourceContract| request.sources.is_empty() || request.sources.contains(&c.name);
+    let (loads, failure) =
+        ingest::load_sources(&ctx, pipeline, request.as_of, chosen, |c| session.project.max_reject_ratio(c)).await;
+    ledger.steps.extend(loads.iter().cloned().map(Step::Ingest));
     session.clear_staging().await;
 
     let status = if failure.is_some() || loads.iter().any(|l| l.status == LoadStatus::Failed) {

@@ -163,14 +163,17 @@ impl Plan<'_> {
             progress: session.progress.clone(),
             workers: request.workers,
         };
+        let (loads, warehouse_error) =
+            ingest::load_sources(&ctx, pipeline, as_of, |_| true, |c| session.project.max_reject_ratio(c)).await;
         let mut failures = Vec::new();
-        for contract in pipeline.sources_in_reference_order() {
-            let load = ingest::load_source(&ctx, pipeline, contract, as_of, session.project.max_reject_ratio(contract))
-                .await?;
+        for load in loads {
             if load.status == LoadStatus::Failed {
                 failures.push(format!("{}: {}", load.source, load.error.clone().unwrap_or_default()));
             }
             ledger.steps.push(Step::Ingest(load));
+        }
+        if let Some(e) = warehouse_error {
+            return Err(e);
         }
         if !failures.is_empty() {
             return Err(Error::InputRejected(format!("{as_of}: {}", failures.join("\n"))));

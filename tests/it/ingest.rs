@@ -214,6 +214,10 @@ sources:
     project.land("cc/2024-06-01/contacts.xlsx", xlsx);
 
     assert_exit(&project.ingest("2024-06-01"), 0);
+    // The three load side by side (the Excel one first); the ledger keeps the pipeline's order.
+    let ledger = project.last_ledger();
+    let loaded: Vec<&str> = ledger["steps"].as_array().unwrap().iter().filter_map(|s| s["source"].as_str()).collect();
+    assert_eq!(loaded, ["accounts", "events", "contacts"]);
 
     let accounts = project.parquet_rows("raw/accounts/load_date=2024-06-01/part-0.parquet");
     assert_eq!(accounts, vec![vec!["C2".to_string(), "王伟".to_string(), "NULL".to_string()]]);
