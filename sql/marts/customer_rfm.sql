@@ -10,9 +10,16 @@ WITH per_customer AS (
     GROUP BY customer_id
 ),
 totals AS (
-    -- One row: how many customers are scored and the value they make together.
-    SELECT count(*) AS customers, sum(monetary) AS value_total
-    FROM per_customer
+    -- One row: how many customers are scored and the value they make together, without grouping
+    -- stg_purchases a second time (that cost 0.55 s at 1M customers): stg_customer_history has
+    -- one row per customer of stg_purchases, and the value is one sum over the window.
+    SELECT h.customers, v.value_total
+    FROM (SELECT count(*) AS customers FROM stg_customer_history) h
+    CROSS JOIN (
+        SELECT coalesce(sum(net_amount), 0) AS value_total
+        FROM stg_purchases
+        WHERE purchase_date > $as_of - $rfm_window_days
+    ) v
 ),
 scored AS (
     SELECT
