@@ -95,7 +95,7 @@ enum Command {
         sources: Vec<String>,
         #[arg(long, value_name = "NAME")]
         pipeline: Option<String>,
-        /// Threads that type records (default: number of cores).
+        /// Threads that type records, and sources loaded at once (default: number of cores).
         #[arg(long, value_name = "N")]
         workers: Option<usize>,
     },
@@ -148,7 +148,7 @@ struct RunArgs {
     /// Replay an earlier run (its dates, selection and pipeline): a run id, or `last`.
     #[arg(long, value_name = "RUN_ID")]
     retry: Option<String>,
-    /// Threads that type records during ingest (default: number of cores).
+    /// Threads that type records during ingest, and sources loaded at once (default: number of cores).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
 }
