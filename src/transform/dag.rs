@@ -210,6 +210,12 @@ fn is_mart(pipeline: &Pipeline, name: &str) -> bool {
     pipeline.model(name).is_some_and(|m| m.materialized == Materialized::Mart)
 }
 
+/// The models `name` waits on: those it reads whose SQL parsed (a model whose SQL did not parse
+/// has its error reported already, and ordering around it must not fail on it again).
+fn waits_on<'a>(inputs: &'a BTreeMap<String, Inputs>, name: &str) -> impl Iterator<Item = &'a String> {
+    inputs[name].models.iter().filter(|m| inputs.contains_key(*m))
+}
+
 /// Kahn's algorithm, ties broken by pipeline order so the order is stable. On a cycle, the cycle.
 fn topological_order(pipeline: &Pipeline, inputs: &BTreeMap<String, Inputs>) -> Result<Vec<String>, Vec<String>> {
     let names: Vec<&str> =
@@ -218,7 +224,7 @@ fn topological_order(pipeline: &Pipeline, inputs: &BTreeMap<String, Inputs>) -> 
     let mut order = Vec::new();
     while order.len() < names.len() {
         let ready =
-            names.iter().find(|n| !done.contains(**n) && inputs[**n].models.iter().all(|m| done.contains(m.as_str())));
+            names.iter().find(|n| !done.contains(**n) && waits_on(inputs, n).all(|m| done.contains(m.as_str())));
         match ready {
             Some(name) => {
                 done.insert(name);
@@ -236,9 +242,7 @@ fn find_cycle(names: &[&str], done: &BTreeSet<&str>, inputs: &BTreeMap<String, I
     let mut path: Vec<String> = vec![start.to_string()];
     loop {
         let current = path.last().expect("non-empty path").clone();
-        let next = inputs[&current]
-            .models
-            .iter()
+        let next = waits_on(inputs, &current)
             .find(|m| !done.contains(m.as_str()))
             .expect("waits on a remaining model")
             .clone();

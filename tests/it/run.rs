@@ -285,6 +285,26 @@ fn check_and_dag_name_sql_problems_with_file_and_line() {
 }
 
 #[test]
+fn a_model_reading_one_whose_sql_does_not_parse_gets_the_syntax_error_not_a_crash() {
+    let project = project();
+    project.write("sql/broken.sql", "SELECT customer_id,,\nFROM orders\n");
+    project.write("sql/reads_broken.sql", "SELECT customer_id FROM broken\n");
+    let pipeline = std::fs::read_to_string(project.path().join("pipelines/test.yaml")).unwrap();
+    let more =
+        "  - path: sql/broken.sql\n    materialized: view\n  - path: sql/reads_broken.sql\n    materialized: view\n";
+    std::fs::write(project.path().join("pipelines/test.yaml"), pipeline + more).unwrap();
+    for command in ["check", "run"] {
+        let output = project.keymart(&[command]);
+        assert_exit(&output, 2);
+        assert_eq!(
+            stderr(&output).trim(),
+            "error: 1 configuration error:\nsql/broken.sql:1:20: SQL syntax: Expected: an expression, found: ,",
+            "keymart {command}"
+        );
+    }
+}
+
+#[test]
 fn select_runs_a_model_and_what_is_downstream_of_it() {
     let project = project();
     assert_exit(&run(&project, &["--as-of", D1]), 0);
