@@ -98,8 +98,10 @@ impl<'c> LoadSink<'c> {
             if self.seen_keys.is_empty() && !text.raw.is_empty() {
                 // Size the set for the whole load from the first chunk's rows per byte: grown by
                 // doubling it holds the old and the new table at once (1M customers' orders:
-                // 143 + 285 MB). Compressed files (Excel) underestimate, and then it still grows.
-                let rows_per_byte = text.len() as f64 / text.raw.len() as f64;
+                // 143 + 285 MB). Compressed files (Excel) underestimate, and then it still grows;
+                // a first chunk of unusually short rows overestimates, so no more than a row per
+                // 8 bytes is assumed.
+                let rows_per_byte = (text.len() as f64 / text.raw.len() as f64).min(1.0 / 8.0);
                 self.seen_keys.reserve((self.load_bytes as f64 * rows_per_byte) as usize);
             }
             let keep: Vec<bool> = key_hashes.iter().map(|h| self.seen_keys.insert(*h)).collect();
