@@ -53,6 +53,28 @@ impl Session {
         }
     }
 
+    /// Load `sources` (every source when empty) of `pipeline` for `as_of`, in reference waves,
+    /// each with the project's reject threshold: the loads in reference order, and the first
+    /// warehouse error if one stopped them (`ingest::load_sources`).
+    async fn load_date(
+        &self,
+        pipeline: &crate::config::Pipeline,
+        run_id: &str,
+        as_of: NaiveDate,
+        workers: usize,
+        sources: &[String],
+    ) -> (Vec<SourceLoad>, Option<Error>) {
+        let ctx = IngestContext {
+            warehouse: self.warehouse.clone(),
+            landing: self.landing.clone(),
+            run_id: run_id.to_string(),
+            progress: self.progress.clone(),
+            workers,
+        };
+        let chosen = |c: &SourceContract| sources.is_empty() || sources.contains(&c.name);
+        ingest::load_sources(&ctx, pipeline, as_of, chosen, |c| self.project.max_reject_ratio(c)).await
+    }
+
     /// The query engine for this project's warehouse: this process, or the Ballista cluster
     /// the project (or --engine) names.
     pub async fn engine(&self) -> Result<Engine> {
@@ -219,16 +241,7 @@ async fn load_sources(
     ledger: &mut Ledger,
 ) -> Result<IngestReport> {
     let run_id = run_id.to_string();
-    let ctx = IngestContext {
-        warehouse: session.warehouse.clone(),
-        landing: session.landing.clone(),
-        run_id: run_id.clone(),
-        progress: session.progress.clone(),
-        workers: request.workers,
-    };
-    let chosen = |c: &SourceContract| request.sources.is_empty() || request.sources.contains(&c.name);
-    let (loads, failure) =
-        ingest::load_sources(&ctx, pipeline, request.as_of, chosen, |c| session.project.max_reject_ratio(c)).await;
+    let (loads, failure) = session.load_date(pipeline, &run_id, request.as_of, request.workers, &request.sources).await;
     ledger.steps.extend(loads.iter().cloned().map(Step::Ingest));
     session.clear_staging().await;
 

@@ -11,7 +11,7 @@ use crate::audit::{self, TestOutcome};
 use crate::config::{Materialized, Pipeline};
 use crate::engine::Params;
 use crate::error::{Error, Result};
-use crate::ingest::{self, IngestContext, LoadStatus};
+use crate::ingest::LoadStatus;
 use crate::publish::lock::RunLock;
 use crate::publish::{self, Snapshot};
 use crate::transform::{Dag, Materialization, Transform};
@@ -156,15 +156,7 @@ impl Plan<'_> {
         }
 
         // Ingest every source of the date; any failure stops the date before any model runs.
-        let ctx = IngestContext {
-            warehouse: session.warehouse.clone(),
-            landing: session.landing.clone(),
-            run_id: run_id.to_string(),
-            progress: session.progress.clone(),
-            workers: request.workers,
-        };
-        let (loads, warehouse_error) =
-            ingest::load_sources(&ctx, pipeline, as_of, |_| true, |c| session.project.max_reject_ratio(c)).await;
+        let (loads, warehouse_error) = session.load_date(pipeline, run_id, as_of, request.workers, &[]).await;
         let mut failures = Vec::new();
         for load in loads {
             if load.status == LoadStatus::Failed {
