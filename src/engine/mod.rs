@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::warehouse::Location;
 
 pub mod ballista;
+mod memory_pool;
 mod ntile_bucket;
 mod top_values;
 
@@ -176,10 +177,11 @@ pub fn with_keymart_options(config: SessionConfig) -> SessionConfig {
 /// The configuration from DATAFUSION_* environment variables (e.g.
 /// DATAFUSION_EXECUTION_TARGET_PARTITIONS) and a runtime whose sorts and aggregations share
 /// `memory_limit_bytes` fairly and spill past it (the five largest consumers are named when the
-/// limit is hit by one that cannot).
+/// limit is hit by one that cannot); repartitions stay outside the limit (see `memory_pool`).
 fn session_parts(memory_limit_bytes: usize) -> Result<(SessionConfig, Arc<RuntimeEnv>)> {
     let config = SessionConfig::from_env().map_err(|e| engine_error("reading DATAFUSION_* settings", e))?;
-    let pool = TrackConsumersPool::new(FairSpillPool::new(memory_limit_bytes), NonZeroUsize::new(5).expect("5 > 0"));
+    let fair = TrackConsumersPool::new(FairSpillPool::new(memory_limit_bytes), NonZeroUsize::new(5).expect("5 > 0"));
+    let pool = memory_pool::RepartitionsApart::new(fair);
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(pool))
         .build_arc()
@@ -303,6 +305,25 @@ mod tests {
             "{error}"
         );
         assert!(error.contains("Resources exhausted"), "{error}");
+    }
+
+    /// apache/datafusion#24883's reproduction: under a memory limit a repartition spilled and its
+    /// reader could wait forever. keymart's pool never lets a repartition spill, so each of these
+    /// finishes in a fraction of a second; the timeout turns a hang into a failure.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_grouping_under_a_tiny_memory_limit_finishes_instead_of_hanging() {
+        let (config, runtime) = session_parts(2 << 20).unwrap();
+        let config = with_keymart_options(config).with_target_partitions(2).with_batch_size(64);
+        let engine = Engine { ctx: SessionContext::new_with_config_rt(config, runtime), name: "local".into() };
+        let table = "CREATE TABLE t AS SELECT value % 13 AS g, md5(CAST(value % 337 AS VARCHAR)) AS trace_id \
+                     FROM generate_series(1, 40000)";
+        engine.ctx.sql(table).await.unwrap().collect().await.unwrap();
+        for attempt in 0..12 {
+            let df = engine.sql("SELECT g, count(DISTINCT trace_id) AS n FROM t GROUP BY g", &Params::default()).await;
+            let run = tokio::time::timeout(std::time::Duration::from_secs(20), df.unwrap().collect());
+            let batches = run.await.unwrap_or_else(|_| panic!("attempt {attempt} hung")).unwrap();
+            assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 13);
+        }
     }
 
     #[tokio::test]
