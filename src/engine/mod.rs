@@ -177,11 +177,11 @@ pub fn with_keymart_options(config: SessionConfig) -> SessionConfig {
 /// The configuration from DATAFUSION_* environment variables (e.g.
 /// DATAFUSION_EXECUTION_TARGET_PARTITIONS) and a runtime whose sorts and aggregations share
 /// `memory_limit_bytes` fairly and spill past it (the five largest consumers are named when the
-/// limit is hit by one that cannot); repartitions stay outside the limit (see `memory_pool`).
+/// limit is hit by one that cannot); a repartition is never refused (see `memory_pool`).
 fn session_parts(memory_limit_bytes: usize) -> Result<(SessionConfig, Arc<RuntimeEnv>)> {
     let config = SessionConfig::from_env().map_err(|e| engine_error("reading DATAFUSION_* settings", e))?;
     let fair = TrackConsumersPool::new(FairSpillPool::new(memory_limit_bytes), NonZeroUsize::new(5).expect("5 > 0"));
-    let pool = memory_pool::RepartitionsApart::new(fair);
+    let pool = memory_pool::RepartitionsNeverRefused::new(fair);
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(pool))
         .build_arc()
