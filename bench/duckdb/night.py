@@ -33,10 +33,10 @@ import udfs  # noqa: E402
 DIALECT = [
     ("stg_customer_history", "first_value(net_amount ORDER BY purchase_date)", "arg_min(net_amount, purchase_date)",
      "DuckDB's ordered first value is arg_min(value, ordering)"),
-    ("customer_value", "round(CAST(coalesce(v.service_seconds, 0) AS DECIMAL(18, 2)) / 60 * $service_cost_per_minute, 2)",
-     "div_round2(coalesce(v.service_seconds, 0) * $service_cost_per_minute, 60)",
+    ("customer_value", "round(CAST(coalesce(c.service_seconds, 0) AS DECIMAL(18, 2)) / 60 * $service_cost_per_minute, 2)",
+     "div_round2(coalesce(c.service_seconds, 0) * $service_cost_per_minute, 60)",
      "DuckDB divides decimals in DOUBLE: round(x / 60, 2) would round some exact halves down"),
-    ("customer_value", "round(s.revenue / s.order_count, 2)", "div_round2(s.revenue, s.order_count)",
+    ("customer_value", "round(c.revenue / c.order_count, 2)", "div_round2(c.revenue, c.order_count)",
      "the same: 2.01 / 2 rounds to 1.00 in DOUBLE, 1.01 in decimal"),
     *[("customer_rfm", f"ntile_bucket(row_number() OVER (ORDER BY {order}), t.customers, 5)",
        f"ntile(5) OVER (ORDER BY {order})",

@@ -1,37 +1,71 @@
 -- What each customer is worth after the cost to serve them (DESIGN.md, customer_value), over the
 -- value window ending at as_of, and what the models expect of them over the CLV horizon.
-WITH sales AS (
+WITH per_customer AS (
+    -- Every per-customer figure in one grouping over the rows of its inputs, one branch each,
+    -- rather than a grouping per input joined onto the customers: a grouping spills to disk under
+    -- the memory limit and a hash join's build side cannot, and at 5M customers the four build
+    -- sides (≈ 1 GB) alone overran the default 1 GiB. Each column is filled by one branch only.
     SELECT
         customer_id,
-        coalesce(sum(completed_amount), 0) AS revenue,
-        coalesce(sum(completed_margin), 0) AS gross_margin,
+        max(created_date) AS created_date,
+        sum(completed_amount) AS revenue,
+        sum(completed_margin) AS gross_margin,
         count(CASE WHEN completed_lines > 0 THEN 1 END) AS order_count,
         sum(returned_lines) AS returned_lines,
-        sum(delivered_lines) AS delivered_lines
-    FROM stg_orders
-    WHERE order_date > $as_of - $value_window_days
-    GROUP BY customer_id
-),
-logistics AS (
-    SELECT
-        customer_id,
-        coalesce(sum(freight_cost), 0) AS freight_cost,
+        sum(delivered_lines) AS delivered_lines,
+        sum(freight_cost) AS freight_cost,
         count(CASE WHEN delivered_date IS NOT NULL THEN 1 END) AS delivered,
-        count(CASE WHEN delivered_date IS NOT NULL AND delivered_date <= promised_date THEN 1 END) AS on_time
-    FROM stg_shipments
-    WHERE ship_date > $as_of - $value_window_days
+        count(CASE WHEN delivered_date IS NOT NULL AND delivered_date <= promised_date THEN 1 END) AS on_time,
+        sum(duration_sec) AS service_seconds,
+        max(x) AS x,
+        max(t_x) AS t_x,
+        max(t_cal) AS t_cal,
+        max(m) AS m
+    FROM (
+        -- The first branch names and types the columns (an untyped NULL cannot be summed).
+        SELECT customer_id, 1 AS in_master, created_date,
+            CAST(NULL AS DECIMAL(38, 2)) AS completed_amount, CAST(NULL AS DECIMAL(38, 2)) AS completed_margin,
+            CAST(NULL AS BIGINT) AS completed_lines, CAST(NULL AS BIGINT) AS returned_lines, CAST(NULL AS BIGINT) AS delivered_lines,
+            CAST(NULL AS DECIMAL(38, 2)) AS freight_cost, CAST(NULL AS DATE) AS delivered_date, CAST(NULL AS DATE) AS promised_date,
+            CAST(NULL AS BIGINT) AS duration_sec,
+            CAST(NULL AS DOUBLE) AS x, CAST(NULL AS DOUBLE) AS t_x, CAST(NULL AS DOUBLE) AS t_cal, CAST(NULL AS DOUBLE) AS m
+        FROM stg_customers
+        UNION ALL
+        SELECT customer_id, NULL, NULL,
+            completed_amount, completed_margin, completed_lines, returned_lines, delivered_lines,
+            NULL, NULL, NULL, NULL,
+            NULL, NULL, NULL, NULL
+        FROM stg_orders
+        WHERE order_date > $as_of - $value_window_days
+        UNION ALL
+        SELECT customer_id, NULL, NULL,
+            NULL, NULL, NULL, NULL, NULL,
+            freight_cost, delivered_date, promised_date, NULL,
+            NULL, NULL, NULL, NULL
+        FROM stg_shipments
+        WHERE ship_date > $as_of - $value_window_days
+        UNION ALL
+        SELECT customer_id, NULL, NULL,
+            NULL, NULL, NULL, NULL, NULL,
+            NULL, NULL, NULL, duration_sec,
+            NULL, NULL, NULL, NULL
+        FROM stg_interactions
+        WHERE contact_date > $as_of - $value_window_days
+        UNION ALL
+        SELECT customer_id, NULL, NULL,
+            NULL, NULL, NULL, NULL, NULL,
+            NULL, NULL, NULL, NULL,
+            x, t_x, t_cal, m
+        FROM stg_customer_history
+    ) per_input
     GROUP BY customer_id
-),
-service AS (
-    SELECT customer_id, coalesce(sum(duration_sec), 0) AS service_seconds
-    FROM stg_interactions
-    WHERE contact_date > $as_of - $value_window_days
-    GROUP BY customer_id
+    HAVING max(in_master) = 1  -- the customer master's customers, as a join onto it would keep
 ),
 base AS (
     -- The customer base's margin rate, for customers without sales in the window.
-    SELECT CAST(sum(gross_margin) AS DOUBLE) / CAST(nullif(sum(revenue), 0) AS DOUBLE) AS margin_rate
-    FROM sales
+    SELECT CAST(sum(completed_margin) AS DOUBLE) / CAST(nullif(sum(completed_amount), 0) AS DOUBLE) AS margin_rate
+    FROM stg_orders
+    WHERE order_date > $as_of - $value_window_days
 ),
 params AS (SELECT * FROM model_parameters),
 histories AS (
@@ -69,32 +103,29 @@ expected AS (
 )
 SELECT
     c.customer_id,
-    coalesce(s.revenue, 0) AS revenue,
-    coalesce(s.gross_margin, 0) AS gross_margin,
-    coalesce(l.freight_cost, 0) AS freight_cost,
-    round(CAST(coalesce(v.service_seconds, 0) AS DECIMAL(18, 2)) / 60 * $service_cost_per_minute, 2) AS service_cost,
-    coalesce(s.gross_margin, 0) - coalesce(l.freight_cost, 0)
-        - round(CAST(coalesce(v.service_seconds, 0) AS DECIMAL(18, 2)) / 60 * $service_cost_per_minute, 2) AS net_value,
-    coalesce(s.order_count, 0) AS order_count,
-    CASE WHEN s.order_count > 0 THEN round(s.revenue / s.order_count, 2) END AS avg_order_value,
-    CASE WHEN l.delivered > 0 THEN CAST(l.on_time AS DOUBLE) / l.delivered END AS on_time_rate,
-    CASE WHEN s.delivered_lines > 0 THEN CAST(s.returned_lines AS DOUBLE) / s.delivered_lines END AS return_rate,
+    coalesce(c.revenue, 0) AS revenue,
+    coalesce(c.gross_margin, 0) AS gross_margin,
+    coalesce(c.freight_cost, 0) AS freight_cost,
+    round(CAST(coalesce(c.service_seconds, 0) AS DECIMAL(18, 2)) / 60 * $service_cost_per_minute, 2) AS service_cost,
+    coalesce(c.gross_margin, 0) - coalesce(c.freight_cost, 0)
+        - round(CAST(coalesce(c.service_seconds, 0) AS DECIMAL(18, 2)) / 60 * $service_cost_per_minute, 2) AS net_value,
+    c.order_count,
+    CASE WHEN c.order_count > 0 THEN round(c.revenue / c.order_count, 2) END AS avg_order_value,
+    CASE WHEN c.delivered > 0 THEN CAST(c.on_time AS DOUBLE) / c.delivered END AS on_time_rate,
+    CASE WHEN c.delivered_lines > 0 THEN CAST(c.returned_lines AS DOUBLE) / c.delivered_lines END AS return_rate,
     $as_of - c.created_date AS tenure_days,
-    h.x AS repeat_purchases,
-    h.t_x AS weeks_to_last_purchase,
-    h.t_cal AS weeks_observed,
-    h.m AS mean_repeat_spend,
-    bgnbd_expected_purchases(p.bgnbd_r, p.bgnbd_alpha, p.bgnbd_a, p.bgnbd_b, h.x, h.t_x, h.t_cal, $clv_horizon_months * 52.0 / 12.0)
+    c.x AS repeat_purchases,
+    c.t_x AS weeks_to_last_purchase,
+    c.t_cal AS weeks_observed,
+    c.m AS mean_repeat_spend,
+    bgnbd_expected_purchases(c.bgnbd_r, c.bgnbd_alpha, c.bgnbd_a, c.bgnbd_b, c.x, c.t_x, c.t_cal, $clv_horizon_months * 52.0 / 12.0)
         AS expected_purchases,
-    gamma_gamma_expected_spend(p.gg_p, p.gg_q, p.gg_v, h.x, coalesce(h.m, 0)) AS expected_spend,
+    gamma_gamma_expected_spend(c.gg_p, c.gg_q, c.gg_v, c.x, coalesce(c.m, 0)) AS expected_spend,
     e.discounted_purchases
-        * gamma_gamma_expected_spend(p.gg_p, p.gg_q, p.gg_v, h.x, coalesce(h.m, 0))
-        * CASE WHEN s.revenue > 0 THEN CAST(s.gross_margin AS DOUBLE) / CAST(s.revenue AS DOUBLE) ELSE base.margin_rate END AS clv
-FROM params p
-CROSS JOIN base
-CROSS JOIN stg_customers c
-LEFT JOIN sales s ON s.customer_id = c.customer_id
-LEFT JOIN logistics l ON l.customer_id = c.customer_id
-LEFT JOIN service v ON v.customer_id = c.customer_id
-LEFT JOIN stg_customer_history h ON h.customer_id = c.customer_id
-LEFT JOIN expected e ON e.x = h.x AND e.t_x = h.t_x AND e.t_cal = h.t_cal
+        * gamma_gamma_expected_spend(c.gg_p, c.gg_q, c.gg_v, c.x, coalesce(c.m, 0))
+        * CASE WHEN c.revenue > 0 THEN CAST(c.gross_margin AS DOUBLE) / CAST(c.revenue AS DOUBLE) ELSE c.margin_rate END AS clv
+-- The distinct histories on the build side, the customers streaming past them (a join's left
+-- side is held in memory).
+FROM expected e
+RIGHT JOIN (SELECT * FROM params CROSS JOIN base CROSS JOIN per_customer) c
+    ON e.x = c.x AND e.t_x = c.t_x AND e.t_cal = c.t_cal
