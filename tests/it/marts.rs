@@ -229,6 +229,29 @@ fn mart_case(#[files("tests/fixtures/marts/*/case.yaml")] path: PathBuf) {
     }
 }
 
+/// Two master rows whose ids differ only in case and spaces are one customer once conformed
+/// (`upper(trim(…))`). customer_value groups its inputs by that key, so without a check it would
+/// publish one row for the two, silently; stg_customers' uniqueness test stops every mart built
+/// on the customer base instead.
+#[test]
+fn two_master_rows_with_one_conformed_key_stop_the_marts_built_on_them() {
+    let project = TestProject::shipped();
+    let extracts = Extracts {
+        customers: Some("customer_id,created_date\nC1,2024-01-01\n c1,2024-02-01\nC2,2024-03-01\n".into()),
+        ..Extracts::default()
+    };
+    land_day(&project, "2024-06-30", &extracts);
+    let output = project.keymart(&["run", "--as-of", "2024-06-30"]);
+    assert_exit(&output, 5);
+    let summary = stdout(&output);
+    let line = |model: &str| summary.lines().find(|l| l.trim_start().starts_with(model)).unwrap_or_default();
+    assert!(line("stg_customers ").contains("NOT PUBLISHED (failed unique(customer_id))"), "{summary}");
+    for mart in ["customer_value", "customer_profile", "key_accounts"] {
+        assert!(line(mart).contains("NOT PUBLISHED (upstream"), "{mart}: {summary}");
+    }
+    assert!(!project.warehouse().join("marts/customer_value/as_of=2024-06-30/_SUCCESS").exists());
+}
+
 /// The README's first command: the shipped sample through the shipped pipeline publishes every
 /// mart for every day, and every customer's segment follows the R×F map (written out here, cell by
 /// cell, independently of the SQL).
