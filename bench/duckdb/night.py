@@ -52,6 +52,9 @@ DIV_ROUND2 = """CREATE MACRO div_round2(num, den) AS
 # keymart's top_values aggregate, re-derived: the n heaviest non-NULL values, ties to the smaller
 # value, joined with ", " (NULL when there is none). A list of (-weight, value) sorted per group:
 # at 1M customers faster in DuckDB than an ordered list(v ORDER BY w DESC, v) or a row_number window.
+# keymart's only_value: the group's one non-NULL value (keymart fails on a second, different one).
+ONLY_VALUE = "CREATE MACRO only_value(x) AS any_value(x)"
+
 TOP_VALUES = """CREATE MACRO top_values(v, w, n) AS
     array_to_string(list_transform(list_slice(list_sort(
         list({'w': -w, 'v': v}) FILTER (WHERE v IS NOT NULL AND w IS NOT NULL)), 1, n), lambda x: x.v), ', ')"""
@@ -125,6 +128,7 @@ class Night:
         udfs.register(self.con)
         self.con.execute(DIV_ROUND2)
         self.con.execute(TOP_VALUES)
+        self.con.execute(ONLY_VALUE)
         for name, source in self.pipeline["sources"].items():
             self.register_source(name, source)
         models = {Path(m["path"]).stem: m for m in self.pipeline["models"] if not m["path"].startswith("sql/checks/")}

@@ -24,6 +24,7 @@ use crate::warehouse::Location;
 pub mod ballista;
 mod memory_pool;
 mod ntile_bucket;
+mod only_value;
 mod top_values;
 
 /// Where a run's models execute (`engine:` in keymart.yaml, `--engine`).
@@ -210,6 +211,7 @@ pub fn scalar_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
 pub fn aggregate_functions() -> Vec<datafusion::logical_expr::AggregateUDF> {
     let mut functions = crate::models::udf::aggregate_functions();
     functions.push(datafusion::logical_expr::AggregateUDF::from(top_values::TopValues::new()));
+    functions.push(datafusion::logical_expr::AggregateUDF::from(only_value::OnlyValue::new()));
     functions
 }
 
