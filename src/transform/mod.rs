@@ -16,7 +16,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::DataFrame;
 use serde::Serialize;
 
-use crate::config::{LoadMode, Materialized, Model, Pipeline, SourceContract};
+use crate::config::{LoadMode, Materialized, Model, Pipeline, Severity, SourceContract, TestKind};
 use crate::engine::{Engine, Params, date_value, engine_error};
 use crate::error::{Error, Result};
 use crate::warehouse::Warehouse;
@@ -244,7 +244,8 @@ impl Transform<'_> {
     }
 
     /// A mart as published: `as_of` first, cast to its declared columns (when declared), rows
-    /// sorted by the key and then by every other column, so equal inputs give equal bytes.
+    /// sorted by the key and then by every other column (by the key alone when a blocking `unique`
+    /// test guards it), so equal inputs give equal bytes.
     fn shape_mart(&self, model: &Model, df: DataFrame) -> Result<DataFrame> {
         let fail = |e| in_model(model, engine_error("shaping the mart", e));
         let produced: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
@@ -298,16 +299,30 @@ impl Transform<'_> {
         }
         let df = df.select(projection).map_err(fail)?;
         let mut order: Vec<SortExpr> = model.key.iter().map(|k| column(k).sort(true, true)).collect();
-        let rest = df
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .filter(|c| !model.key.contains(c))
-            .collect::<Vec<_>>();
-        order.extend(rest.iter().map(|c| column(c).sort(true, true)));
+        // A key that a blocking `unique` test guards orders every published snapshot on its own
+        // (a snapshot with a repeated key is not published). Sorting by every other column too
+        // only makes the sort carry them all as sort keys: at 5M customers that was
+        // customer_profile's 17 columns, and its merge phase the night's memory failure.
+        if !key_is_tested_unique(model) {
+            let rest = df
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .filter(|c| !model.key.contains(c))
+                .collect::<Vec<_>>();
+            order.extend(rest.iter().map(|c| column(c).sort(true, true)));
+        }
         df.sort(order).map_err(fail)
     }
+}
+
+fn key_is_tested_unique(model: &Model) -> bool {
+    let key: BTreeSet<&String> = model.key.iter().collect();
+    model.tests.iter().any(|test| {
+        test.severity == Severity::Error
+            && matches!(&test.kind, TestKind::Unique(columns) if columns.iter().collect::<BTreeSet<_>>() == key)
+    })
 }
 
 fn column(name: &str) -> Expr {
