@@ -270,6 +270,14 @@ mod tests {
         assert!(error.contains("only_value: the group has two different values, a and b"), "{error}");
     }
 
+    #[tokio::test]
+    async fn without_group_by_the_whole_input_is_one_group() {
+        let shown = grouped("SELECT only_value(s) AS s FROM (VALUES ('a'), (NULL), ('a')) t(s)").await.unwrap();
+        assert!(shown.contains("| a |"), "{shown}");
+        let error = grouped("SELECT only_value(s) FROM (VALUES ('a'), ('b')) t(s)").await.unwrap_err().to_string();
+        assert!(error.contains("two different values, a and b"), "{error}");
+    }
+
     #[test]
     fn values_from_many_batches_and_a_partial_emit_land_in_their_groups() {
         let mut groups = OnlyValueGroups::new(DataType::Utf8);
