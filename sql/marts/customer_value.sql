@@ -22,41 +22,22 @@ WITH per_customer AS (
         max(t_cal) AS t_cal,
         max(m) AS m
     FROM (
-        -- The first branch names and types the columns (an untyped NULL cannot be summed).
-        SELECT customer_id, 1 AS in_master, created_date,
-            CAST(NULL AS DECIMAL(38, 2)) AS completed_amount, CAST(NULL AS DECIMAL(38, 2)) AS completed_margin,
-            CAST(NULL AS BIGINT) AS completed_lines, CAST(NULL AS BIGINT) AS returned_lines, CAST(NULL AS BIGINT) AS delivered_lines,
-            CAST(NULL AS DECIMAL(38, 2)) AS freight_cost, CAST(NULL AS DATE) AS delivered_date, CAST(NULL AS DATE) AS promised_date,
-            CAST(NULL AS BIGINT) AS duration_sec,
-            CAST(NULL AS DOUBLE) AS x, CAST(NULL AS DOUBLE) AS t_x, CAST(NULL AS DOUBLE) AS t_cal, CAST(NULL AS DOUBLE) AS m
-        FROM stg_customers
-        UNION ALL
-        SELECT customer_id, NULL, NULL,
-            completed_amount, completed_margin, completed_lines, returned_lines, delivered_lines,
-            NULL, NULL, NULL, NULL,
-            NULL, NULL, NULL, NULL
+        -- By name: each input brings its own columns, the others are NULL in its rows.
+        SELECT customer_id, 1 AS in_master, created_date FROM stg_customers
+        UNION ALL BY NAME
+        SELECT customer_id, completed_amount, completed_margin, completed_lines, returned_lines, delivered_lines
         FROM stg_orders
         WHERE order_date > $as_of - $value_window_days
-        UNION ALL
-        SELECT customer_id, NULL, NULL,
-            NULL, NULL, NULL, NULL, NULL,
-            freight_cost, delivered_date, promised_date, NULL,
-            NULL, NULL, NULL, NULL
+        UNION ALL BY NAME
+        SELECT customer_id, freight_cost, delivered_date, promised_date
         FROM stg_shipments
         WHERE ship_date > $as_of - $value_window_days
-        UNION ALL
-        SELECT customer_id, NULL, NULL,
-            NULL, NULL, NULL, NULL, NULL,
-            NULL, NULL, NULL, duration_sec,
-            NULL, NULL, NULL, NULL
+        UNION ALL BY NAME
+        SELECT customer_id, duration_sec
         FROM stg_interactions
         WHERE contact_date > $as_of - $value_window_days
-        UNION ALL
-        SELECT customer_id, NULL, NULL,
-            NULL, NULL, NULL, NULL, NULL,
-            NULL, NULL, NULL, NULL,
-            x, t_x, t_cal, m
-        FROM stg_customer_history
+        UNION ALL BY NAME
+        SELECT customer_id, x, t_x, t_cal, m FROM stg_customer_history
     ) per_input
     GROUP BY customer_id
     HAVING max(in_master) = 1  -- the customer master's customers, as a join onto it would keep
