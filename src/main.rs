@@ -145,6 +145,9 @@ struct RunArgs {
     /// Recompute dates already committed from the same inputs.
     #[arg(long)]
     rebuild: bool,
+    /// Compute incremental models from all history instead of from their previous state.
+    #[arg(long)]
+    full: bool,
     /// Replay an earlier run (its dates, selection and pipeline): a run id, or `last`.
     #[arg(long, value_name = "RUN_ID")]
     retry: Option<String>,
@@ -249,6 +252,7 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
                 dates: dates(args.as_of, args.from, args.to)?,
                 select: args.select,
                 rebuild: args.rebuild,
+                full: args.full,
                 workers: args.workers.unwrap_or_else(default_workers),
             };
             if let Some(retry) = args.retry {
@@ -257,6 +261,7 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
                 request.dates = original.dates;
                 request.select = original.select;
                 request.rebuild = original.rebuild || request.rebuild;
+                request.full = original.full || request.full;
             }
             let report = run::run(&session, &request).await?;
             println!("{report}");

@@ -31,7 +31,7 @@ import udfs  # noqa: E402
 
 # (model, keymart SQL, DuckDB SQL, why). Each must match: a change to the model fails loudly here.
 DIALECT = [
-    ("stg_customer_history", "first_value(net_amount ORDER BY purchase_date)", "arg_min(net_amount, purchase_date)",
+    ("stg_customer_purchase_summary", "first_value(net_amount ORDER BY purchase_date)", "arg_min(net_amount, purchase_date)",
      "DuckDB's ordered first value is arg_min(value, ordering)"),
     ("customer_value", "round(CAST(coalesce(c.service_seconds, 0) AS DECIMAL(18, 2)) / 60 * $service_cost_per_minute, 2)",
      "div_round2(coalesce(c.service_seconds, 0) * $service_cost_per_minute, 60)",

@@ -3,21 +3,6 @@
 -- the typical gap), the trend (purchases in the last churn_window_days against the window before)
 -- and recent complaints. The band and the reasons that set it.
 WITH params AS (SELECT * FROM model_parameters),
-recent AS (
-    SELECT
-        customer_id,
-        count(CASE WHEN purchase_date > $as_of - $churn_window_days THEN 1 END) AS purchases_current,
-        count(CASE WHEN purchase_date <= $as_of - $churn_window_days
-                    AND purchase_date > $as_of - 2 * $churn_window_days THEN 1 END) AS purchases_previous
-    FROM stg_purchases
-    GROUP BY customer_id
-),
-complaints AS (
-    SELECT customer_id, count(*) AS recent_complaints
-    FROM stg_interactions
-    WHERE is_complaint AND contact_date > $as_of - $churn_window_days
-    GROUP BY customer_id
-),
 signals AS (
     SELECT
         h.customer_id,
@@ -26,14 +11,13 @@ signals AS (
             AS expected_purchases_90d,
         $as_of - h.last_purchase AS days_since_last_order,
         CASE WHEN h.x > 0 THEN h.t_x * 7.0 / h.x END AS typical_gap_days,
-        r.purchases_current,
-        r.purchases_previous,
-        r.purchases_current - r.purchases_previous AS frequency_change,
-        coalesce(c.recent_complaints, 0) AS recent_complaints
+        h.purchases_current,
+        h.purchases_previous,
+        h.purchases_current - h.purchases_previous AS frequency_change,
+        coalesce(s.recent_complaints, 0) AS recent_complaints
     FROM params p  -- the one-row side first: a cross join holds its left side in memory
     CROSS JOIN stg_customer_history h
-    JOIN recent r ON r.customer_id = h.customer_id
-    LEFT JOIN complaints c ON c.customer_id = h.customer_id
+    LEFT JOIN stg_customer_service s ON s.customer_id = h.customer_id
 ),
 flags AS (
     SELECT

@@ -15,7 +15,8 @@ pub struct ModelEntry {
     /// `sql/marts/customer_rfm.sql` or `sql/staging/*.sql`, relative to the project.
     pub path: Located<String>,
     pub materialized: Materialized,
-    /// Columns the output is sorted by (then by every other column), so files are reproducible.
+    /// A mart's rows are sorted by these columns (then by every other column), so files are
+    /// reproducible; an incremental model is recomputed per value of them.
     #[serde(default)]
     pub key: Located<Vec<String>>,
     #[serde(default)]
@@ -48,6 +49,9 @@ pub enum Materialized {
     View,
     /// Written to the warehouse for this run only, read by later models.
     Table,
+    /// A table kept from night to night (`state/<name>/as_of=D/`): each night recomputes only
+    /// the keys whose input rows changed since the previous state, and keeps the rest.
+    Incremental,
     /// Written, tested and published as `marts/<name>/as_of=D/`.
     Mart,
 }
@@ -57,6 +61,7 @@ impl fmt::Display for Materialized {
         f.write_str(match self {
             Materialized::View => "view",
             Materialized::Table => "table",
+            Materialized::Incremental => "incremental",
             Materialized::Mart => "mart",
         })
     }

@@ -64,6 +64,13 @@ fn models(pipeline: &Pipeline, d: &mut Diagnostics) {
         if model.materialized == Materialized::Mart && model.key.is_empty() {
             at_model(d, model, format!("mart `{}` needs a key (its rows are sorted by it)", model.name));
         }
+        if model.materialized == Materialized::Incremental && model.key.is_empty() {
+            at_model(
+                d,
+                model,
+                format!("incremental model `{}` needs a key (the columns it is recomputed by)", model.name),
+            );
+        }
         for test in &model.tests {
             if let TestKind::Relationships { to_table, .. } = &test.kind
                 && pipeline.model(to_table).is_none()

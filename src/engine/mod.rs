@@ -1,7 +1,7 @@
 //! The query engine: a DataFusion session that sees the warehouse, with keymart's functions and
 //! the helpers every stage uses to register tables and run SQL with typed parameters.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -118,10 +118,24 @@ impl Engine {
     /// make `$days` a date), so each known placeholder is first wrapped in a cast to its value's
     /// type; the values themselves are bound to the plan, never written into the SQL.
     pub async fn sql(&self, sql: &str, params: &Params) -> Result<DataFrame> {
+        self.sql_reading(sql, params, &BTreeMap::new()).await
+    }
+
+    /// Plan `sql` as `sql` does, with the tables it reads renamed (`renames`: from → to): the
+    /// same query over other inputs (an incremental model over its changed keys' rows).
+    pub async fn sql_reading(
+        &self,
+        sql: &str,
+        params: &Params,
+        renames: &BTreeMap<String, String>,
+    ) -> Result<DataFrame> {
         let state = self.ctx.state();
         let mut statement = state.sql_to_statement(sql, &Dialect::Generic).map_err(|e| engine_error("parsing", e))?;
         if let DFStatement::Statement(inner) = &mut statement {
             type_placeholders(inner.as_mut(), params);
+            if !renames.is_empty() {
+                rename_tables(inner.as_mut(), renames);
+            }
         }
         let plan = state.statement_to_plan(statement).await.map_err(|e| engine_error("planning", e))?;
         DataFrame::new(state, plan)
@@ -145,6 +159,17 @@ fn type_placeholders(statement: &mut sqlparser::ast::Statement, params: &Params)
                 let placeholder = Box::new(expr.clone());
                 *expr = Expr::Cast { kind: CastKind::Cast, expr: placeholder, data_type, array: false, format: None };
             }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
+fn rename_tables(statement: &mut sqlparser::ast::Statement, renames: &BTreeMap<String, String>) {
+    use sqlparser::ast::{Ident, ObjectName};
+    let _ = sqlparser::ast::visit_relations_mut(statement, |relation| {
+        let name = relation.to_string().to_ascii_lowercase();
+        if let Some(to) = renames.get(&name) {
+            *relation = ObjectName::from(vec![Ident::new(to.clone())]);
         }
         std::ops::ControlFlow::<()>::Continue(())
     });

@@ -6,6 +6,7 @@
 //! those files. Only after that are other files under `as_of=D/` deleted: those of the snapshot
 //! it replaces and any left by a killed run. A reader honouring `_SUCCESS` never sees a partial
 //! snapshot, and after a successful run a reader globbing the folder sees only committed files.
+//! An incremental model's state is committed the same way under `state/<model>/as_of=D/`.
 
 pub mod lock;
 
@@ -13,11 +14,13 @@ use chrono::{NaiveDate, Utc};
 
 use crate::error::Result;
 use crate::warehouse::Warehouse;
-use crate::warehouse::snapshot::{MANIFEST_NAME, SnapshotManifest};
+use crate::warehouse::snapshot::{MANIFEST_NAME, Shelf, SnapshotManifest};
 
 /// What a snapshot to commit consists of.
 pub struct Snapshot<'a> {
-    pub mart: &'a str,
+    pub shelf: Shelf,
+    /// The mart, or the incremental model.
+    pub table: &'a str,
     pub as_of: NaiveDate,
     pub run_id: &'a str,
     pub files: Vec<String>,
@@ -29,7 +32,7 @@ pub struct Snapshot<'a> {
 /// Write the manifest (the commit point), then remove every other file of that date.
 pub async fn commit(warehouse: &Warehouse, snapshot: Snapshot<'_>) -> Result<SnapshotManifest> {
     let manifest = SnapshotManifest {
-        mart: snapshot.mart.to_string(),
+        table: snapshot.table.to_string(),
         as_of: snapshot.as_of,
         run_id: snapshot.run_id.to_string(),
         schema_hash: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(snapshot.schema.join("\n").as_bytes())),
@@ -39,16 +42,16 @@ pub async fn commit(warehouse: &Warehouse, snapshot: Snapshot<'_>) -> Result<Sna
         inputs: snapshot.inputs,
         committed_at: Utc::now(),
     };
-    let key = warehouse.manifest_key(snapshot.mart, snapshot.as_of);
+    let key = warehouse.manifest_key(snapshot.shelf, snapshot.table, snapshot.as_of);
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     warehouse.location.put_bytes(&key, json).await?;
-    remove_uncommitted(warehouse, &manifest).await?;
+    remove_uncommitted(warehouse, snapshot.shelf, &manifest).await?;
     Ok(manifest)
 }
 
 /// Delete the files under the snapshot's date that its manifest does not name.
-async fn remove_uncommitted(warehouse: &Warehouse, manifest: &SnapshotManifest) -> Result<()> {
-    let dir = warehouse.snapshot_dir(&manifest.mart, manifest.as_of);
+async fn remove_uncommitted(warehouse: &Warehouse, shelf: Shelf, manifest: &SnapshotManifest) -> Result<()> {
+    let dir = warehouse.snapshot_dir(shelf, &manifest.table, manifest.as_of);
     for key in warehouse.location.relative_keys(&dir).await? {
         let is_manifest = key.ends_with(&format!("/{MANIFEST_NAME}"));
         if !is_manifest && !manifest.files.contains(&key) {
@@ -62,6 +65,18 @@ async fn remove_uncommitted(warehouse: &Warehouse, manifest: &SnapshotManifest) 
 pub async fn discard(warehouse: &Warehouse, files: &[String]) -> Result<()> {
     for file in files {
         warehouse.location.delete(&warehouse.location.key(file)).await?;
+    }
+    Ok(())
+}
+
+/// Delete the committed states of an incremental model except those of the dates in `keep`:
+/// the manifest first, so a state is never visible with files missing.
+pub async fn prune_states(warehouse: &Warehouse, model: &str, keep: &[NaiveDate]) -> Result<()> {
+    for state in warehouse.shelved_snapshots(Shelf::State, model).await? {
+        if !keep.contains(&state.as_of) {
+            warehouse.location.delete(&warehouse.manifest_key(Shelf::State, model, state.as_of)).await?;
+            warehouse.location.delete_prefix(&warehouse.snapshot_dir(Shelf::State, model, state.as_of)).await?;
+        }
     }
     Ok(())
 }

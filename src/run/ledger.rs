@@ -72,6 +72,9 @@ pub struct Request {
     pub select: Vec<String>,
     #[serde(default)]
     pub rebuild: bool,
+    /// Incremental models computed from all history (`--full`).
+    #[serde(default)]
+    pub full: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -222,6 +222,7 @@ pub async fn ingest(session: &Session, request: &IngestRequest) -> Result<Ingest
         dates: vec![request.as_of],
         select: request.sources.clone(),
         rebuild: false,
+        full: false,
     };
     let mut ledger =
         Ledger::start(&run_id, "ingest", recorded, &session.warehouse.location.display, &session.landing.display);

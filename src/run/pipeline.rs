@@ -1,6 +1,6 @@
 //! `keymart run`: lock → for each date: ingest → models → tests → publish → ledger.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use chrono::NaiveDate;
@@ -8,13 +8,14 @@ use chrono::NaiveDate;
 use super::ledger::{self, Ledger, Request, RunStatus, Step};
 use super::{Session, failpoint, inputs};
 use crate::audit::{self, TestOutcome};
-use crate::config::{Materialized, Pipeline};
+use crate::config::{Materialized, Model, Pipeline};
 use crate::engine::Params;
 use crate::error::{Error, Result};
 use crate::ingest::LoadStatus;
 use crate::publish::lock::RunLock;
 use crate::publish::{self, Snapshot};
-use crate::transform::{Dag, Materialization, Transform};
+use crate::transform::{Dag, Increments, Materialization, Transform};
+use crate::warehouse::snapshot::{Shelf, SnapshotManifest};
 
 pub struct RunRequest {
     pub pipeline: Option<String>,
@@ -22,6 +23,8 @@ pub struct RunRequest {
     /// `model` or `model+` (with everything downstream); all models when empty.
     pub select: Vec<String>,
     pub rebuild: bool,
+    /// Compute incremental models from all history, not from their previous state.
+    pub full: bool,
     pub workers: usize,
 }
 
@@ -93,6 +96,7 @@ pub async fn run(session: &Session, request: &RunRequest) -> Result<RunReport> {
             dates: request.dates.clone(),
             select: request.select.clone(),
             rebuild: request.rebuild,
+            full: request.full,
         },
         &session.warehouse.location.display,
         &session.landing.display,
@@ -174,7 +178,7 @@ impl Plan<'_> {
         let engine = session.engine().await?;
         let params = Params::new(as_of, &pipeline.vars)?;
         let transform =
-            Transform { engine: &engine, warehouse: &session.warehouse, pipeline, as_of, run_id, params: &params };
+            Transform { engine: &engine, warehouse: &session.warehouse, pipeline, dag, as_of, run_id, params: &params };
         let to_run = with_upstream_views_and_tables(pipeline, dag, selected);
         let sources: BTreeSet<String> = to_run.iter().flat_map(|m| dag.inputs[m].sources.clone()).collect();
         let tables = transform.register_sources(&sources).await?;
@@ -191,6 +195,8 @@ impl Plan<'_> {
         let mut blocked: BTreeSet<String> = BTreeSet::new();
         let mut lines = Vec::new();
         let mut written: Vec<Materialization> = Vec::new();
+        let mut increments = Increments::default();
+        let mut states = StateInputs::default();
         for name in &to_run {
             let model = pipeline.model(name).expect("dag model");
             if let Some(cause) = dag.inputs[name].models.iter().find(|m| blocked.contains(*m)) {
@@ -211,7 +217,12 @@ impl Plan<'_> {
                 continue;
             }
             task.inc(1);
-            let materialization = transform.materialize(model).await?;
+            let materialization = if model.materialized == Materialized::Incremental {
+                let previous = self.previous_state(model, as_of, &mut states).await?;
+                transform.materialize_incremental(model, previous, &mut increments).await?
+            } else {
+                transform.materialize(model).await?
+            };
             let outcomes = audit::run_tests(&engine, model).await?;
             crate::engine::return_free_memory();
             let failed_blocking: Vec<&TestOutcome> = outcomes.iter().filter(|o| o.blocks()).collect();
@@ -222,6 +233,13 @@ impl Plan<'_> {
                 format!("NOT PUBLISHED (failed {})", tests.join(", "))
             } else if model.materialized == Materialized::Mart {
                 "tested".to_string()
+            } else if let Some(state) = &materialization.state {
+                self.keep_state(&materialization, as_of, &mut states).await?;
+                match (state.since, state.changed_keys, &state.full) {
+                    (Some(since), Some(keys), _) => format!("kept ({keys} keys recomputed since {since})"),
+                    (_, _, Some(why)) => format!("kept (computed whole: {why})"),
+                    _ => "kept".to_string(),
+                }
             } else {
                 "ok".to_string()
             };
@@ -239,7 +257,8 @@ impl Plan<'_> {
             let manifest = publish::commit(
                 &session.warehouse,
                 Snapshot {
-                    mart: &materialization.model,
+                    shelf: Shelf::Marts,
+                    table: &materialization.model,
                     as_of,
                     run_id,
                     files: materialization.files.clone(),
@@ -254,14 +273,76 @@ impl Plan<'_> {
             }
             ledger.steps.push(Step::Publish {
                 as_of,
-                mart: manifest.mart.clone(),
+                mart: manifest.table.clone(),
                 files: manifest.files.clone(),
                 rows: manifest.rows,
-                manifest: session.warehouse.location.relative(&session.warehouse.manifest_key(&manifest.mart, as_of)),
+                manifest: session.warehouse.location.relative(&session.warehouse.manifest_key(
+                    Shelf::Marts,
+                    &manifest.table,
+                    as_of,
+                )),
             });
         }
         let status = if blocked.is_empty() { DateStatus::Published } else { DateStatus::TestsFailed };
         Ok(DateReport { as_of, status, models: lines })
+    }
+}
+
+/// The state hash of each date a night looked at (`inputs::state_inputs`), computed once.
+#[derive(Default)]
+struct StateInputs(BTreeMap<NaiveDate, String>);
+
+impl Plan<'_> {
+    async fn state_inputs(&self, states: &mut StateInputs, date: NaiveDate) -> Result<String> {
+        if let Some(hash) = states.0.get(&date) {
+            return Ok(hash.clone());
+        }
+        let hash = inputs::state_inputs(self.session, self.pipeline, date).await?;
+        states.0.insert(date, hash.clone());
+        Ok(hash)
+    }
+
+    /// The state an incremental model starts from tonight: its latest committed state before
+    /// `as_of`, if that was computed from the loads and pipeline there are now; else why not.
+    async fn previous_state(
+        &self,
+        model: &Model,
+        as_of: NaiveDate,
+        states: &mut StateInputs,
+    ) -> Result<std::result::Result<SnapshotManifest, String>> {
+        if self.request.full {
+            return Ok(Err("--full".into()));
+        }
+        let committed = self.session.warehouse.shelved_snapshots(Shelf::State, &model.name).await?;
+        let Some(latest) = committed.into_iter().rfind(|s| s.as_of < as_of) else {
+            return Ok(Err("no earlier state".into()));
+        };
+        if latest.inputs != self.state_inputs(states, latest.as_of).await? {
+            return Ok(Err(format!("the state of {} was computed from other loads or another pipeline", latest.as_of)));
+        }
+        Ok(Ok(latest))
+    }
+
+    /// Commit an incremental model's tested state for the next night, and remove the states no
+    /// night will start from: all but this one, the one it started from and the two newest.
+    async fn keep_state(&self, state: &Materialization, as_of: NaiveDate, states: &mut StateInputs) -> Result<()> {
+        let warehouse = &self.session.warehouse;
+        let snapshot = Snapshot {
+            shelf: Shelf::State,
+            table: &state.model,
+            as_of,
+            run_id: self.run_id,
+            files: state.files.clone(),
+            rows: state.rows.unwrap_or(0),
+            schema: state.schema.clone(),
+            inputs: self.state_inputs(states, as_of).await?,
+        };
+        publish::commit(warehouse, snapshot).await?;
+        let committed = warehouse.shelved_snapshots(Shelf::State, &state.model).await?;
+        let mut keep: Vec<NaiveDate> = committed.iter().rev().take(2).map(|s| s.as_of).collect();
+        keep.push(as_of);
+        keep.extend(state.state.as_ref().and_then(|s| s.since));
+        publish::prune_states(warehouse, &state.model, &keep).await
     }
 }
 

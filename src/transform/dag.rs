@@ -10,6 +10,7 @@ use datafusion::sql::resolve::resolve_table_references;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 
+use super::windows::{AsOfUses, as_of_uses};
 use crate::config::yaml::Position;
 use crate::config::{Diagnostics, Materialized, Model, Pipeline};
 
@@ -23,6 +24,8 @@ pub struct Inputs {
     pub sources: Vec<String>,
     /// Marts whose committed snapshots (`<mart>_history`) the model reads.
     pub histories: Vec<String>,
+    /// How the SQL reads `$as_of` (what an incremental model may depend on).
+    pub as_of: AsOfUses,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +45,7 @@ impl Dag {
                 inputs.insert(model.name.clone(), found);
             }
         }
+        check_incremental(pipeline, &inputs, &mut diagnostics);
         let order = match topological_order(pipeline, &inputs) {
             Ok(order) => order,
             Err(cycle) => {
@@ -125,6 +129,7 @@ impl Dag {
             let shape = match pipeline.model(name).map(|m| m.materialized) {
                 Some(Materialized::Mart) => "box3d",
                 Some(Materialized::Table) => "box",
+                Some(Materialized::Incremental) => "box, peripheries=2",
                 _ => "ellipse",
             };
             let _ = writeln!(out, "  \"{name}\" [shape={shape}];");
@@ -173,6 +178,9 @@ fn model_inputs(pipeline: &Pipeline, model: &Model, d: &mut Diagnostics) -> Opti
         }
     };
     let mut inputs = Inputs::default();
+    if let DFStatement::Statement(query) = &statement {
+        inputs.as_of = as_of_uses(query);
+    }
     for table in tables {
         let name = table.table().to_string();
         if pipeline.model(&name).is_some() {
@@ -204,6 +212,78 @@ fn model_inputs(pipeline: &Pipeline, model: &Model, d: &mut Diagnostics) -> Opti
         }
     }
     Some(inputs)
+}
+
+/// An incremental model is recomputed each night only for the keys whose inputs changed, so it
+/// may read only what keymart can trace a change through: sources, views over sources, and
+/// incremental models with the same key; and it may depend on `$as_of` only through date
+/// comparisons (`windows`). Each break of that is reported where it is.
+fn check_incremental(pipeline: &Pipeline, inputs: &BTreeMap<String, Inputs>, d: &mut Diagnostics) {
+    for model in pipeline.models.iter().filter(|m| m.materialized == Materialized::Incremental) {
+        let Some(reads) = inputs.get(&model.name) else { continue };
+        let complain = |d: &mut Diagnostics, table: &str, why: String| {
+            let (line, column) = word_position(&model.sql, table);
+            let message = format!(
+                "incremental model `{}` reads `{table}`, {why}: it may read sources, views over sources and \
+                 incremental models keyed by {}",
+                model.name,
+                model.key.join(", ")
+            );
+            at(d, &model.file, line, column, message);
+        };
+        for mart in &reads.histories {
+            complain(d, &format!("{mart}{HISTORY_SUFFIX}"), "a mart's history".into());
+        }
+        for name in &reads.models {
+            let Some(input) = pipeline.model(name) else { continue };
+            match input.materialized {
+                Materialized::View => {}
+                Materialized::Incremental if input.key == model.key => {}
+                Materialized::Incremental => {
+                    complain(d, name, format!("keyed by {} instead", input.key.join(", ")));
+                }
+                other => complain(d, name, format!("a {other}")),
+            }
+        }
+        for name in views_read(pipeline, inputs, &model.name) {
+            let view = pipeline.model(&name).expect("views_read names models");
+            let Some(view_reads) = inputs.get(&name) else { continue };
+            for other in view_reads.models.iter().filter(|m| !is_view(pipeline, m)) {
+                complain(d, &name, format!("a view that reads `{other}` (not a source or view)"));
+            }
+            report_as_of(d, view, &view_reads.as_of, &model.name);
+        }
+        report_as_of(d, model, &reads.as_of, &model.name);
+    }
+}
+
+fn report_as_of(d: &mut Diagnostics, model: &Model, uses: &AsOfUses, incremental: &str) {
+    for (line, column, around) in &uses.elsewhere {
+        let message = format!(
+            "`{around}`: incremental model `{incremental}` may depend on $as_of only by comparing dates with it \
+             (`d <= $as_of`, `d > $as_of - $window_days`); a value computed from $as_of changes every key every \
+             night (compute it in a view or mart that reads this model)"
+        );
+        at(d, &model.file, *line, *column, message);
+    }
+}
+
+/// The views `name` reads, directly or through other views.
+pub fn views_read(pipeline: &Pipeline, inputs: &BTreeMap<String, Inputs>, name: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut frontier = vec![name.to_string()];
+    while let Some(current) = frontier.pop() {
+        for input in inputs.get(&current).map(|i| i.models.as_slice()).unwrap_or_default() {
+            if is_view(pipeline, input) && found.insert(input.clone()) {
+                frontier.push(input.clone());
+            }
+        }
+    }
+    found
+}
+
+fn is_view(pipeline: &Pipeline, name: &str) -> bool {
+    pipeline.model(name).is_some_and(|m| m.materialized == Materialized::View)
 }
 
 fn is_mart(pipeline: &Pipeline, name: &str) -> bool {

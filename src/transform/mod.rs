@@ -4,8 +4,11 @@
 //! so the same plans can run on a distributed engine.
 
 pub mod dag;
+mod incremental;
+pub mod windows;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::NaiveDate;
@@ -13,6 +16,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Column;
 use datafusion::logical_expr::{Expr, SortExpr, cast, col, lit};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use datafusion::prelude::DataFrame;
 use serde::Serialize;
 
@@ -21,13 +25,16 @@ use crate::engine::{Engine, Params, date_value, engine_error};
 use crate::error::{Error, Result};
 use crate::warehouse::Warehouse;
 use crate::warehouse::parquet::{WrittenFile, write_stream};
+use crate::warehouse::snapshot::Shelf;
 pub use dag::{Dag, HISTORY_SUFFIX};
+pub use incremental::{Increments, StateRun};
 
 /// Everything a model run needs about the date being built.
 pub struct Transform<'a> {
     pub engine: &'a Engine,
     pub warehouse: &'a Warehouse,
     pub pipeline: &'a Pipeline,
+    pub dag: &'a Dag,
     pub as_of: NaiveDate,
     pub run_id: &'a str,
     pub params: &'a Params,
@@ -53,6 +60,9 @@ pub struct Materialization {
     /// `name type` per output column.
     pub schema: Vec<String>,
     pub seconds: f64,
+    /// For an incremental model: whether it started from a state, and how many keys changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateRun>,
 }
 
 const RAW_PREFIX: &str = "__raw_";
@@ -69,14 +79,7 @@ impl Transform<'_> {
 
     async fn register_source(&self, contract: &SourceContract) -> Result<SourceTable> {
         let location = &self.warehouse.location;
-        let dates: BTreeSet<NaiveDate> = location
-            .relative_keys(&format!("raw/{}", contract.name))
-            .await?
-            .iter()
-            .filter(|k| k.ends_with(".parquet"))
-            .filter_map(|k| k.split('/').find_map(|p| p.strip_prefix("load_date=")).and_then(|d| d.parse().ok()))
-            .filter(|d| *d <= self.as_of)
-            .collect();
+        let dates = self.load_dates(contract).await?;
         let (Some(&first), Some(&latest)) = (dates.first(), dates.last()) else {
             return Err(Error::InputRejected(format!(
                 "source {} has no load on or before {}: ingest its extracts first",
@@ -126,6 +129,21 @@ impl Transform<'_> {
         Ok(SourceTable { source: contract.name.clone(), load_dates })
     }
 
+    /// The dates of a source's loads up to `as_of`, oldest first.
+    async fn load_dates(&self, contract: &SourceContract) -> Result<Vec<NaiveDate>> {
+        let dates: BTreeSet<NaiveDate> = self
+            .warehouse
+            .location
+            .relative_keys(&format!("raw/{}", contract.name))
+            .await?
+            .iter()
+            .filter(|k| k.ends_with(".parquet"))
+            .filter_map(|k| k.split('/').find_map(|p| p.strip_prefix("load_date=")).and_then(|d| d.parse().ok()))
+            .filter(|d| *d <= self.as_of)
+            .collect();
+        Ok(dates.into_iter().collect())
+    }
+
     /// Register `<mart>_history` for each mart: every committed snapshot (with its `as_of`
     /// column), or an empty table of the mart's declared columns before the first commit.
     pub async fn register_histories(&self, marts: &BTreeSet<String>) -> Result<()> {
@@ -170,41 +188,63 @@ impl Transform<'_> {
     pub async fn materialize(&self, model: &Model) -> Result<Materialization> {
         let started = Instant::now();
         let planned = self.engine.sql(&model.sql, self.params).await.map_err(|e| in_model(model, e))?;
-        if model.materialized == Materialized::View {
-            let schema = schema_lines(&planned);
-            self.engine.register_view(&model.name, planned)?;
-            return Ok(Materialization {
-                model: model.name.clone(),
-                materialized: Materialized::View,
-                files: Vec::new(),
-                rows: None,
-                bytes: 0,
-                schema,
-                seconds: started.elapsed().as_secs_f64(),
-            });
-        }
-        let (schema, dir, streams) = match model.materialized {
+        match model.materialized {
+            Materialized::View => {
+                let schema = schema_lines(&planned);
+                self.engine.register_view(&model.name, planned)?;
+                Ok(Materialization {
+                    model: model.name.clone(),
+                    materialized: Materialized::View,
+                    files: Vec::new(),
+                    rows: None,
+                    bytes: 0,
+                    schema,
+                    seconds: started.elapsed().as_secs_f64(),
+                    state: None,
+                })
+            }
             Materialized::Mart => {
                 let df = self.shape_mart(model, planned)?;
-                let dir = format!("{}/{}", self.warehouse.snapshot_dir(&model.name, self.as_of), self.run_id);
-                let schema = schema_lines(&df);
-                let stream = df.execute_stream().await.map_err(|e| in_model(model, engine_error("running", e)))?;
-                (schema, dir, vec![stream])
+                let dir =
+                    format!("{}/{}", self.warehouse.snapshot_dir(Shelf::Marts, &model.name, self.as_of), self.run_id);
+                self.written(model, df, &dir, false, started).await
             }
-            // A staging table's row order means nothing (it lives for one run), so each of the
-            // plan's output partitions is written to its own file, concurrently: one Parquet
-            // writer encodes on one core, and stg_order_lines is the largest file of a night.
             _ => {
                 let dir = format!("{}/tables/{}", self.warehouse.layout().staging(self.run_id), model.name);
-                let schema = schema_lines(&planned);
-                let streams = planned
-                    .execute_stream_partitioned()
-                    .await
-                    .map_err(|e| in_model(model, engine_error("running", e)))?;
-                (schema, dir, streams)
+                self.write_table(model, planned, &dir, started).await
             }
-        };
-        let files = self.write_files(&dir, streams).await.map_err(|e| in_model(model, e))?;
+        }
+    }
+
+    /// A table's rows under `dir`. Its row order means nothing (marts sort their own), so each
+    /// of the plan's output partitions is written to its own file, concurrently: one Parquet
+    /// writer encodes on one core.
+    async fn write_table(
+        &self,
+        model: &Model,
+        planned: DataFrame,
+        dir: &str,
+        started: Instant,
+    ) -> Result<Materialization> {
+        self.written(model, planned, dir, true, started).await
+    }
+
+    /// Run the plan, write its output under `dir` (a file per partition, or one) and register
+    /// the files as the model's table. At debug level (`-vv`) the plan is logged with its
+    /// metrics: where the model's time and rows went.
+    async fn written(
+        &self,
+        model: &Model,
+        planned: DataFrame,
+        dir: &str,
+        per_partition: bool,
+        started: Instant,
+    ) -> Result<Materialization> {
+        let schema = schema_lines(&planned);
+        let (plan, streams) =
+            start(planned, per_partition).await.map_err(|e| in_model(model, engine_error("running", e)))?;
+        let files = self.write_files(dir, streams).await.map_err(|e| in_model(model, e))?;
+        log_plan(&model.name, started, plan.as_ref());
         let location = &self.warehouse.location;
         let urls: Vec<String> = files.iter().map(|(_, written)| location.url_of(&written.key)).collect();
         self.engine.register_files(&model.name, &urls, None).await?;
@@ -216,6 +256,7 @@ impl Transform<'_> {
             files: files.into_iter().map(|(relative, _)| relative).collect(),
             schema,
             seconds: started.elapsed().as_secs_f64(),
+            state: None,
         })
     }
 
@@ -224,7 +265,7 @@ impl Transform<'_> {
     async fn write_files(
         &self,
         dir: &str,
-        streams: Vec<datafusion::physical_plan::SendableRecordBatchStream>,
+        streams: Vec<SendableRecordBatchStream>,
     ) -> Result<Vec<(String, WrittenFile)>> {
         let mut writes = tokio::task::JoinSet::new();
         for (i, stream) in streams.into_iter().enumerate() {
@@ -315,6 +356,30 @@ impl Transform<'_> {
         }
         df.sort(order).map_err(fail)
     }
+}
+
+/// At debug level (`-vv`): what was computed, in how long, and the plan with its metrics.
+fn log_plan(name: &str, started: Instant, plan: &dyn ExecutionPlan) {
+    tracing::debug!(
+        "{name} ({:.2} s), plan with metrics:\n{}",
+        started.elapsed().as_secs_f64(),
+        datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan).indent(true)
+    );
+}
+
+/// A plan's physical form and its output streams: every partition's, or one merged stream.
+async fn start(
+    df: DataFrame,
+    per_partition: bool,
+) -> datafusion::error::Result<(Arc<dyn ExecutionPlan>, Vec<SendableRecordBatchStream>)> {
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let streams = if per_partition {
+        datafusion::physical_plan::execute_stream_partitioned(plan.clone(), task)?
+    } else {
+        vec![datafusion::physical_plan::execute_stream(plan.clone(), task)?]
+    };
+    Ok((plan, streams))
 }
 
 fn key_is_tested_unique(model: &Model) -> bool {

@@ -1,5 +1,6 @@
-//! Committed mart snapshots: the `_SUCCESS` manifest that makes a snapshot visible, and how to
-//! find the committed snapshots of a mart. Written by `publish`, read by everything else.
+//! Committed snapshots: the `_SUCCESS` manifest that makes a snapshot visible, and how to find
+//! the committed snapshots of a mart or of an incremental model's state. Written by `publish`,
+//! read by everything else.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use object_store::ObjectStoreExt;
@@ -11,10 +12,29 @@ use crate::error::{Error, Result};
 
 pub const MANIFEST_NAME: &str = "_SUCCESS";
 
+/// Where a kind of snapshot lives: `marts/` (published for readers) or `state/` (incremental
+/// models' tables, kept for the next night; DESIGN.md has no place for them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shelf {
+    Marts,
+    State,
+}
+
+impl Shelf {
+    fn prefix(self) -> &'static str {
+        match self {
+            Shelf::Marts => "marts",
+            Shelf::State => "state",
+        }
+    }
+}
+
 /// What a committed snapshot is: the files a reader must read, and where they came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotManifest {
-    pub mart: String,
+    /// The mart (or incremental model) it is a snapshot of.
+    #[serde(rename = "mart")]
+    pub table: String,
     pub as_of: NaiveDate,
     pub run_id: String,
     /// Keys relative to the warehouse root, in order.
@@ -29,18 +49,22 @@ pub struct SnapshotManifest {
 }
 
 impl Warehouse {
-    /// `marts/<mart>/as_of=<D>` (relative).
-    pub fn snapshot_dir(&self, mart: &str, as_of: NaiveDate) -> String {
-        format!("marts/{mart}/as_of={as_of}")
+    /// `marts/<mart>/as_of=<D>` or `state/<model>/as_of=<D>` (relative).
+    pub fn snapshot_dir(&self, shelf: Shelf, table: &str, as_of: NaiveDate) -> String {
+        format!("{}/{table}/as_of={as_of}", shelf.prefix())
     }
 
-    pub fn manifest_key(&self, mart: &str, as_of: NaiveDate) -> Path {
-        self.location.key(&format!("{}/{MANIFEST_NAME}", self.snapshot_dir(mart, as_of)))
+    pub fn manifest_key(&self, shelf: Shelf, table: &str, as_of: NaiveDate) -> Path {
+        self.location.key(&format!("{}/{MANIFEST_NAME}", self.snapshot_dir(shelf, table, as_of)))
     }
 
-    /// The committed manifest of one snapshot, if any.
+    /// The committed manifest of one mart snapshot, if any.
     pub async fn manifest(&self, mart: &str, as_of: NaiveDate) -> Result<Option<SnapshotManifest>> {
-        let key = self.manifest_key(mart, as_of);
+        self.shelved_manifest(Shelf::Marts, mart, as_of).await
+    }
+
+    async fn shelved_manifest(&self, shelf: Shelf, table: &str, as_of: NaiveDate) -> Result<Option<SnapshotManifest>> {
+        let key = self.manifest_key(shelf, table, as_of);
         match self.location.store.get(&key).await {
             Ok(result) => {
                 let bytes = result
@@ -59,9 +83,14 @@ impl Warehouse {
 
     /// Every committed snapshot of a mart, oldest first.
     pub async fn committed_snapshots(&self, mart: &str) -> Result<Vec<SnapshotManifest>> {
+        self.shelved_snapshots(Shelf::Marts, mart).await
+    }
+
+    /// Every committed snapshot of a mart or state table, oldest first.
+    pub async fn shelved_snapshots(&self, shelf: Shelf, table: &str) -> Result<Vec<SnapshotManifest>> {
         let mut dates: Vec<NaiveDate> = self
             .location
-            .list(&format!("marts/{mart}"))
+            .list(&format!("{}/{table}", shelf.prefix()))
             .await?
             .iter()
             .filter(|o| o.location.filename() == Some(MANIFEST_NAME))
@@ -73,7 +102,7 @@ impl Warehouse {
         dates.sort();
         let mut manifests = Vec::with_capacity(dates.len());
         for date in dates {
-            if let Some(m) = self.manifest(mart, date).await? {
+            if let Some(m) = self.shelved_manifest(shelf, table, date).await? {
                 manifests.push(m);
             }
         }

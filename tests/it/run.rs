@@ -51,7 +51,7 @@ const D1: &str = "2024-06-01";
 const D2: &str = "2024-06-02";
 const D3: &str = "2024-06-03";
 
-fn project() -> TestProject {
+pub(crate) fn project() -> TestProject {
     let project = TestProject::new(PIPELINE);
     std::fs::write(project.path().join("keymart.yaml"), "warehouse: ./warehouse\nlock_ttl_seconds: 2\n").unwrap();
     project.write("sql/stg_orders.sql", STG_ORDERS);
