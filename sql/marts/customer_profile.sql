@@ -1,15 +1,11 @@
--- The account-plan view (DESIGN.md, customer_profile): non-PII master data, buying habits,
--- preferred contact channel, and where the customer stands today. The habits come from staging
--- tables (stg_customer_categories, _weekdays, _channels, _contact_channels), each grouping in a
--- plan of its own with the whole memory pool. The "top" and "usual" columns rank (customer, value)
--- pairs with top_values(value, weight, n): the n heaviest values, ties to the smaller value,
--- unknown (NULL) values never ranked.
+-- The account-plan view (DESIGN.md, customer_profile): non-PII master data, buying habits and
+-- preferred contact channel (stg_customer_profile_inputs, kept from night to night), and where
+-- the customer stands today: segment, key-account status and churn band from tonight's marts.
 --
--- Each input holds one row per customer; they are combined by one grouping over a UNION ALL of
--- them rather than seven joins onto the customers: a grouping spills to disk under the memory
--- limit and a hash join's build side cannot (at 5M customers the build sides overran the
--- default 1 GiB, as in customer_value). Each column is filled by one input only, and
--- only_value(x) takes that one value (a second, different one would be an error, not hidden).
+-- The inputs hold one row per customer each; they are combined by one grouping over a UNION ALL
+-- of them rather than joins onto the customers: a grouping spills to disk under the memory limit
+-- and a hash join's build side cannot (at 5M customers the build sides overran the default
+-- 1 GiB). Each column is filled by one input only, and only_value(x) takes that one value.
 SELECT
     customer_id,
     only_value(customer_type) AS customer_type,
@@ -21,7 +17,7 @@ SELECT
     only_value(top_categories) AS top_categories,
     only_value(avg_discount) AS avg_discount,
     only_value(usual_order_weekday) AS usual_order_weekday,
-    only_value(order_channel) AS usual_order_channel,
+    only_value(usual_order_channel) AS usual_order_channel,
     only_value(preferred_contact_channel) AS preferred_contact_channel,
     only_value(segment) AS segment,
     only_value(pareto_class) AS pareto_class,
@@ -30,16 +26,7 @@ SELECT
     only_value(churn_risk) AS churn_risk
 FROM (
     -- By name: each input brings its own columns, the others are NULL in its rows.
-    SELECT customer_id, 1 AS in_master, customer_type, industry, region, account_manager, credit_rating, annual_revenue
-    FROM stg_customers
-    UNION ALL BY NAME
-    SELECT customer_id, top_categories, avg_discount FROM stg_customer_categories
-    UNION ALL BY NAME
-    SELECT customer_id, usual_order_weekday FROM stg_customer_weekdays
-    UNION ALL BY NAME
-    SELECT customer_id, order_channel FROM stg_customer_channels
-    UNION ALL BY NAME
-    SELECT customer_id, preferred_contact_channel FROM stg_customer_contact_channels
+    SELECT *, 1 AS in_master FROM stg_customer_profile_inputs
     UNION ALL BY NAME
     SELECT customer_id, segment, pareto_class FROM customer_rfm
     UNION ALL BY NAME
