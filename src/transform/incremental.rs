@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
-use datafusion::common::JoinType;
+use datafusion::common::{JoinType, ScalarValue};
 use datafusion::prelude::DataFrame;
 use serde::Serialize;
 
@@ -28,7 +28,7 @@ use super::{Transform, quote};
 use crate::config::{ColumnType, LoadMode, Materialized, Model, SourceContract};
 use crate::engine::{date_value, engine_error};
 use crate::error::{Error, Result};
-use crate::warehouse::snapshot::SnapshotManifest;
+use crate::warehouse::snapshot::{Shelf, SnapshotManifest};
 
 /// How an incremental model was computed tonight (for the ledger and the summary).
 #[derive(Debug, Clone, Serialize)]
@@ -101,11 +101,7 @@ impl Transform<'_> {
                 (planned, StateRun::full(why))
             }
         };
-        let dir = format!(
-            "{}/{}",
-            self.warehouse.snapshot_dir(crate::warehouse::snapshot::Shelf::State, &model.name, self.as_of),
-            self.run_id
-        );
+        let dir = format!("{}/{}", self.warehouse.snapshot_dir(Shelf::State, &model.name, self.as_of), self.run_id);
         let mut materialization = self.write_table(model, planned, &dir, started).await?;
         materialization.state = Some(run);
         Ok(materialization)
@@ -231,21 +227,25 @@ impl Transform<'_> {
 
     /// The value of a window's offset (`$rfm_window_days`, `2 * $churn_window_days`) in days.
     async fn window_offset(&self, model: &str, offset: &str) -> Result<i64> {
-        let sql = format!("SELECT CAST(({offset}) AS BIGINT) AS days");
-        let batches = self
-            .engine
-            .sql(&sql, self.params)
-            .await?
-            .collect()
-            .await
-            .map_err(|e| engine_error(format!("evaluating {sql}"), e))?;
-        match batches.first().map(|b| datafusion::common::ScalarValue::try_from_array(b.column(0), 0)) {
-            Some(Ok(datafusion::common::ScalarValue::Int64(Some(days)))) => Ok(days),
+        match self.scalar(&format!("SELECT CAST(({offset}) AS BIGINT) AS days")).await? {
+            Some(ScalarValue::Int64(Some(days))) => Ok(days),
             _ => Err(Error::Usage(format!(
                 "{}: the window `$as_of - {offset}` is not a whole number of days",
                 self.pipeline.model(model).map(|m| m.file.display().to_string()).unwrap_or_default(),
             ))),
         }
+    }
+
+    /// The one value a one-row query gives.
+    async fn scalar(&self, sql: &str) -> Result<Option<ScalarValue>> {
+        let batches = self
+            .engine
+            .sql(sql, self.params)
+            .await?
+            .collect()
+            .await
+            .map_err(|e| engine_error(format!("evaluating {sql}"), e))?;
+        Ok(batches.first().and_then(|b| ScalarValue::try_from_array(b.column(0), 0).ok()))
     }
 
     /// The sources and views the incremental models keyed by `key` read directly: where their
@@ -382,15 +382,8 @@ async fn change_set(
     let keys = keys.distinct().map_err(|e| engine_error("collecting the changed keys", e))?;
     set.keys = transform.write_for_run(&set.keys_table(), keys, &set.dir(transform, "keys")).await?;
     let nulls = key.iter().map(|k| format!("{} IS NULL", quote(k))).collect::<Vec<_>>().join(" OR ");
-    let counted = transform
-        .engine
-        .sql(&format!("SELECT count(*) AS n FROM {} WHERE {nulls}", set.keys_table()), transform.params)
-        .await?
-        .collect()
-        .await
-        .map_err(|e| engine_error("checking the changed keys", e))?;
-    let null_keys = counted.first().map(|b| datafusion::common::ScalarValue::try_from_array(b.column(0), 0));
-    if !matches!(null_keys, Some(Ok(datafusion::common::ScalarValue::Int64(Some(0))))) {
+    let null_keys = transform.scalar(&format!("SELECT count(*) AS n FROM {} WHERE {nulls}", set.keys_table())).await?;
+    if null_keys != Some(ScalarValue::Int64(Some(0))) {
         return Ok(Err(format!("a changed row has no {}", key.join(", "))));
     }
     Ok(Ok(set))
