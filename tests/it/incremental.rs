@@ -243,3 +243,34 @@ fn check_names_what_an_incremental_model_may_not_read_or_compute() {
         stderr(&output)
     );
 }
+
+#[test]
+fn a_model_reading_a_source_loaded_whole_is_computed_whole_each_night() {
+    let project = TestProject::new(
+        r#"
+sources:
+  prices:
+    path: prices/{as_of}/*.csv
+    format: csv
+    load: full
+    columns:
+      - {name: product_id, type: string, nullable: false}
+      - {name: price, type: "decimal(10,2)", nullable: false}
+models:
+  - {path: sql/price_state.sql, materialized: incremental, key: [product_id]}
+  - {path: sql/prices_now.sql, materialized: mart, key: [product_id]}
+"#,
+    );
+    project.write("sql/price_state.sql", "SELECT product_id, max(price) AS price FROM prices GROUP BY 1\n");
+    project.write("sql/prices_now.sql", "SELECT product_id, price FROM price_state\n");
+    project.land("prices/2024-06-01/prices.csv", "product_id,price\nP1,1.00\nP2,2.00\n");
+    project.land("prices/2024-06-02/prices.csv", "product_id,price\nP1,1.50\n");
+    assert_exit(&project.keymart(&["run", "--from", "2024-06-01", "--to", "2024-06-02"]), 0);
+    // Every row of a whole snapshot may have changed (here P2 is gone): no key keeps its rows.
+    assert_eq!(
+        state_runs(&project)[&("price_state".into(), "2024-06-02".into())].2,
+        "source prices is loaded whole and has a load after 2024-06-01"
+    );
+    let rows = project.keymart(&["query", "SELECT product_id, price FROM prices_now ORDER BY 1", "--format", "csv"]);
+    assert_eq!(crate::support::stdout(&rows).trim(), "product_id,price\nP1,1.50");
+}
