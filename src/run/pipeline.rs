@@ -320,6 +320,15 @@ impl Plan<'_> {
         if latest.inputs != self.state_inputs(states, latest.as_of).await? {
             return Ok(Err(format!("the state of {} was computed from other loads or another pipeline", latest.as_of)));
         }
+        // A state is a cache of what all history gives: one that lost a file costs a whole
+        // computation, not the night.
+        let warehouse = &self.session.warehouse;
+        let present =
+            warehouse.location.relative_keys(&warehouse.snapshot_dir(Shelf::State, &model.name, latest.as_of)).await?;
+        if let Some(missing) = latest.files.iter().find(|f| !present.contains(f)) {
+            tracing::warn!("{}: the state of {} has lost {missing}; computing it whole", model.name, latest.as_of);
+            return Ok(Err(format!("the state of {} has lost {missing}", latest.as_of)));
+        }
         Ok(Ok(latest))
     }
 

@@ -274,3 +274,21 @@ models:
     let rows = project.keymart(&["query", "SELECT product_id, price FROM prices_now ORDER BY 1", "--format", "csv"]);
     assert_eq!(crate::support::stdout(&rows).trim(), "product_id,price\nP1,1.50");
 }
+
+#[test]
+fn a_state_that_lost_a_file_is_computed_whole_and_the_night_succeeds() {
+    let (incremental, full) = two_projects(edge_cases);
+    assert_exit(&incremental.keymart(&["run", "--as-of", "2024-06-01"]), 0);
+    let state = incremental.warehouse().join("state/stg_customer_service/as_of=2024-06-01");
+    let file = files_under(&state).into_iter().find(|f| f.ends_with(".parquet")).expect("a state file");
+    std::fs::remove_file(state.join(&file)).unwrap();
+
+    assert_exit(&incremental.keymart(&["run", "--as-of", "2024-06-02"]), 0);
+    let runs = state_runs(&incremental);
+    let why = &runs[&("stg_customer_service".into(), "2024-06-02".into())].2;
+    assert_eq!(why, &format!("the state of 2024-06-01 has lost state/stg_customer_service/as_of=2024-06-01/{file}"));
+    // The other models started from their states as usual.
+    assert_eq!(runs[&("stg_orders".into(), "2024-06-02".into())].0, "2024-06-01");
+    assert_exit(&full.keymart(&["run", "--from", "2024-06-01", "--to", "2024-06-02", "--full"]), 0);
+    assert_same_marts(&incremental, &full);
+}
