@@ -69,14 +69,20 @@ pub async fn discard(warehouse: &Warehouse, files: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Delete the committed states of an incremental model except those of the dates in `keep`:
-/// the manifest first, so a state is never visible with files missing.
+/// Delete the states of an incremental model except those of the dates in `keep`: committed
+/// ones (the manifest first, so a state is never visible with files missing) and the files a
+/// killed run left without a manifest.
 pub async fn prune_states(warehouse: &Warehouse, model: &str, keep: &[NaiveDate]) -> Result<()> {
-    for state in warehouse.shelved_snapshots(Shelf::State, model).await? {
-        if !keep.contains(&state.as_of) {
-            warehouse.location.delete(&warehouse.manifest_key(Shelf::State, model, state.as_of)).await?;
-            warehouse.location.delete_prefix(&warehouse.snapshot_dir(Shelf::State, model, state.as_of)).await?;
-        }
+    let dates: std::collections::BTreeSet<NaiveDate> = warehouse
+        .location
+        .relative_keys(&warehouse.table_dir(Shelf::State, model))
+        .await?
+        .iter()
+        .filter_map(|k| k.split('/').find_map(|p| p.strip_prefix("as_of=")).and_then(|d| d.parse().ok()))
+        .collect();
+    for as_of in dates.into_iter().filter(|d| !keep.contains(d)) {
+        warehouse.location.delete(&warehouse.manifest_key(Shelf::State, model, as_of)).await?;
+        warehouse.location.delete_prefix(&warehouse.snapshot_dir(Shelf::State, model, as_of)).await?;
     }
     Ok(())
 }

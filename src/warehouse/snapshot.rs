@@ -49,9 +49,14 @@ pub struct SnapshotManifest {
 }
 
 impl Warehouse {
+    /// `marts/<mart>` or `state/<model>` (relative): every snapshot of it.
+    pub fn table_dir(&self, shelf: Shelf, table: &str) -> String {
+        format!("{}/{table}", shelf.prefix())
+    }
+
     /// `marts/<mart>/as_of=<D>` or `state/<model>/as_of=<D>` (relative).
     pub fn snapshot_dir(&self, shelf: Shelf, table: &str, as_of: NaiveDate) -> String {
-        format!("{}/{table}/as_of={as_of}", shelf.prefix())
+        format!("{}/as_of={as_of}", self.table_dir(shelf, table))
     }
 
     pub fn manifest_key(&self, shelf: Shelf, table: &str, as_of: NaiveDate) -> Path {
@@ -90,7 +95,7 @@ impl Warehouse {
     pub async fn shelved_snapshots(&self, shelf: Shelf, table: &str) -> Result<Vec<SnapshotManifest>> {
         let mut dates: Vec<NaiveDate> = self
             .location
-            .list(&format!("{}/{table}", shelf.prefix()))
+            .list(&self.table_dir(shelf, table))
             .await?
             .iter()
             .filter(|o| o.location.filename() == Some(MANIFEST_NAME))
