@@ -14,7 +14,7 @@ use chrono::{NaiveDate, Utc};
 
 use crate::error::Result;
 use crate::warehouse::Warehouse;
-use crate::warehouse::snapshot::{MANIFEST_NAME, Shelf, SnapshotManifest};
+use crate::warehouse::snapshot::{MANIFEST_NAME, Shelf, SnapshotManifest, snapshot_date};
 
 /// What a snapshot to commit consists of.
 pub struct Snapshot<'a> {
@@ -78,7 +78,7 @@ pub async fn prune_states(warehouse: &Warehouse, model: &str, keep: &[NaiveDate]
         .relative_keys(&warehouse.table_dir(Shelf::State, model))
         .await?
         .iter()
-        .filter_map(|k| k.split('/').find_map(|p| p.strip_prefix("as_of=")).and_then(|d| d.parse().ok()))
+        .filter_map(|k| snapshot_date(k))
         .collect();
     for as_of in dates.into_iter().filter(|d| !keep.contains(d)) {
         warehouse.location.delete(&warehouse.manifest_key(Shelf::State, model, as_of)).await?;

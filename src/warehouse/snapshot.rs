@@ -48,6 +48,11 @@ pub struct SnapshotManifest {
     pub committed_at: DateTime<Utc>,
 }
 
+/// The date of the snapshot a key lies in: the `as_of=<D>` part of `state/<model>/as_of=<D>/…`.
+pub fn snapshot_date(relative_key: &str) -> Option<NaiveDate> {
+    relative_key.split('/').find_map(|p| p.strip_prefix("as_of=")).and_then(|d| d.parse().ok())
+}
+
 impl Warehouse {
     /// `marts/<mart>` or `state/<model>` (relative): every snapshot of it.
     pub fn table_dir(&self, shelf: Shelf, table: &str) -> String {
@@ -99,10 +104,7 @@ impl Warehouse {
             .await?
             .iter()
             .filter(|o| o.location.filename() == Some(MANIFEST_NAME))
-            .filter_map(|o| {
-                let relative = self.location.relative(&o.location);
-                relative.split('/').find_map(|p| p.strip_prefix("as_of=")).and_then(|d| d.parse().ok())
-            })
+            .filter_map(|o| snapshot_date(&self.location.relative(&o.location)))
             .collect();
         dates.sort();
         let mut manifests = Vec::with_capacity(dates.len());
