@@ -4,8 +4,8 @@
 
 Runs the command and, every interval, reads its CPU time (utime + stime of the process and its
 threads, /proc/PID/stat) to print one line per step of the night's ledger: where the step falls
-on the wall clock (the models laid end to end back from the end of the run, the ingest before
-them) and the cores it used on average. A step shorter than the interval
+on the wall clock (each model from its `started_at` in the ledger, the ingest before the first)
+and the cores it used on average. A step shorter than the interval
 has no sample of its own and shows `-`. Linux only; the command must be keymart itself (not a
 wrapper such as /usr/bin/time, whose CPU time is not its child's), and its newest ledger is read
 from the warehouse under --project's `warehouse/_runs` unless --ledger names it.
@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -30,7 +31,8 @@ def cpu_seconds(pid):
 
 
 def sample(command, interval):
-    """Run `command`; return its exit code, wall seconds, CPU seconds and (elapsed, cores) samples."""
+    """Run `command`; return its exit code, start (epoch seconds), wall seconds, CPU seconds and
+    (elapsed, cores) samples."""
     process = subprocess.Popen(command)
     start = time.time()
     samples, last_time, last_cpu = [], start, 0.0
@@ -43,30 +45,34 @@ def sample(command, interval):
             break  # ended between the poll and the read
         samples.append((now - start, (cpu - last_cpu) / (now - last_time)))
         last_time, last_cpu = now, cpu
-    return process.wait(), time.time() - start, last_cpu, samples
+    return process.wait(), start, time.time() - start, last_cpu, samples
 
 
-def steps(ledger, wall):
+def steps(ledger, wall, start):
     """The night as (name, start, seconds): the ingest first, then each model with its tests.
 
-    The ledger gives each load's and model's seconds but not when it started, nor which loads ran
-    side by side; the models run one after another, so they are laid end to end back from the
-    end of the run, and the ingest is what comes before them (publishing, a few tenths, is
-    counted in the last model)."""
+    A model step's `started_at` places it on the wall clock (`start` is the epoch second the
+    command started); marts of one batch run side by side, so their lines overlap and each shows
+    the cores of the whole process over its span. Ledgers older than `started_at` lay the models
+    end to end back from the end of the run. The ingest is what comes before the first model
+    (its loads overlap and carry no start); publishing, a few tenths, is counted in the model
+    before it."""
     loads = [f"{s['source']} {s['seconds']:.1f} s" for s in ledger["steps"] if s["step"] == "ingest"]
     models, model = [], None
     for step in ledger["steps"]:
         if step["step"] == "model":
-            model = [step["model"], step["seconds"]]
+            started = step.get("started_at")
+            at = datetime.fromisoformat(started).timestamp() - start if started else None
+            model = [step["model"], at, step["seconds"]]
             models.append(model)
         elif step["step"] == "test" and model is not None:
-            model[1] += step["seconds"]
-    at = wall - sum(seconds for _, seconds in models)
-    placed = [("ingest: " + ", ".join(loads), 0.0, at)]
-    for name, seconds in models:
-        placed.append((name, at, seconds))
-        at += seconds
-    return placed
+            model[2] += step["seconds"]
+    if any(at is None for _, at, _ in models):
+        at = wall - sum(seconds for _, _, seconds in models)
+        for model in models:
+            model[1], at = at, at + model[2]
+    first = min((at for _, at, _ in models), default=wall)
+    return [("ingest: " + ", ".join(loads), 0.0, first)] + [tuple(m) for m in models]
 
 
 def main():
@@ -78,7 +84,7 @@ def main():
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command to run")
-    code, wall, cpu, samples = sample(command, args.interval)
+    code, start, wall, cpu, samples = sample(command, args.interval)
     print(f"wall {wall:.2f} s, CPU {cpu:.2f} s: {cpu / wall:.2f} cores on average (exit code {code})")
     ledger = args.ledger
     if ledger is None and "--project" in command:
@@ -86,7 +92,7 @@ def main():
         ledger = max(runs.glob("*.json"), default=None, key=lambda p: p.stat().st_mtime)
     if ledger is None:
         return code
-    for name, at, seconds in steps(json.loads(ledger.read_text()), wall):
+    for name, at, seconds in steps(json.loads(ledger.read_text()), wall, start):
         # A sample covers the interval before it.
         inside = [cores for t, cores in samples if at + args.interval / 2 < t <= at + seconds + args.interval / 2]
         cores = f"{sum(inside) / len(inside):4.2f}" if inside else "   -"

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Column;
 use datafusion::logical_expr::{Expr, SortExpr, cast, col, lit};
@@ -59,6 +59,8 @@ pub struct Materialization {
     pub bytes: u64,
     /// `name type` per output column.
     pub schema: Vec<String>,
+    /// When it started: marts of one batch run side by side, so their `seconds` overlap.
+    pub started_at: DateTime<Utc>,
     pub seconds: f64,
     /// For an incremental model: whether it started from a state, and how many keys changed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,6 +68,11 @@ pub struct Materialization {
 }
 
 const RAW_PREFIX: &str = "__raw_";
+
+/// The wall-clock time of `started`.
+fn started_at(started: Instant) -> DateTime<Utc> {
+    Utc::now() - TimeDelta::from_std(started.elapsed()).unwrap_or_default()
+}
 
 impl Transform<'_> {
     /// Register every source the models read as a table named after the source.
@@ -199,6 +206,7 @@ impl Transform<'_> {
                     rows: None,
                     bytes: 0,
                     schema,
+                    started_at: started_at(started),
                     seconds: started.elapsed().as_secs_f64(),
                     state: None,
                 })
@@ -255,6 +263,7 @@ impl Transform<'_> {
             bytes: files.iter().map(|(_, w)| w.bytes).sum(),
             files: files.into_iter().map(|(relative, _)| relative).collect(),
             schema,
+            started_at: started_at(started),
             seconds: started.elapsed().as_secs_f64(),
             state: None,
         })
