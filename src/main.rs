@@ -151,7 +151,8 @@ struct RunArgs {
     /// Replay an earlier run (its dates, selection and pipeline): a run id, or `last`.
     #[arg(long, value_name = "RUN_ID")]
     retry: Option<String>,
-    /// Threads that type records during ingest, and sources loaded at once (default: number of cores).
+    /// Threads that type records during ingest, sources loaded at once, and marts computed at once
+    /// (default: number of cores).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
 }

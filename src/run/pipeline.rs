@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use chrono::NaiveDate;
+use futures::{StreamExt, TryStreamExt};
 
 use super::ledger::{self, Ledger, Request, RunStatus, Step};
 use super::{Session, failpoint, inputs};
@@ -197,56 +198,82 @@ impl Plan<'_> {
         let mut written: Vec<Materialization> = Vec::new();
         let mut increments = Increments::default();
         let mut states = StateInputs::default();
-        for name in &to_run {
-            let model = pipeline.model(name).expect("dag model");
-            if let Some(cause) = dag.inputs[name].models.iter().find(|m| blocked.contains(*m)) {
-                blocked.insert(name.clone());
-                ledger.steps.push(Step::Blocked {
-                    as_of,
-                    model: name.clone(),
-                    because: format!("{cause} failed a test"),
-                });
-                lines.push(line(
-                    name,
-                    model.materialized,
-                    None,
-                    &[],
-                    format!("NOT PUBLISHED (upstream {cause} failed)"),
-                ));
-                task.inc(1);
-                continue;
-            }
-            task.inc(1);
-            let materialization = if model.materialized == Materialized::Incremental {
+        for batch in batches(pipeline, dag, &to_run) {
+            // Models of one batch read none of each other, so what blocks them is known now.
+            let causes: BTreeMap<&String, &String> = batch
+                .iter()
+                .filter_map(|name| dag.inputs[name].models.iter().find(|m| blocked.contains(*m)).map(|c| (name, c)))
+                .collect();
+            let ready: Vec<&Model> = batch
+                .iter()
+                .filter(|name| !causes.contains_key(name))
+                .map(|name| pipeline.model(name).expect("dag model"))
+                .collect();
+            let runs = if let [model] = ready[..]
+                && model.materialized == Materialized::Incremental
+            {
+                // Incremental models share the night's change sets and commit states: one at a time.
                 let previous = self.previous_state(model, as_of, &mut states).await?;
-                transform.materialize_incremental(model, previous, &mut increments).await?
+                let materialization = transform.materialize_incremental(model, previous, &mut increments).await?;
+                vec![(model, materialization, audit::run_tests(&engine, model).await?)]
             } else {
-                transform.materialize(model).await?
+                // Up to `workers` at a time: a mart's windows over every customer and its final
+                // merge run on one core (BENCHMARKS.md, "Ninth session"). In order, so the ledger
+                // and the summary keep the DAG's order.
+                let runs = futures::stream::iter(ready.iter().map(|&model| {
+                    let (transform, engine) = (&transform, &engine);
+                    async move {
+                        let materialization = transform.materialize(model).await?;
+                        Ok::<_, Error>((model, materialization, audit::run_tests(engine, model).await?))
+                    }
+                }));
+                runs.buffered(request.workers.max(1)).try_collect::<Vec<_>>().await?
             };
-            let outcomes = audit::run_tests(&engine, model).await?;
             crate::engine::return_free_memory();
-            let failed_blocking: Vec<&TestOutcome> = outcomes.iter().filter(|o| o.blocks()).collect();
-            let outcome = if !failed_blocking.is_empty() {
-                blocked.insert(name.clone());
-                publish::discard(&session.warehouse, &materialization.files).await?;
-                let tests: Vec<&str> = failed_blocking.iter().map(|o| o.test.as_str()).collect();
-                format!("NOT PUBLISHED (failed {})", tests.join(", "))
-            } else if model.materialized == Materialized::Mart {
-                "tested".to_string()
-            } else if let Some(state) = &materialization.state {
-                self.keep_state(&materialization, as_of, &mut states).await?;
-                match (state.since, state.changed_keys, &state.full) {
-                    (Some(since), Some(keys), _) => format!("kept ({keys} keys recomputed since {since})"),
-                    (_, _, Some(why)) => format!("kept (computed whole: {why})"),
-                    _ => "kept".to_string(),
+            let mut runs = runs.into_iter();
+            for name in batch {
+                task.inc(1);
+                if let Some(cause) = causes.get(name) {
+                    let model = pipeline.model(name).expect("dag model");
+                    blocked.insert(name.clone());
+                    ledger.steps.push(Step::Blocked {
+                        as_of,
+                        model: name.clone(),
+                        because: format!("{cause} failed a test"),
+                    });
+                    lines.push(line(
+                        name,
+                        model.materialized,
+                        None,
+                        &[],
+                        format!("NOT PUBLISHED (upstream {cause} failed)"),
+                    ));
+                    continue;
                 }
-            } else {
-                "ok".to_string()
-            };
-            lines.push(line(name, model.materialized, materialization.rows, &outcomes, outcome));
-            ledger.steps.push(Step::Model { as_of, engine: engine.name.clone(), run: materialization.clone() });
-            ledger.steps.extend(outcomes.into_iter().map(|outcome| Step::Test { as_of, outcome }));
-            written.push(materialization);
+                let (model, materialization, outcomes) = runs.next().expect("one run per model ready");
+                let failed_blocking: Vec<&TestOutcome> = outcomes.iter().filter(|o| o.blocks()).collect();
+                let outcome = if !failed_blocking.is_empty() {
+                    blocked.insert(name.clone());
+                    publish::discard(&session.warehouse, &materialization.files).await?;
+                    let tests: Vec<&str> = failed_blocking.iter().map(|o| o.test.as_str()).collect();
+                    format!("NOT PUBLISHED (failed {})", tests.join(", "))
+                } else if model.materialized == Materialized::Mart {
+                    "tested".to_string()
+                } else if let Some(state) = &materialization.state {
+                    self.keep_state(&materialization, as_of, &mut states).await?;
+                    match (state.since, state.changed_keys, &state.full) {
+                        (Some(since), Some(keys), _) => format!("kept ({keys} keys recomputed since {since})"),
+                        (_, _, Some(why)) => format!("kept (computed whole: {why})"),
+                        _ => "kept".to_string(),
+                    }
+                } else {
+                    "ok".to_string()
+                };
+                lines.push(line(name, model.materialized, materialization.rows, &outcomes, outcome));
+                ledger.steps.push(Step::Model { as_of, engine: engine.name.clone(), run: materialization.clone() });
+                ledger.steps.extend(outcomes.into_iter().map(|outcome| Step::Test { as_of, outcome }));
+                written.push(materialization);
+            }
         }
 
         task.finish(&format!("{} models, {} blocked", to_run.len(), blocked.len()));
@@ -373,32 +400,57 @@ fn line(
     }
 }
 
+/// `models` (in run order) cut into the groups that run side by side: a staging model alone, or
+/// the marts that follow one another without reading each other (their other inputs are done by
+/// then).
+fn batches<'m>(pipeline: &Pipeline, dag: &Dag, models: &'m [String]) -> Vec<&'m [String]> {
+    let mut batches = Vec::new();
+    let mut next = 0;
+    while next < models.len() {
+        let size = side_by_side(pipeline, dag, &models[next..]);
+        batches.push(&models[next..next + size]);
+        next += size;
+    }
+    batches
+}
+
+/// How many of `models` run side by side from the first.
+fn side_by_side(pipeline: &Pipeline, dag: &Dag, models: &[String]) -> usize {
+    let is_mart = |name: &String| pipeline.model(name).is_some_and(|m| m.materialized == Materialized::Mart);
+    if !models.first().is_some_and(is_mart) {
+        return 1;
+    }
+    let mut batch: BTreeSet<&str> = BTreeSet::new();
+    for name in models {
+        if !is_mart(name) || reads(pipeline, dag, name).any(|input| batch.contains(input)) {
+            break;
+        }
+        batch.insert(name.as_str());
+    }
+    batch.len()
+}
+
+/// The models a model and its relationship tests read.
+fn reads<'a>(pipeline: &'a Pipeline, dag: &'a Dag, name: &str) -> impl Iterator<Item = &'a str> {
+    let tested = pipeline.model(name).into_iter().flat_map(|m| &m.tests).filter_map(|t| match &t.kind {
+        crate::config::TestKind::Relationships { to_table, .. } if dag.inputs.contains_key(to_table) => {
+            Some(to_table.as_str())
+        }
+        _ => None,
+    });
+    dag.inputs[name].models.iter().map(String::as_str).chain(tested)
+}
+
 /// The selected models plus the views and tables they and their tests read (transitively), in
 /// run order. Upstream marts are read from their committed snapshots instead.
 fn with_upstream_views_and_tables(pipeline: &Pipeline, dag: &Dag, selected: &[String]) -> Vec<String> {
     let mut wanted: BTreeSet<String> = selected.iter().cloned().collect();
     let mut frontier: Vec<String> = selected.to_vec();
     while let Some(name) = frontier.pop() {
-        let tested: Vec<String> = pipeline
-            .model(&name)
-            .map(|m| {
-                m.tests
-                    .iter()
-                    .filter_map(|t| match &t.kind {
-                        crate::config::TestKind::Relationships { to_table, .. }
-                            if dag.inputs.contains_key(to_table) =>
-                        {
-                            Some(to_table.clone())
-                        }
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        for input in dag.inputs[&name].models.iter().chain(&tested) {
+        for input in reads(pipeline, dag, &name) {
             let is_mart = pipeline.model(input).is_some_and(|m| m.materialized == Materialized::Mart);
-            if !is_mart && wanted.insert(input.clone()) {
-                frontier.push(input.clone());
+            if !is_mart && wanted.insert(input.to_string()) {
+                frontier.push(input.to_string());
             }
         }
     }
@@ -450,5 +502,38 @@ impl fmt::Display for RunReport {
             }
         }
         write!(f, "run {} — ledger {}", self.run_id, self.ledger)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Project;
+
+    /// The shipped pipeline: its staging models one by one, then the marts in the groups the
+    /// DAG allows in its order (customer_value and customer_churn read model_parameters,
+    /// key_accounts reads them, key_account_history and customer_profile read key_accounts), then
+    /// the two check views, which read marts.
+    #[test]
+    fn marts_that_read_none_of_each_other_run_side_by_side() {
+        let project = Project::load(Path::new(env!("CARGO_MANIFEST_DIR"))).expect("the shipped project loads");
+        let pipeline = project.select_pipeline(None).expect("one pipeline");
+        let dag = Dag::build(pipeline).expect("the shipped DAG builds");
+        let groups: Vec<String> = batches(pipeline, &dag, &dag.order).iter().map(|b| b.join(" ‖ ")).collect();
+        let staging = groups.iter().take_while(|g| g.starts_with("stg_")).count();
+        assert!(groups[..staging].iter().all(|g| !g.contains('‖')), "{groups:#?}");
+        assert_eq!(
+            groups[staging..],
+            [
+                "model_parameters ‖ customer_rfm ‖ service_quality",
+                "customer_value ‖ customer_churn",
+                "key_accounts",
+                "key_account_history ‖ segment_migration ‖ customer_profile",
+                "segment_migration_rows",
+                "key_account_current_rows",
+            ]
+        );
     }
 }
