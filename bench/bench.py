@@ -2,7 +2,8 @@
 
     python3 bench/bench.py --scale 1m [--scale 5m] [--runs 3] [--work /tmp/keymart-bench] [--fit]
 
-Per scale: generate two days of extracts (the first carries a year of history), then
+Per scale: generate two days of extracts (the first carries a year of history), then, taking
+turns run by run (--runs times each):
   keymart  the full build (`run` of the first day: ingest + every mart, tests, publish) and the
            incremental night (`run` of the next day), release build;
   DuckDB   the same two nights (bench/duckdb/night.py: the extracts to Parquet, then the pipeline's
@@ -95,21 +96,22 @@ def bench_scale(scale, args, keymart, python):
     print(f"[{scale}] generated {customers:,} customers in {seconds:.1f} s: {lines[NIGHTS[0]]:,} order lines in the "
           f"first extract (a year), {lines[NIGHTS[1]]:,} the next day", flush=True)
 
+    # DuckDB reads the extracts it cannot decode prepared outside its timing; its marts read the
+    # raw Parquet and snapshots keymart left from its last run (night.py says why).
+    prepared = work / "duckdb/prepared"
+    for day in NIGHTS:
+        subprocess.run([python, BENCH / "duckdb/prepare.py", "--landing", landing, "--day", day, "--out", prepared], check=True)
+    # The two sides take turns, run by run, so a machine whose speed drifts during the sitting
+    # (the tenth session's varied by a quarter from one run to the next) weighs on both alike.
     keymart_nights = {day: [] for day in NIGHTS}
+    duckdb_nights = {day: [] for day in NIGHTS}
     for _ in range(args.runs):
         for folder in ("raw", "rejects", "marts", "_runs", "_staging"):
             shutil.rmtree(warehouse / folder, ignore_errors=True)
         (warehouse / "_lock").unlink(missing_ok=True)
         for day in NIGHTS:
             keymart_nights[day].append(timed([keymart, "--project", root, "-q", "run", "--as-of", day]))
-
-    # DuckDB reads the extracts it cannot decode prepared outside its timing; its marts read the
-    # raw Parquet and snapshots keymart left from its last run (night.py says why).
-    duckdb_nights = {day: [] for day in NIGHTS}
-    for day in NIGHTS:
-        prepared = work / "duckdb/prepared"
-        subprocess.run([python, BENCH / "duckdb/prepare.py", "--landing", landing, "--day", day, "--out", prepared], check=True)
-        for _ in range(args.runs):
+        for day in NIGHTS:
             out = work / "duckdb" / day
             shutil.rmtree(out, ignore_errors=True)
             duckdb_nights[day].append(timed([python, BENCH / "duckdb/night.py", "--project", root, "--as-of", day,
@@ -139,6 +141,8 @@ def bench_scale(scale, args, keymart, python):
         "duckdb": median(duckdb_nights[NIGHTS[0]]),
         "duckdb_next": median(duckdb_nights[NIGHTS[1]]),
         "duckdb_steps": json.loads(duckdb_nights[NIGHTS[0]][-1][2]),
+        "full_builds": {side: [f"{s[0]:.2f}" for s in nights[NIGHTS[0]]]
+                        for side, nights in (("keymart", keymart_nights), ("DuckDB", duckdb_nights))},
     }
 
 
@@ -159,6 +163,8 @@ def report(results, runs):
                    for side in ("keymart", "duckdb")}
         print(f"time per order line, {larger} ÷ {smaller}: keymart {per_row['keymart']:.2f}, DuckDB {per_row['duckdb']:.2f}")
     for scale, r in results.items():
+        runs = "; ".join(f"{side} {', '.join(seconds)}" for side, seconds in r["full_builds"].items())
+        print(f"full builds at {scale}, in the order they ran (s): {runs}")
         print(f"DuckDB steps at {scale}, first night (s): {r['duckdb_steps']}")
 
 
