@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::ingest::LoadStatus;
 use crate::publish::lock::RunLock;
 use crate::publish::{self, Snapshot};
+use crate::transform::dag::is_mart;
 use crate::transform::{Dag, Increments, Materialization, Transform};
 use crate::warehouse::snapshot::{Shelf, SnapshotManifest};
 
@@ -151,10 +152,7 @@ impl Plan<'_> {
     async fn run_date(&self, as_of: NaiveDate, ledger: &mut Ledger) -> Result<DateReport> {
         let Plan { session, pipeline, dag, selected, request, run_id } = *self;
         let fingerprint = inputs::fingerprint(session, &session.project, pipeline, dag, as_of).await?;
-        let marts: Vec<&String> = selected
-            .iter()
-            .filter(|m| pipeline.model(m).is_some_and(|m| m.materialized == Materialized::Mart))
-            .collect();
+        let marts: Vec<&String> = selected.iter().filter(|m| is_mart(pipeline, m)).collect();
         if !request.rebuild && !marts.is_empty() && all_committed_with(session, &marts, as_of, &fingerprint).await? {
             ledger.steps.push(Step::Skip { as_of, reason: "every mart is committed from the same inputs".into() });
             return Ok(DateReport { as_of, status: DateStatus::Skipped, models: Vec::new() });
@@ -416,13 +414,12 @@ fn batches<'m>(pipeline: &Pipeline, dag: &Dag, models: &'m [String]) -> Vec<&'m 
 
 /// How many of `models` run side by side from the first.
 fn side_by_side(pipeline: &Pipeline, dag: &Dag, models: &[String]) -> usize {
-    let is_mart = |name: &String| pipeline.model(name).is_some_and(|m| m.materialized == Materialized::Mart);
-    if !models.first().is_some_and(is_mart) {
+    if !models.first().is_some_and(|first| is_mart(pipeline, first)) {
         return 1;
     }
     let mut batch: BTreeSet<&str> = BTreeSet::new();
     for name in models {
-        if !is_mart(name) || reads(pipeline, dag, name).any(|input| batch.contains(input)) {
+        if !is_mart(pipeline, name) || reads(pipeline, dag, name).any(|input| batch.contains(input)) {
             break;
         }
         batch.insert(name.as_str());
@@ -448,8 +445,7 @@ fn with_upstream_views_and_tables(pipeline: &Pipeline, dag: &Dag, selected: &[St
     let mut frontier: Vec<String> = selected.to_vec();
     while let Some(name) = frontier.pop() {
         for input in reads(pipeline, dag, &name) {
-            let is_mart = pipeline.model(input).is_some_and(|m| m.materialized == Materialized::Mart);
-            if !is_mart && wanted.insert(input.to_string()) {
+            if !is_mart(pipeline, input) && wanted.insert(input.to_string()) {
                 frontier.push(input.to_string());
             }
         }

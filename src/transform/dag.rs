@@ -286,7 +286,8 @@ fn is_view(pipeline: &Pipeline, name: &str) -> bool {
     pipeline.model(name).is_some_and(|m| m.materialized == Materialized::View)
 }
 
-fn is_mart(pipeline: &Pipeline, name: &str) -> bool {
+/// Whether `name` is a mart of the pipeline (a published snapshot, not staging).
+pub fn is_mart(pipeline: &Pipeline, name: &str) -> bool {
     pipeline.model(name).is_some_and(|m| m.materialized == Materialized::Mart)
 }
 
