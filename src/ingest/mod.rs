@@ -114,7 +114,9 @@ pub async fn load_sources(
                 let ratio = max_reject_ratio(wave[i]);
                 async move { (i, load_source(ctx, pipeline, wave[i], as_of, ratio).await) }
             })
-            .buffered(ctx.workers.max(1))
+            // Unordered: a load starts as soon as any running one ends, not only when the one
+            // started first does (it came back sorted below anyway).
+            .buffer_unordered(ctx.workers.max(1))
             .collect()
             .await;
         results.sort_by_key(|(i, _)| *i);
