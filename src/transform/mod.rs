@@ -69,9 +69,11 @@ pub struct Materialization {
 
 const RAW_PREFIX: &str = "__raw_";
 
-/// The wall-clock time of `started`.
-fn started_at(started: Instant) -> DateTime<Utc> {
-    Utc::now() - TimeDelta::from_std(started.elapsed()).unwrap_or_default()
+/// When `started` was on the wall clock, and the seconds since: one reading of the clock, so
+/// that `started_at` plus `seconds` is when the step ended.
+fn timing(started: Instant) -> (DateTime<Utc>, f64) {
+    let elapsed = started.elapsed();
+    (Utc::now() - TimeDelta::from_std(elapsed).unwrap_or_default(), elapsed.as_secs_f64())
 }
 
 impl Transform<'_> {
@@ -199,6 +201,7 @@ impl Transform<'_> {
             Materialized::View => {
                 let schema = schema_lines(&planned);
                 self.engine.register_view(&model.name, planned)?;
+                let (started_at, seconds) = timing(started);
                 Ok(Materialization {
                     model: model.name.clone(),
                     materialized: Materialized::View,
@@ -206,8 +209,8 @@ impl Transform<'_> {
                     rows: None,
                     bytes: 0,
                     schema,
-                    started_at: started_at(started),
-                    seconds: started.elapsed().as_secs_f64(),
+                    started_at,
+                    seconds,
                     state: None,
                 })
             }
@@ -256,6 +259,7 @@ impl Transform<'_> {
         let location = &self.warehouse.location;
         let urls: Vec<String> = files.iter().map(|(_, written)| location.url_of(&written.key)).collect();
         self.engine.register_files(&model.name, &urls, None).await?;
+        let (started_at, seconds) = timing(started);
         Ok(Materialization {
             model: model.name.clone(),
             materialized: model.materialized,
@@ -263,8 +267,8 @@ impl Transform<'_> {
             bytes: files.iter().map(|(_, w)| w.bytes).sum(),
             files: files.into_iter().map(|(relative, _)| relative).collect(),
             schema,
-            started_at: started_at(started),
-            seconds: started.elapsed().as_secs_f64(),
+            started_at,
+            seconds,
             state: None,
         })
     }
