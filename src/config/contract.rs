@@ -58,6 +58,21 @@ impl SourceContract {
         self.xlsx.as_ref().map(|c| c.value.clone()).unwrap_or_default()
     }
 
+    /// Columns whose values are mostly distinct, written to Parquet without a dictionary
+    /// (`warehouse::parquet::writer_properties`): text keys (in the primary key or
+    /// `references`) and decimals of ten digits or more (amounts).
+    pub fn mostly_distinct_columns(&self) -> Vec<String> {
+        let is_key = |c: &ColumnSpec| c.references.is_some() || self.primary_key.value.contains(&c.name);
+        self.columns()
+            .filter(|c| match c.data_type {
+                ColumnType::String => is_key(c),
+                ColumnType::Decimal { precision, .. } => precision >= 10,
+                _ => false,
+            })
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
     /// The sources this one's `references` point at.
     pub fn referenced_sources(&self) -> impl Iterator<Item = &str> {
         self.columns().filter_map(|c| c.references.as_ref().map(|r| r.value.source.as_str()))

@@ -264,6 +264,7 @@ impl ReadJob {
             self.staged_rows.clone(),
             self.staged_rejects.clone(),
             file_list,
+            &self.contract.mostly_distinct_columns(),
         )?;
         let fields: Vec<&str> = self.contract.columns().map(|c| c.field_name()).collect();
         let reader_error = parallel::run(

@@ -77,12 +77,13 @@ impl<'c> LoadSink<'c> {
         rows_key: Path,
         rejects_key: Path,
         files: Vec<(String, u64)>,
+        plain_columns: &[String],
     ) -> Result<Self> {
         Ok(LoadSink {
             converter,
             key_names,
-            rows: ParquetFile::create(location, rows_key, converter.schema())?,
-            rejects: ParquetFile::create(location, rejects_key, rejects_schema())?,
+            rows: ParquetFile::create(location, rows_key, converter.schema(), plain_columns)?,
+            rejects: ParquetFile::create(location, rejects_key, rejects_schema(), &[])?,
             seen_keys: HashSet::new(),
             load_bytes: files.iter().map(|(_, bytes)| bytes).sum(),
             files: files.into_iter().map(|(file, bytes)| FileCounts { file, bytes, ..Default::default() }).collect(),

@@ -312,6 +312,38 @@ fn reingest_is_byte_identical_and_replaces_the_partition() {
     assert!(leftovers.is_empty(), "staging is cleaned up: {leftovers:?}");
 }
 
+/// Text keys and amounts, mostly distinct values, are written without a dictionary; the other
+/// columns keep one (BENCHMARKS.md, "Twelfth session").
+#[test]
+fn keys_and_amounts_are_written_without_a_dictionary() {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let project = orders_project(
+        format!("{HEADER}O1,1,C1,2024-06-01,1.00,true,,completed\nO2,1,C2,2024-06-01,2.00,true,,completed\n")
+            .as_bytes(),
+    );
+    assert_exit(&project.ingest("2024-06-01"), 0);
+    let raw = project.warehouse().join("raw/orders/load_date=2024-06-01/part-0.parquet");
+    let reader = SerializedFileReader::new(std::fs::File::open(raw).unwrap()).unwrap();
+    let has_dictionary: Vec<(String, bool)> = reader
+        .metadata()
+        .row_group(0)
+        .columns()
+        .iter()
+        .map(|c| (c.column_path().string(), c.dictionary_page_offset().is_some()))
+        .filter(|(name, _)| !["paid", "created_at"].contains(&name.as_str()))
+        .collect();
+    let expected = [
+        ("order_id", false),
+        ("line", true),
+        ("customer_id", false),
+        ("order_date", true),
+        ("amount", false),
+        ("status", true),
+    ];
+    assert_eq!(has_dictionary, expected.map(|(name, dictionary)| (name.to_string(), dictionary)));
+}
+
 #[test]
 fn a_source_over_its_reject_ratio_fails_and_keeps_the_previous_partition() {
     let pipeline = ORDERS_PIPELINE.replace("max_reject_ratio: 1", "max_reject_ratio: 0.25");
