@@ -259,12 +259,11 @@ impl ReadJob {
         let file_list = self.files.iter().map(|f| (f.name.clone(), f.size)).collect();
         let mut sink = LoadSink::create(
             converter,
-            self.contract.primary_key.value.clone(),
+            &self.contract,
             &self.warehouse,
             self.staged_rows.clone(),
             self.staged_rejects.clone(),
             file_list,
-            &self.contract.mostly_distinct_columns(),
         )?;
         let fields: Vec<&str> = self.contract.columns().map(|c| c.field_name()).collect();
         let reader_error = parallel::run(

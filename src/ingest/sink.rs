@@ -17,7 +17,7 @@ use super::convert::{Converted, Converter, Reject};
 use super::decode::EncodingEvidence;
 use super::read::FileError;
 use super::values::reason;
-use crate::config::Encoding;
+use crate::config::{Encoding, SourceContract};
 use crate::error::Result;
 use crate::warehouse::Location;
 use crate::warehouse::parquet::{ParquetFile, WrittenFile};
@@ -72,17 +72,17 @@ pub struct SinkOutput {
 impl<'c> LoadSink<'c> {
     pub fn create(
         converter: &'c Converter,
-        key_names: Vec<String>,
+        contract: &SourceContract,
         location: &Location,
         rows_key: Path,
         rejects_key: Path,
         files: Vec<(String, u64)>,
-        plain_columns: &[String],
     ) -> Result<Self> {
+        let plain_columns = contract.mostly_distinct_columns();
         Ok(LoadSink {
             converter,
-            key_names,
-            rows: ParquetFile::create(location, rows_key, converter.schema(), plain_columns)?,
+            key_names: contract.primary_key.value.clone(),
+            rows: ParquetFile::create(location, rows_key, converter.schema(), &plain_columns)?,
             rejects: ParquetFile::create(location, rejects_key, rejects_schema(), &[])?,
             seen_keys: HashSet::new(),
             load_bytes: files.iter().map(|(_, bytes)| bytes).sum(),
