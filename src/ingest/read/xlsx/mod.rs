@@ -1,0 +1,272 @@
+//! Excel workbooks: `.xlsx` by keymart's own streaming reader (`ooxml`), `.xls`, `.xlsb` and
+//! `.ods` through calamine. The first row of the sheet with a value is the header; cells are
+//! rendered as the text Excel would show, then typed like any other field.
+
+use std::io::{Cursor, Read};
+use std::sync::Arc;
+
+use calamine::{Data, DataType, Reader};
+use chrono::{Datelike, Timelike};
+
+use super::csv::FileInput;
+use super::{ChunkBuilder, FileEnd, FileShape, Hangup, ReadStop, match_header};
+use crate::config::XlsxOptions;
+use crate::ingest::values::{FieldError, push_excel_number, reason};
+
+mod ooxml;
+mod xml;
+
+pub fn read(
+    input: &mut dyn Read,
+    file: &FileInput<'_>,
+    options: &XlsxOptions,
+    emit: &mut dyn FnMut(super::Chunk) -> Result<(), Hangup>,
+) -> Result<FileEnd, ReadStop> {
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes).map_err(|e| ReadStop::file(file.file, format!("cannot read: {e}")))?;
+    (file.on_bytes)(bytes.len() as u64);
+    let end = FileEnd { truncated: false, bytes: bytes.len() as u64 };
+    if bytes.is_empty() {
+        return Err(ReadStop::file(file.file, "empty file (0 bytes)"));
+    }
+    let not_readable = |e: &dyn std::fmt::Display| {
+        ReadStop::file(file.file, format!("not a readable workbook (truncated or not Excel?): {e}"))
+    };
+    let sheet_error =
+        |sheet: &str, e: &dyn std::fmt::Display| ReadStop::file(file.file, format!("cannot read sheet `{sheet}`: {e}"));
+
+    // .xlsx: keymart's own reader, streaming the sheet (`ooxml`).
+    if let Some(package) = ooxml::Package::open(&bytes) {
+        let mut package = package.map_err(|e| not_readable(&e))?;
+        let names: Vec<&str> = package.workbook.sheets.iter().map(|(name, _)| name.as_str()).collect();
+        let sheet = match &options.sheet {
+            Some(wanted) => names.iter().position(|name| name == wanted).ok_or_else(|| {
+                ReadStop::file(file.file, format!("no sheet `{wanted}` in the workbook (it has: {})", names.join(", ")))
+            })?,
+            None if names.is_empty() => return Err(ReadStop::file(file.file, "the workbook has no sheet")),
+            None => 0,
+        };
+        let (name, part) = package.workbook.sheets[sheet].clone();
+        let mut rows = Rows::new(file, &name, emit);
+        package.for_each_row(&part, |row, cells| rows.row(row, cells), |e| sheet_error(&name, &e))?;
+        return rows.finish(end);
+    }
+
+    // .xls, .xlsb, .ods: calamine, the whole sheet as a range.
+    let mut workbook = calamine::open_workbook_auto_from_rs(Cursor::new(bytes)).map_err(|e| not_readable(&e))?;
+    let sheet = match &options.sheet {
+        Some(name) => name.clone(),
+        None => workbook
+            .sheet_names()
+            .first()
+            .cloned()
+            .ok_or_else(|| ReadStop::file(file.file, "the workbook has no sheet"))?,
+    };
+    let range = workbook.worksheet_range(&sheet).map_err(|e| sheet_error(&sheet, &e))?;
+    let (first_row, first_col) = range.start().unwrap_or((0, 0));
+    let mut rows = Rows::new(file, &sheet, emit);
+    for (i, cells) in range.rows().enumerate() {
+        let placed: Vec<(u32, Data)> =
+            cells.iter().enumerate().map(|(c, cell)| (first_col + c as u32, cell.clone())).collect();
+        rows.row(first_row + i as u32, &placed)?;
+    }
+    rows.finish(end)
+}
+
+/// A sheet's rows into chunks: the first row with a value is the header and says where the table
+/// starts; every later row with a value is a record, its line the Excel row number.
+struct Rows<'r, 'e> {
+    file: &'r FileInput<'r>,
+    sheet: &'r str,
+    /// Until the header is found.
+    emit: Option<&'e mut dyn FnMut(super::Chunk) -> Result<(), Hangup>>,
+    table: Option<Table<'e>>,
+    /// The row as comma-separated text (what a reject keeps); each field is written into it once
+    /// and handed on as its slice.
+    raw: String,
+}
+
+/// Where the table is, once its header has been read.
+struct Table<'e> {
+    chunks: ChunkBuilder<'e>,
+    header: Vec<String>,
+    start_col: u32,
+    width: usize,
+}
+
+impl<'r, 'e> Rows<'r, 'e> {
+    fn new(
+        file: &'r FileInput<'r>,
+        sheet: &'r str,
+        emit: &'e mut dyn FnMut(super::Chunk) -> Result<(), Hangup>,
+    ) -> Self {
+        Rows { file, sheet, emit: Some(emit), table: None, raw: String::new() }
+    }
+
+    /// One row: its 0-based index and its cells with their 0-based columns.
+    fn row<C: DataType>(&mut self, row: u32, cells: &[(u32, C)]) -> Result<(), ReadStop> {
+        if !cells.iter().any(|(_, c)| !c.is_empty()) {
+            return Ok(());
+        }
+        let Some(table) = &mut self.table else {
+            self.table = Some(self.header(cells)?);
+            return Ok(());
+        };
+        let raw = &mut self.raw;
+        raw.clear();
+        let mut problem = cells.iter().find(|(col, c)| *col < table.start_col && !c.is_empty()).map(|(col, _)| {
+            FieldError::new(reason::INVALID_VALUE, format!("a value in column {} is left of the header", col + 1))
+        });
+        for (col, cell) in dense(cells, table.start_col, table.width).into_iter().enumerate() {
+            if col > 0 {
+                raw.push(',');
+            }
+            let field_start = raw.len();
+            let cell_error = cell.and_then(|c| push_cell_text(raw, c));
+            table.chunks.push_field(&raw.as_bytes()[field_start..]);
+            if let (Some(e), None) = (cell_error, &problem) {
+                problem = Some(FieldError::new(
+                    reason::INVALID_VALUE,
+                    format!("column {}: Excel error cell {e}", table.header[col]),
+                ));
+            }
+        }
+        // Excel numbers rows from 1.
+        table.chunks.end_record(row as u64 + 1, raw.as_bytes(), problem)?;
+        Ok(())
+    }
+
+    fn header<C: DataType>(&mut self, cells: &[(u32, C)]) -> Result<Table<'e>, ReadStop> {
+        let start_col = cells.iter().find(|(_, c)| !c.is_empty()).map_or(0, |(col, _)| *col);
+        let header_width = cells.iter().map(|(col, _)| col.saturating_sub(start_col) as usize + 1).max().unwrap_or(0);
+        let header: Vec<String> = dense(cells, start_col, header_width)
+            .iter()
+            .map(|c| {
+                let mut text = String::new();
+                if let Some(c) = c {
+                    push_cell_text(&mut text, *c);
+                }
+                text.trim().to_string()
+            })
+            .collect();
+        // Trailing empty header cells are formatting, not columns.
+        let width = header.iter().rposition(|h| !h.is_empty()).map_or(0, |p| p + 1);
+        let positions =
+            match_header(&header[..width], self.file.fields).map_err(|m| ReadStop::file(self.file.file, m))?;
+        let shape = FileShape { file: Arc::from(self.file.file), positions, field_count: width };
+        let emit = self.emit.take().expect("the header is read once");
+        Ok(Table {
+            chunks: ChunkBuilder::new(self.file.file_index, Arc::new(shape), true, emit),
+            header,
+            start_col,
+            width,
+        })
+    }
+
+    fn finish(self, end: FileEnd) -> Result<FileEnd, ReadStop> {
+        let Some(table) = self.table else {
+            return Err(ReadStop::file(self.file.file, format!("sheet `{}` is empty: no header row", self.sheet)));
+        };
+        table.chunks.finish(end)?;
+        Ok(end)
+    }
+}
+
+/// The cells from `start_col` on, one per column up to `width` (none where the sheet has none).
+fn dense<C>(cells: &[(u32, C)], start_col: u32, width: usize) -> Vec<Option<&C>> {
+    let mut row = vec![None; width];
+    for (col, cell) in cells {
+        if let Some(slot) = col.checked_sub(start_col).and_then(|c| row.get_mut(c as usize)) {
+            *slot = Some(cell);
+        }
+    }
+    row
+}
+
+/// Write the text of a cell as Excel shows it onto `out` (nothing for an empty cell); the error if
+/// the cell holds one (`#N/A`, …) or a date out of range. Either calamine cell type (owned `Data`
+/// from a Range, borrowed `DataRef` from a streamed .xlsx) through calamine's `DataType`, so a
+/// shared string is read in place, never copied.
+fn push_cell_text(out: &mut String, cell: &impl DataType) -> Option<String> {
+    if let Some(text) = cell.get_string().or_else(|| cell.get_datetime_iso()).or_else(|| cell.get_duration_iso()) {
+        out.push_str(text);
+    } else if let Some(f) = cell.get_float() {
+        push_excel_number(out, f);
+    } else if let Some(i) = cell.get_int() {
+        out.push_str(itoa::Buffer::new().format(i));
+    } else if let Some(dt) = cell.get_datetime() {
+        // Digit by digit: formatting machinery per cell was a tenth of reading a sheet.
+        let Some(t) = dt.as_datetime() else {
+            out.push_str(&dt.to_string());
+            return Some(format!("date {dt} out of range"));
+        };
+        push_padded(out, t.year(), 4);
+        out.push('-');
+        push_padded(out, t.month() as i32, 2);
+        out.push('-');
+        push_padded(out, t.day() as i32, 2);
+        if t.time() != chrono::NaiveTime::MIN {
+            for (separator, part) in [(' ', t.hour()), (':', t.minute()), (':', t.second())] {
+                out.push(separator);
+                push_padded(out, part as i32, 2);
+            }
+        }
+    } else if let Some(b) = cell.get_bool() {
+        out.push_str(if b { "true" } else { "false" });
+    } else if let Some(e) = cell.get_error() {
+        let text = e.to_string();
+        out.push_str(&text);
+        return Some(text);
+    }
+    None
+}
+
+/// `value` with leading zeros to `width` digits, as `{:0width$}` writes it.
+fn push_padded(out: &mut String, value: i32, width: usize) {
+    let mut digits = itoa::Buffer::new();
+    let text = digits.format(value.unsigned_abs());
+    if value < 0 {
+        out.push('-');
+    }
+    for _ in text.len()..width.saturating_sub(usize::from(value < 0)) {
+        out.push('0');
+    }
+    out.push_str(text);
+}
+
+#[cfg(test)]
+mod tests {
+    use calamine::{CellErrorType, Data, ExcelDateTime, ExcelDateTimeType};
+
+    use super::*;
+
+    fn shown(cell: Data) -> (String, Option<String>) {
+        let mut out = String::new();
+        let error = push_cell_text(&mut out, &cell);
+        (out, error)
+    }
+
+    #[test]
+    fn cells_read_as_excel_shows_them() {
+        let serial = |value| Data::DateTime(ExcelDateTime::new(value, ExcelDateTimeType::DateTime, false));
+        // 45657 is 2024-12-31 in Excel's 1900 date system; .75 of a day is 18:00.
+        assert_eq!(shown(serial(45657.0)), ("2024-12-31".into(), None));
+        assert_eq!(shown(serial(45657.75)), ("2024-12-31 18:00:00".into(), None));
+        assert_eq!(shown(serial(45657.0 + (9.0 * 3600.0 + 5.0 * 60.0 + 7.0) / 86400.0)).0, "2024-12-31 09:05:07");
+        assert_eq!(shown(serial(-1e9)).1, Some("date -1000000000 out of range".into()));
+        assert_eq!(shown(Data::Int(-42)), ("-42".into(), None));
+        assert_eq!(shown(Data::Float(4.0)), ("4".into(), None));
+        assert_eq!(shown(Data::Bool(true)), ("true".into(), None));
+        assert_eq!(shown(Data::Error(CellErrorType::NA)), ("#N/A".into(), Some("#N/A".into())));
+        assert_eq!(shown(Data::Empty), (String::new(), None));
+    }
+
+    #[test]
+    fn padding_matches_the_format_macro() {
+        for (value, width) in [(7, 2), (12, 2), (2024, 4), (99, 4), (-5, 4), (123, 2)] {
+            let mut out = String::new();
+            push_padded(&mut out, value, width);
+            assert_eq!(out, format!("{value:0width$}"));
+        }
+    }
+}
