@@ -105,8 +105,8 @@ impl<'a> Tokens<'a> {
     }
 
     /// Skip everything up to and including the end tag of an element just started
-    /// (`qualified` as the start tag spelled it). Elements of the same name must not nest, which
-    /// holds for every element of a sheet this is used on (`row`, `f`, `v`).
+    /// (`qualified` as the start tag spelled it). An element of the same name nested inside it
+    /// would end the skip early; none of a cell's children (`f`, `extLst`) nests in itself.
     pub fn skip_element(&mut self, qualified: &[u8]) -> Result<(), Incomplete> {
         let end = find_end_tag(self.rest(), qualified).ok_or(Incomplete)?;
         self.pos += end.1;
