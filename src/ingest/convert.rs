@@ -257,9 +257,10 @@ impl Converter {
         row: &mut Vec<Value<'a>>,
     ) -> Result<(), (Option<String>, FieldError)> {
         let fields = chunk.split_record(record);
+        let record_is_text = self.decoder.record_is_text(chunk.text.raw(record));
         for (plan, position) in self.columns.iter().zip(&chunk.shape.positions) {
             let bytes = position.map_or(&b""[..], |p| fields.field(p));
-            let text = self.decoder.decode(bytes).ok_or_else(|| {
+            let text = self.decoder.decode_field(bytes, record_is_text).ok_or_else(|| {
                 let shown = String::from_utf8_lossy(bytes).into_owned();
                 (
                     Some(plan.name.clone()),
