@@ -27,7 +27,6 @@ use crate::config::{ColumnType, Encoding, FileFormat, SourceContract};
 /// (four slots), where a set of strings missed the cache on every key it compared (8 % of the
 /// orders ingest) and a hashbrown set of the hashes read its control bytes, then its slot: two
 /// misses in a table of a million keys.
-#[derive(Debug)]
 pub struct KeySet {
     /// A power of two of slots (or none), at most five eighths full; 0 marks an empty slot.
     slots: Vec<u128>,
@@ -36,6 +35,13 @@ pub struct KeySet {
     has_zero: bool,
     /// Tells sets apart in the per-thread memo of `contains` (an address could be reused).
     id: u64,
+}
+
+/// The count, not the table (millions of slots).
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet").field("keys", &(self.len + usize::from(self.has_zero))).finish()
+    }
 }
 
 impl Default for KeySet {
