@@ -22,7 +22,7 @@ const BLOCK: usize = 1 << 20;
 
 /// How a cell's number is shown, by its style's number format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NumberKind {
+enum NumberKind {
     Plain,
     DateTime,
     Duration,
@@ -40,10 +40,10 @@ pub struct Package<'a> {
 pub struct Workbook {
     /// Sheet names and their parts, in the workbook's order.
     pub sheets: Vec<(String, String)>,
-    pub is_1904: bool,
-    pub strings: Vec<String>,
+    is_1904: bool,
+    strings: Vec<String>,
     /// By style (`s` of a cell, an index into `cellXfs`).
-    pub number_kinds: Vec<NumberKind>,
+    number_kinds: Vec<NumberKind>,
 }
 
 impl<'a> Package<'a> {
@@ -808,7 +808,7 @@ mod tests {
         assert_eq!(cell_reference(b"ab12"), Ok((11, 27)));
         assert!(cell_reference(b"12").is_err() && cell_reference(b"A0").is_err() && cell_reference(b"A").is_err());
         assert_eq!(join("xl", "worksheets/sheet1.xml"), "xl/worksheets/sheet1.xml");
-        assert_eq!(join("xl/worksheets", "../sharedStrings.xml"), "xl/sharedStrings.xml");
+        assert_eq!(join("xl/worksheets", "../styles.xml"), "xl/styles.xml");
         assert_eq!(join("", "_rels/.rels"), "_rels/.rels");
     }
 }
