@@ -1,4 +1,5 @@
-"""The nightly build at scale, keymart against DuckDB, with DuckDB as the oracle of the SQL marts.
+"""The nightly build at scale, keymart against DuckDB, with DuckDB as the oracle of the raw loads
+and the SQL marts.
 
     python3 bench/bench.py --scale 1m [--scale 5m] [--runs 3] [--work /tmp/keymart-bench] [--fit]
 
@@ -8,8 +9,8 @@ turns run by run (--runs times each):
            incremental night (`run` of the next day), release build;
   DuckDB   the same two nights (bench/duckdb/night.py: the extracts to Parquet, then the pipeline's
            SQL), in a virtualenv with bench/requirements.txt (made under --work on first use);
-then every SQL mart of both nights is compared row by row (bench/duckdb/compare.py) and any
-difference fails the bench. Prints wall time and peak RSS (/usr/bin/time -v) of each side, the
+then every raw load and every SQL mart of both nights is compared row by row
+(bench/duckdb/compare.py) and any difference fails the bench. Prints wall time and peak RSS (/usr/bin/time -v) of each side, the
 ratios, order lines per second and, across scales, the ratio of time per order line.
 --fit also times the model fits against scipy (bench/fit.py) on the scale's customer history.
 
@@ -136,14 +137,14 @@ def bench_scale(scale, args, keymart, python):
             duckdb_nights[day].append(timed([python, BENCH / "duckdb/night.py", "--project", root, "--as-of", day,
                                              "--out", out, "--ingest", prepared]))
 
-    print(f"[{scale}] comparing the marts of keymart and DuckDB", flush=True)
+    print(f"[{scale}] comparing the raw loads and the marts of keymart and DuckDB", flush=True)
     for day in NIGHTS:
         print(f" {day}:", flush=True)
         compared = subprocess.run([python, BENCH / "duckdb/compare.py", "--project", root, "--as-of", day,
                                    "--duckdb", work / "duckdb" / day])
         if compared.returncode != 0:
-            fail(f"[{scale}] keymart's and DuckDB's marts differ on {day} (above)")
-    print(f"[{scale}] the marts agree", flush=True)
+            fail(f"[{scale}] keymart's and DuckDB's raw loads or marts differ on {day} (above)")
+    print(f"[{scale}] the raw loads and the marts agree", flush=True)
 
     if args.fit:
         history = work / "history.parquet"

@@ -1,6 +1,7 @@
 //! The benchmark harness at its smallest scale (bench/bench.py --scale smoke): keymart's nightly
-//! build and DuckDB's run of the same SQL, then the row-by-row comparison of every SQL mart. The
-//! timings are not asserted (they live in BENCHMARKS.md); that the two engines agree is.
+//! build and DuckDB's run of the same SQL, then the row-by-row comparison of every raw load and
+//! every SQL mart. The timings are not asserted (they live in BENCHMARKS.md); that the two
+//! engines agree is.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -27,33 +28,49 @@ fn smoke_scale_builds_both_nights_and_duckdb_agrees_on_every_sql_mart() {
         .expect("python3");
     let out = stdout(&output);
     assert!(output.status.success(), "bench failed:\n{out}\n{}", stderr(&output));
-    assert!(out.contains("[smoke] the marts agree"), "{out}");
+    assert!(out.contains("[smoke] the raw loads and the marts agree"), "{out}");
     // model_parameters is keymart's fit on both sides, so not compared (bench/fit.py checks it).
     for mart in SAMPLE_MARTS.into_iter().filter(|m| *m != "model_parameters") {
         // Compared on both nights, with every row matched.
         assert_eq!(out.matches(&format!("  {mart}: ")).count(), 2, "{mart} not compared twice:\n{out}");
     }
     assert!(out.contains("customer_rfm: 2000 rows, 10 columns"), "{out}");
+    // DuckDB's typed reads of the extracts (the contacts from Excel, the customers from GBK) equal
+    // keymart's raw loads, on both nights.
+    for source in ["erp_customers", "erp_orders", "scm_shipments", "cc_interactions"] {
+        assert_eq!(out.matches(&format!("  raw {source}: ")).count(), 2, "{source} not compared twice:\n{out}");
+    }
 
-    // The comparison is not vacuous: one monetary value off by a cent in DuckDB's mart is found.
+    // The comparison is not vacuous: one monetary value off by a cent in DuckDB's mart is found,
+    // and so is one contact a second later in DuckDB's raw load (its timestamps are local time).
     let smoke = work.path().join("smoke");
-    let duckdb_rfm = smoke.join("duckdb/2025-01-01/marts/customer_rfm.parquet");
+    let night = smoke.join("duckdb/2025-01-01");
     let python = bench_venv().join("bin/python");
-    let tamper = format!(
-        "import duckdb; duckdb.sql(\"COPY (SELECT * REPLACE (CASE WHEN customer_id = (SELECT min(customer_id) FROM \
-         '{p}') THEN monetary + 0.01 ELSE monetary END AS monetary) FROM '{p}') TO '{p}.new' (FORMAT parquet)\")",
-        p = duckdb_rfm.display()
-    );
-    assert!(Command::new(&python).args(["-c", &tamper]).status().unwrap().success());
-    std::fs::rename(duckdb_rfm.with_extension("parquet.new"), &duckdb_rfm).unwrap();
+    // (hive_partitioning off: a path with load_date= would otherwise gain a load_date column.)
+    let tamper = |file: PathBuf, key: &str, column: &str, change: &str| {
+        let script = format!(
+            "import duckdb; duckdb.sql(\"CREATE VIEW t AS FROM read_parquet('{p}', hive_partitioning = false); \
+             COPY (SELECT * REPLACE (CASE WHEN {key} = (SELECT min({key}) FROM t) THEN {change} ELSE {column} END \
+             AS {column}) FROM t) TO '{p}.new' (FORMAT parquet)\")",
+            p = file.display()
+        );
+        assert!(Command::new(&python).args(["-c", &script]).status().unwrap().success());
+        std::fs::rename(file.with_extension("parquet.new"), &file).unwrap();
+    };
+    tamper(night.join("marts/customer_rfm.parquet"), "customer_id", "monetary", "monetary + 0.01");
+    let contacts = night.join("raw/cc_interactions/load_date=2025-01-01/part-0.parquet");
+    tamper(contacts, "interaction_id", "started_at", "started_at + INTERVAL 1 SECOND");
     let compared = Command::new(&python)
         .arg(repo_root().join("bench/duckdb/compare.py"))
         .arg("--project")
         .arg(smoke.join("project"))
         .args(["--as-of", "2025-01-01", "--duckdb"])
-        .arg(smoke.join("duckdb/2025-01-01"))
+        .arg(&night)
         .output()
         .unwrap();
     assert_eq!(compared.status.code(), Some(1), "{}", stdout(&compared));
-    assert!(stderr(&compared).contains("customer_rfm.monetary: 1 rows differ"), "{}", stderr(&compared));
+    let problems = stderr(&compared);
+    assert!(problems.contains("customer_rfm.monetary: 1 rows differ"), "{problems}");
+    assert!(problems.contains("raw cc_interactions.started_at: 1 rows differ"), "{problems}");
+    assert_eq!(problems.lines().count(), 2, "{problems}");
 }
