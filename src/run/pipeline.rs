@@ -213,7 +213,8 @@ impl Plan<'_> {
                 // Incremental models share the night's change sets and commit states: one at a time.
                 let previous = self.previous_state(model, as_of, &mut states).await?;
                 let materialization = transform.materialize_incremental(model, previous, &mut increments).await?;
-                vec![(model, materialization, audit::run_tests(&engine, model).await?)]
+                let outcomes = audit::run_tests(&engine, model, materialization.key_repeats).await?;
+                vec![(model, materialization, outcomes)]
             } else {
                 // Up to `workers` at a time: a mart's windows over every customer and its final
                 // merge run on one core (BENCHMARKS.md, "Ninth session"). In order, so the ledger
@@ -222,7 +223,8 @@ impl Plan<'_> {
                     let (transform, engine) = (&transform, &engine);
                     async move {
                         let materialization = transform.materialize(model).await?;
-                        Ok::<_, Error>((model, materialization, audit::run_tests(engine, model).await?))
+                        let outcomes = audit::run_tests(engine, model, materialization.key_repeats).await?;
+                        Ok::<_, Error>((model, materialization, outcomes))
                     }
                 }));
                 runs.buffered(request.workers.max(1)).try_collect::<Vec<_>>().await?

@@ -5,6 +5,7 @@
 
 pub mod dag;
 mod incremental;
+mod key_order;
 pub mod windows;
 
 use std::collections::BTreeSet;
@@ -65,6 +66,11 @@ pub struct Materialization {
     /// For an incremental model: whether it started from a state, and how many keys changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<StateRun>,
+    /// For a mart written sorted by its key: how many rows had the same key as the row before
+    /// them, seen while they were written (0: the key is unique). None when not seen (a table,
+    /// a key that cannot be watched, or rows that turned out not to be sorted).
+    #[serde(skip)]
+    pub key_repeats: Option<u64>,
 }
 
 const RAW_PREFIX: &str = "__raw_";
@@ -212,6 +218,7 @@ impl Transform<'_> {
                     started_at,
                     seconds,
                     state: None,
+                    key_repeats: None,
                 })
             }
             Materialized::Mart => {
@@ -252,8 +259,16 @@ impl Transform<'_> {
         started: Instant,
     ) -> Result<Materialization> {
         let schema = schema_lines(&planned);
-        let (plan, streams) =
+        let (plan, mut streams) =
             start(planned, per_partition).await.map_err(|e| in_model(model, engine_error("running", e)))?;
+        // A mart is one stream sorted by its key (shape_mart): its key is watched as it is written.
+        let key_watch = if per_partition {
+            None
+        } else {
+            let (watched, watch) = key_order::KeyWatch::wrap(streams.pop().expect("one merged stream"), &model.key);
+            streams.push(watched);
+            watch
+        };
         let files = self.write_files(dir, streams).await.map_err(|e| in_model(model, e))?;
         log_plan(&model.name, started, plan.as_ref());
         let location = &self.warehouse.location;
@@ -270,6 +285,7 @@ impl Transform<'_> {
             started_at,
             seconds,
             state: None,
+            key_repeats: key_watch.and_then(|watch| watch.seen().repeated_rows()),
         })
     }
 

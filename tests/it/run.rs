@@ -179,6 +179,38 @@ fn a_failing_test_blocks_publish_downstream_and_keeps_the_previous_snapshot() {
 }
 
 #[test]
+fn a_unique_key_is_checked_as_the_sorted_rows_are_written_and_a_repeated_one_is_still_caught() {
+    // customer_totals groups by its key: the rows written sorted by it repeat none, and the test
+    // is decided from what the writer saw, without a query of the files.
+    let project = project();
+    assert_exit(&run(&project, &["--as-of", D1]), 0);
+    let ledger = project.last_ledger();
+    let tests: Vec<&serde_json::Value> =
+        ledger["steps"].as_array().unwrap().iter().filter(|s| s["step"] == "test").collect();
+    let unique = tests.iter().find(|s| s["test"] == "unique(customer_id)").unwrap();
+    assert_eq!(unique["status"], "passed");
+    assert!(unique["checked"].as_str().unwrap().starts_with("while written"), "{unique}");
+    let expression = tests.iter().find(|s| s["test"] == "expression(amount >= 0)").unwrap();
+    assert!(expression.get("checked").is_none(), "other tests query the files: {expression}");
+
+    // The same mart keyed by customer but one row per order: C1's two orders on D2 repeat its
+    // key. The test fails with the repeated key counted and shown, as the query reports it.
+    project
+        .write("sql/customer_totals.sql", "SELECT customer_id, 1 AS orders, amount, 0 AS big_orders FROM stg_orders\n");
+    let output = run(&project, &["--as-of", D2]);
+    assert_exit(&output, 5);
+    assert!(stdout(&output).contains("NOT PUBLISHED (failed unique(customer_id))"), "{}", stdout(&output));
+    let ledger = project.last_ledger();
+    let failed =
+        ledger["steps"].as_array().unwrap().iter().find(|s| s["step"] == "test" && s["status"] == "failed").unwrap();
+    assert_eq!(failed["test"], "unique(customer_id)");
+    assert_eq!(failed["failing_rows"], 1);
+    assert_eq!(failed["sample"][0]["customer_id"], "C1");
+    assert_eq!(failed["sample"][0]["occurrences"], 2);
+    assert!(failed.get("checked").is_none(), "a repeated key is reported by the query: {failed}");
+}
+
+#[test]
 fn a_run_killed_before_commit_leaves_no_partial_snapshot_and_the_next_run_cleans_up() {
     let project = project();
     assert_exit(&run(&project, &["--as-of", D1]), 0);
