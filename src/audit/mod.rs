@@ -139,12 +139,10 @@ async fn offending_rows(engine: &Engine, table: DataFrame, kind: &TestKind) -> d
             table.filter(column(name).is_not_null().and(column(name).in_list(list, true)))
         }
         TestKind::Relationships { column: name, to_table, to_column } => {
-            let targets = engine
-                .ctx
-                .table(to_table.as_str())
-                .await?
-                .select(vec![column(to_column).alias("__target")])?
-                .distinct()?;
+            // No distinct: an anti-join keeps a row that matches no target however many
+            // targets repeat (a grouping of every target was a third of this test's time).
+            let targets =
+                engine.ctx.table(to_table.as_str()).await?.select(vec![column(to_column).alias("__target")])?;
             table.filter(column(name).is_not_null())?.join(
                 targets,
                 JoinType::LeftAnti,

@@ -211,6 +211,44 @@ fn a_unique_key_is_checked_as_the_sorted_rows_are_written_and_a_repeated_one_is_
 }
 
 #[test]
+fn a_relationships_test_reports_each_row_without_a_target_however_often_targets_repeat() {
+    // The targets: C1 once per order (twice by D2), C2 never.
+    let pipeline = PIPELINE
+        .replace(
+            "  - path: sql/customer_totals.sql\n",
+            "  - {path: sql/known_customers.sql, materialized: view}\n  - path: sql/customer_totals.sql\n",
+        )
+        .replace(
+            "      - unique: customer_id\n",
+            "      - unique: customer_id\n      - relationships: {column: customer_id, to: known_customers.customer_id}\n",
+        );
+    let project = TestProject::new(&pipeline);
+    for (relative, content) in [
+        ("sql/stg_orders.sql", STG_ORDERS),
+        ("sql/customer_totals.sql", CUSTOMER_TOTALS),
+        ("sql/customer_streaks.sql", CUSTOMER_STREAKS),
+        ("sql/known_customers.sql", "SELECT customer_id FROM stg_orders WHERE customer_id <> 'C2'\n"),
+    ] {
+        project.write(relative, content);
+    }
+    let shipped = self::project();
+    for day in [D1, D2] {
+        let relative = format!("orders/{day}/orders.csv");
+        project.land(&relative, std::fs::read(shipped.landing().join(&relative)).unwrap());
+    }
+    assert_exit(&project.ingest(D1), 0);
+    let output = run(&project, &["--as-of", D2]);
+    assert_exit(&output, 5);
+    let ledger = project.last_ledger();
+    let failed: Vec<&serde_json::Value> =
+        ledger["steps"].as_array().unwrap().iter().filter(|s| s["step"] == "test" && s["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["test"], "relationships(customer_id → known_customers.customer_id)");
+    assert_eq!(failed[0]["failing_rows"], 1);
+    assert_eq!(failed[0]["sample"][0]["customer_id"], "C2");
+}
+
+#[test]
 fn a_run_killed_before_commit_leaves_no_partial_snapshot_and_the_next_run_cleans_up() {
     let project = project();
     assert_exit(&run(&project, &["--as-of", D1]), 0);
