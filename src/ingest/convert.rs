@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 // hashbrown with foldhash: these sets are probed once or more per field of every row, where std's
 // SipHash showed up in the ingest profile (BENCHMARKS.md).
-use datafusion::common::{HashMap as FastMap, HashSet as FastSet};
+use datafusion::common::HashMap as FastMap;
 use serde_json::value::RawValue;
 
 use super::decode::{Decoder, EncodingEvidence};
@@ -153,9 +153,14 @@ struct ColumnPlan {
     name: String,
     data_type: ColumnType,
     nullable: bool,
-    accepted: Option<FastSet<String>>,
+    /// The accepted values, sorted: a contract lists a handful, and comparing a field with each
+    /// (most differ in length or first byte) costs less than hashing it.
+    accepted: Option<Vec<String>>,
     min: Option<f64>,
     max: Option<f64>,
+    /// `min` and `max` of a decimal column in its unscaled integers, when they are whole there:
+    /// compared without turning every value into a float.
+    unscaled_bounds: Option<(Option<i128>, Option<i128>)>,
     /// The referenced keys and how to name them (`erp_customers.customer_id`).
     reference: Option<(Arc<KeySet>, String)>,
 }
@@ -197,9 +202,19 @@ impl Converter {
                 name: c.name.clone(),
                 data_type: c.data_type,
                 nullable: c.nullable,
-                accepted: c.accepted_values.as_ref().map(|v| v.value.iter().cloned().collect()),
+                accepted: c.accepted_values.as_ref().map(|v| {
+                    let mut values = v.value.clone();
+                    values.sort_unstable();
+                    values.dedup();
+                    values
+                }),
                 min: c.min.as_ref().map(|m| m.value),
                 max: c.max.as_ref().map(|m| m.value),
+                unscaled_bounds: unscaled_bounds(
+                    c.data_type,
+                    c.min.as_ref().map(|m| m.value),
+                    c.max.as_ref().map(|m| m.value),
+                ),
                 reference: c.references.as_ref().and_then(|r| {
                     let name = r.value.to_string();
                     references.get(&name).map(|keys| (keys.clone(), name))
@@ -393,16 +408,17 @@ impl Converter {
 
     fn check(&self, plan: &ColumnPlan, value: &Value) -> Result<(), FieldError> {
         if let (Some(accepted), Value::Str(s)) = (&plan.accepted, value)
-            && !accepted.contains(s.as_ref())
+            && !accepted.iter().any(|a| a == s)
         {
-            let mut list: Vec<&str> = accepted.iter().map(String::as_str).collect();
-            list.sort_unstable();
-            return Err(FieldError::new(reason::NOT_ACCEPTED, format!("`{s}` is not one of {}", list.join(", "))));
+            return Err(FieldError::new(reason::NOT_ACCEPTED, format!("`{s}` is not one of {}", accepted.join(", "))));
         }
         if plan.min.is_some() || plan.max.is_some() {
             let number = match (value, plan.data_type) {
                 (Value::Int(i), _) => Some(*i as f64),
-                (Value::Decimal(d), ColumnType::Decimal { scale, .. }) => Some(*d as f64 / 10f64.powi(scale as i32)),
+                (Value::Decimal(d), ColumnType::Decimal { scale, .. }) => match plan.unscaled_bounds {
+                    Some((min, max)) if min.is_none_or(|m| *d >= m) && max.is_none_or(|m| *d <= m) => None,
+                    _ => Some(*d as f64 / 10f64.powi(scale as i32)),
+                },
                 (Value::Float(f), _) => Some(*f),
                 _ => None,
             };
@@ -429,6 +445,26 @@ impl Converter {
         }
         Ok(())
     }
+}
+
+/// A decimal column's bounds as unscaled integers (`min: 0` of a `decimal(5,4)` is 0, `max: 1`
+/// is 10000), when both that exist are whole numbers there; None otherwise (then values are
+/// compared as floats).
+fn unscaled_bounds(data_type: ColumnType, min: Option<f64>, max: Option<f64>) -> Option<(Option<i128>, Option<i128>)> {
+    let ColumnType::Decimal { scale, .. } = data_type else { return None };
+    let unscaled = |bound: f64| {
+        let scaled = bound * 10f64.powi(scale as i32);
+        (scaled.fract() == 0.0 && scaled.abs() < 2f64.powi(52)).then_some(scaled as i128)
+    };
+    let min = match min {
+        Some(m) => Some(unscaled(m)?),
+        None => None,
+    };
+    let max = match max {
+        Some(m) => Some(unscaled(m)?),
+        None => None,
+    };
+    Some((min, max))
 }
 
 /// A field with no value: null where the column allows it.
@@ -476,21 +512,52 @@ pub fn key_text<'v>(value: &'v Value) -> Cow<'v, str> {
 /// hash set of these stands in for a set of the keys themselves at a fraction of the memory (the
 /// same holds for the referenced keys of a `KeySet`).
 fn key_hash<'v>(values: impl Iterator<Item = &'v Value<'v>>) -> u128 {
-    let mut bytes = Vec::with_capacity(32);
+    let mut bytes = KeyBytes::default();
     for value in values {
         match value {
-            Value::Null => bytes.push(0),
-            Value::Str(s) => bytes.extend_from_slice(s.as_bytes()),
-            Value::Int(i) => bytes.extend_from_slice(&i.to_le_bytes()),
-            Value::Decimal(d) => bytes.extend_from_slice(&d.to_le_bytes()),
-            Value::Date(d) => bytes.extend_from_slice(&d.to_le_bytes()),
-            Value::Timestamp(t) => bytes.extend_from_slice(&t.to_le_bytes()),
-            Value::Bool(b) => bytes.push(*b as u8),
-            Value::Float(f) => bytes.extend_from_slice(&f.to_bits().to_le_bytes()),
+            Value::Null => bytes.push(&[0]),
+            Value::Str(s) => bytes.push(s.as_bytes()),
+            Value::Int(i) => bytes.push(&i.to_le_bytes()),
+            Value::Decimal(d) => bytes.push(&d.to_le_bytes()),
+            Value::Date(d) => bytes.push(&d.to_le_bytes()),
+            Value::Timestamp(t) => bytes.push(&t.to_le_bytes()),
+            Value::Bool(b) => bytes.push(&[*b as u8]),
+            Value::Float(f) => bytes.push(&f.to_bits().to_le_bytes()),
         }
-        bytes.push(0x1F);
+        bytes.push(&[0x1F]);
     }
-    xxhash_rust::xxh3::xxh3_128(&bytes)
+    xxhash_rust::xxh3::xxh3_128(bytes.as_slice())
+}
+
+/// A row's key bytes: on the stack (a key is an id or two), on the heap only when longer. A
+/// `Vec` per row was an allocation and a free per row of every load with a primary key.
+struct KeyBytes {
+    stack: [u8; 128],
+    len: usize,
+    heap: Option<Vec<u8>>,
+}
+
+impl Default for KeyBytes {
+    fn default() -> Self {
+        KeyBytes { stack: [0; 128], len: 0, heap: None }
+    }
+}
+
+impl KeyBytes {
+    fn push(&mut self, bytes: &[u8]) {
+        match &mut self.heap {
+            Some(heap) => heap.extend_from_slice(bytes),
+            None if self.len + bytes.len() <= self.stack.len() => {
+                self.stack[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+                self.len += bytes.len();
+            }
+            None => self.heap = Some([&self.stack[..self.len], bytes].concat()),
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        self.heap.as_deref().unwrap_or(&self.stack[..self.len])
+    }
 }
 
 type JsonObject<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;

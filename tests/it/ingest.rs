@@ -132,6 +132,40 @@ fn every_kind_of_bad_row_is_quarantined_with_its_reason() {
     assert!(stdout(&output).contains("orders/2024-06-01/orders.csv"), "{}", stdout(&output));
 }
 
+#[rstest]
+// Bounds that are whole numbers of cents are compared as integers, others as floats; the rows
+// kept and the messages are the same either way.
+#[case::whole_in_cents("min: 0, max: 99.99", &["0.00", "99.98", "99.99"], &["amount -0.01 is below the minimum 0", "amount 100 is above the maximum 99.99"])]
+#[case::not_whole_in_cents("min: -0.005, max: 99.985", &["0.00", "99.98"], &["amount -0.01 is below the minimum -0.005", "amount 99.99 is above the maximum 99.985", "amount 100 is above the maximum 99.985"])]
+fn decimal_bounds_keep_the_values_within_them(#[case] bounds: &str, #[case] kept: &[&str], #[case] details: &[&str]) {
+    let pipeline =
+        ORDERS_PIPELINE.replace(r#"type: "decimal(10,2)"}"#, &format!(r#"type: "decimal(10,2)", {bounds}}}"#));
+    let project = TestProject::new(&pipeline);
+    project.land("crm/2024-06-01/customers.csv", CUSTOMERS_CSV);
+    let rows: String = ["0.00", "-0.01", "99.98", "99.99", "100.00"]
+        .iter()
+        .enumerate()
+        .map(|(i, amount)| format!("O{i},1,C1,2024-06-01,{amount},true,,completed\n"))
+        .collect();
+    project.land("orders/2024-06-01/orders.csv", format!("{HEADER}{rows}"));
+    assert_exit(&project.ingest("2024-06-01"), 0);
+    let loaded: Vec<String> = project
+        .parquet_rows("raw/orders/load_date=2024-06-01/part-0.parquet")
+        .into_iter()
+        .map(|r| r[4].clone())
+        .collect();
+    let rejected: Vec<String> = project
+        .parquet_rows("rejects/orders/load_date=2024-06-01/part-0.parquet")
+        .into_iter()
+        .map(|r| r[4].clone())
+        .collect();
+    assert_eq!(loaded, kept);
+    assert_eq!(rejected.len(), details.len(), "{rejected:?}");
+    for (detail, expected) in rejected.iter().zip(details) {
+        assert!(detail.contains(expected), "{detail} does not say {expected}");
+    }
+}
+
 #[test]
 fn gbk_csv_jsonl_and_xlsx_load_to_typed_parquet() {
     let project = TestProject::new(
