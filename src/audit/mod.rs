@@ -56,7 +56,7 @@ pub async fn run_tests(engine: &Engine, model: &Model, key_repeats: Option<u64>)
     let mut outcomes = Vec::with_capacity(model.tests.len());
     for test in &model.tests {
         let outcome = match key_repeats {
-            Some(0) if is_on_key(model, test) => TestOutcome {
+            Some(0) if test.kind.is_unique_on(&model.key) => TestOutcome {
                 checked: Some("while written: no row had the key of the row before it, in rows sorted by the key"),
                 ..outcome(model, test, 0, Vec::new(), Instant::now())
             },
@@ -65,17 +65,6 @@ pub async fn run_tests(engine: &Engine, model: &Model, key_repeats: Option<u64>)
         outcomes.push(outcome);
     }
     Ok(outcomes)
-}
-
-/// A `unique` test of exactly the model's key columns (in any order).
-fn is_on_key(model: &Model, test: &DataTest) -> bool {
-    let mut key: Vec<&String> = model.key.iter().collect();
-    key.sort();
-    matches!(&test.kind, TestKind::Unique(columns) if {
-        let mut columns: Vec<&String> = columns.iter().collect();
-        columns.sort();
-        columns == key
-    })
 }
 
 fn outcome(

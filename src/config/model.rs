@@ -1,5 +1,6 @@
 //! Models (SQL files), their materialization and data tests, and the pipeline's typed variables.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -170,6 +171,14 @@ pub enum TestKind {
     Relationships { column: String, to_table: String, to_column: String },
     Expression(String),
     RowCount { min: Option<u64>, max: Option<u64> },
+}
+
+impl TestKind {
+    /// A `unique` test of exactly these columns, in any order.
+    pub fn is_unique_on(&self, columns: &[String]) -> bool {
+        let wanted: BTreeSet<&String> = columns.iter().collect();
+        matches!(self, TestKind::Unique(tested) if tested.iter().collect::<BTreeSet<_>>() == wanted)
+    }
 }
 
 impl fmt::Display for TestKind {

@@ -456,15 +456,9 @@ fn unscaled_bounds(data_type: ColumnType, min: Option<f64>, max: Option<f64>) ->
         let scaled = bound * 10f64.powi(scale as i32);
         (scaled.fract() == 0.0 && scaled.abs() < 2f64.powi(52)).then_some(scaled as i128)
     };
-    let min = match min {
-        Some(m) => Some(unscaled(m)?),
-        None => None,
-    };
-    let max = match max {
-        Some(m) => Some(unscaled(m)?),
-        None => None,
-    };
-    Some((min, max))
+    // An absent bound stays absent; a bound that is not whole gives up on both.
+    let whole = |bound: Option<f64>| bound.map(|b| unscaled(b).ok_or(())).transpose().ok();
+    Some((whole(min)?, whole(max)?))
 }
 
 /// A field with no value: null where the column allows it.

@@ -14,39 +14,21 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::TryStreamExt;
 
-/// What was seen of the key once every row has passed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyOrder {
-    /// Every row's key was at or after the one before, in the sort's order; `repeated_rows` rows
-    /// had the same key as the row before them (0: the key is unique).
-    Sorted { repeated_rows: u64 },
-    /// Some row came before the one preceding it: nothing can be concluded from neighbours.
-    NotSorted,
-}
-
-impl KeyOrder {
-    /// Rows with the same key as the row before them, when the rows were sorted.
-    pub fn repeated_rows(self) -> Option<u64> {
-        match self {
-            KeyOrder::Sorted { repeated_rows } => Some(repeated_rows),
-            KeyOrder::NotSorted => None,
-        }
-    }
-}
-
 /// Watches the key columns of a stream sorted ascending with nulls first (as `shape_mart` sorts).
 #[derive(Debug)]
 struct Watch {
     key: Vec<usize>,
     converter: RowConverter,
     last: Option<OwnedRow>,
-    repeated_rows: u64,
-    sorted: bool,
+    /// Rows with the same key as the row before them; None once a row came before the one
+    /// preceding it (then neighbours cannot tell whether a key repeats).
+    repeated_rows: Option<u64>,
 }
 
 impl Watch {
     fn observe(&mut self, batch: &RecordBatch) -> Result<()> {
-        if !self.sorted || batch.num_rows() == 0 {
+        let Some(repeated_rows) = self.repeated_rows.as_mut() else { return Ok(()) };
+        if batch.num_rows() == 0 {
             return Ok(());
         }
         let columns: Vec<_> = self.key.iter().map(|&i| batch.column(i).clone()).collect();
@@ -55,10 +37,10 @@ impl Watch {
         for row in rows.iter() {
             match previous.map(|p| p.cmp(&row)) {
                 Some(std::cmp::Ordering::Greater) => {
-                    self.sorted = false;
+                    self.repeated_rows = None;
                     return Ok(());
                 }
-                Some(std::cmp::Ordering::Equal) => self.repeated_rows += 1,
+                Some(std::cmp::Ordering::Equal) => *repeated_rows += 1,
                 _ => {}
             }
             previous = Some(row);
@@ -81,8 +63,7 @@ impl KeyWatch {
         let schema = stream.schema();
         let Some((key, fields)) = key_columns(&schema, key) else { return (stream, None) };
         let Ok(converter) = RowConverter::new(fields) else { return (stream, None) };
-        let watch =
-            KeyWatch(Arc::new(Mutex::new(Watch { key, converter, last: None, repeated_rows: 0, sorted: true })));
+        let watch = KeyWatch(Arc::new(Mutex::new(Watch { key, converter, last: None, repeated_rows: Some(0) })));
         let seen = watch.clone();
         let watched = stream.and_then(move |batch| {
             let observed = seen.0.lock().expect("key watch").observe(&batch);
@@ -91,10 +72,10 @@ impl KeyWatch {
         (Box::pin(RecordBatchStreamAdapter::new(schema, watched)), Some(watch))
     }
 
-    /// What was seen, for the rows that have passed (all of them once the stream has ended).
-    pub fn seen(&self) -> KeyOrder {
-        let watch = self.0.lock().expect("key watch");
-        if watch.sorted { KeyOrder::Sorted { repeated_rows: watch.repeated_rows } } else { KeyOrder::NotSorted }
+    /// Rows with the same key as the row before them, of the rows that have passed (all of them
+    /// once the stream has ended); None when the rows were not sorted by the key.
+    pub fn repeated_rows(&self) -> Option<u64> {
+        self.0.lock().expect("key watch").repeated_rows
     }
 }
 
@@ -131,14 +112,14 @@ mod tests {
         RecordBatch::try_new(Arc::new(schema), columns).unwrap()
     }
 
-    fn watched(batches: Vec<RecordBatch>, key: &[&str]) -> KeyOrder {
+    fn watched(batches: Vec<RecordBatch>, key: &[&str]) -> Option<u64> {
         let schema = batches[0].schema();
         let stream = RecordBatchStreamAdapter::new(schema, futures::stream::iter(batches.into_iter().map(Ok)));
         let key: Vec<String> = key.iter().map(|k| k.to_string()).collect();
         let (mut stream, watch) = KeyWatch::wrap(Box::pin(stream), &key);
         let watch = watch.expect("a watchable key");
         futures::executor::block_on(async { while stream.next().await.is_some() {} });
-        watch.seen()
+        watch.repeated_rows()
     }
 
     #[test]
@@ -147,7 +128,7 @@ mod tests {
             vec![batch(&[None, Some("C1"), Some("C2")], &[1, 1, 1]), batch(&[Some("C3")], &[1])],
             &["customer_id"],
         );
-        assert_eq!(seen, KeyOrder::Sorted { repeated_rows: 0 });
+        assert_eq!(seen, Some(0));
     }
 
     #[test]
@@ -161,13 +142,13 @@ mod tests {
             ],
             &["customer_id"],
         );
-        assert_eq!(seen, KeyOrder::Sorted { repeated_rows: 4 });
+        assert_eq!(seen, Some(4));
         // The same rows keyed by (customer_id, line) repeat nothing.
         let seen = watched(
             vec![batch(&[None, None, Some("C1")], &[1, 2, 1]), batch(&[Some("C1")], &[2])],
             &["customer_id", "line"],
         );
-        assert_eq!(seen, KeyOrder::Sorted { repeated_rows: 0 });
+        assert_eq!(seen, Some(0));
     }
 
     #[test]
@@ -175,10 +156,10 @@ mod tests {
         // C1 repeats after C2: neighbours cannot tell whether a key repeats.
         let seen =
             watched(vec![batch(&[Some("C1"), Some("C2")], &[1, 1]), batch(&[Some("C1")], &[2])], &["customer_id"]);
-        assert_eq!(seen, KeyOrder::NotSorted);
+        assert_eq!(seen, None);
         // Nulls sort first: a null after a value is out of order.
         let seen = watched(vec![batch(&[Some("C1"), None], &[1, 1])], &["customer_id"]);
-        assert_eq!(seen, KeyOrder::NotSorted);
+        assert_eq!(seen, None);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use datafusion::prelude::DataFrame;
 use serde::Serialize;
 
-use crate::config::{LoadMode, Materialized, Model, Pipeline, Severity, SourceContract, TestKind};
+use crate::config::{LoadMode, Materialized, Model, Pipeline, Severity, SourceContract};
 use crate::engine::{Engine, Params, date_value, engine_error};
 use crate::error::{Error, Result};
 use crate::warehouse::Warehouse;
@@ -285,7 +285,7 @@ impl Transform<'_> {
             started_at,
             seconds,
             state: None,
-            key_repeats: key_watch.and_then(|watch| watch.seen().repeated_rows()),
+            key_repeats: key_watch.and_then(|watch| watch.repeated_rows()),
         })
     }
 
@@ -412,11 +412,7 @@ async fn start(
 }
 
 fn key_is_tested_unique(model: &Model) -> bool {
-    let key: BTreeSet<&String> = model.key.iter().collect();
-    model.tests.iter().any(|test| {
-        test.severity == Severity::Error
-            && matches!(&test.kind, TestKind::Unique(columns) if columns.iter().collect::<BTreeSet<_>>() == key)
-    })
+    model.tests.iter().any(|test| test.severity == Severity::Error && test.kind.is_unique_on(&model.key))
 }
 
 fn column(name: &str) -> Expr {
