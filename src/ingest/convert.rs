@@ -11,6 +11,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 // hashbrown with foldhash: these sets are probed once or more per field of every row, where std's
 // SipHash showed up in the ingest profile (BENCHMARKS.md).
 use datafusion::common::HashMap as FastMap;
@@ -173,6 +174,10 @@ pub struct Converted {
     pub batch: RecordBatch,
     /// Hash of each batch row's primary key (empty without a primary key).
     pub key_hashes: Vec<u128>,
+    /// The first and the last primary key of the batch when its keys strictly ascend (an extract
+    /// sorted by its key), in Arrow's row format: then none repeats within the batch, and the sink
+    /// needs no set lookup per row to know it.
+    pub ascending_keys: Option<(OwnedRow, OwnedRow)>,
     /// Record index (in `text`) of each batch row.
     pub row_records: Vec<u32>,
     pub text: RecordText,
@@ -187,6 +192,9 @@ pub struct Converter {
     parser: TextParser,
     decoder: Decoder,
     key_columns: Vec<usize>,
+    /// Orders primary keys (None without one, or with a floating-point key column, whose order
+    /// need not agree with `key_hash` on -0 and NaN).
+    key_order: Option<RowConverter>,
     /// JSON key → contract column.
     json_fields: FastMap<String, usize>,
     schema: SchemaRef,
@@ -225,13 +233,21 @@ impl Converter {
             FileFormat::Csv => contract.csv_options().encoding,
             FileFormat::Jsonl | FileFormat::Xlsx => Encoding::Utf8,
         };
+        let key_columns: Vec<usize> =
+            contract.primary_key.value.iter().filter_map(|k| contract.column_index(k)).collect();
+        let schema = raw_schema(contract);
+        let key_types: Vec<_> = key_columns.iter().map(|&k| schema.field(k).data_type().clone()).collect();
+        let key_order = (!key_types.is_empty() && key_types.iter().all(|t| !t.is_floating()))
+            .then(|| RowConverter::new(key_types.into_iter().map(SortField::new).collect()).ok())
+            .flatten();
         Converter {
             columns,
             parser: TextParser::new(&contract.values),
             decoder: Decoder::new(encoding),
-            key_columns: contract.primary_key.value.iter().filter_map(|k| contract.column_index(k)).collect(),
+            key_columns,
+            key_order,
             json_fields: contract.columns().enumerate().map(|(i, c)| (c.field_name().to_string(), i)).collect(),
-            schema: raw_schema(contract),
+            schema,
             watch_encoding: encoding != Encoding::Utf8,
         }
     }
@@ -297,12 +313,14 @@ impl Converter {
         }
         let arrays: Vec<ArrayRef> = builders.into_iter().map(ColumnBuilder::finish).collect();
         let batch = RecordBatch::try_new(self.schema.clone(), arrays).expect("builders follow the schema");
+        let ascending_keys = self.ascending_keys(&batch);
         Converted {
             seq: chunk.seq,
             file_index: chunk.file_index,
             shape: chunk.shape,
             batch,
             key_hashes,
+            ascending_keys,
             row_records,
             text: chunk.text,
             rejects,
@@ -319,6 +337,15 @@ impl Converter {
         if !self.key_columns.is_empty() {
             key_hashes.push(key_hash(self.key_columns.iter().map(|&k| &row[k])));
         }
+    }
+
+    /// The batch's first and last primary key if every key is greater than the one before it.
+    fn ascending_keys(&self, batch: &RecordBatch) -> Option<(OwnedRow, OwnedRow)> {
+        let order = self.key_order.as_ref()?;
+        let last = batch.num_rows().checked_sub(1)?;
+        let columns: Vec<ArrayRef> = self.key_columns.iter().map(|&k| batch.column(k).clone()).collect();
+        let keys = order.convert_columns(&columns).ok()?;
+        (1..=last).all(|i| keys.row(i - 1) < keys.row(i)).then(|| (keys.row(0).owned(), keys.row(last).owned()))
     }
 
     /// The raw text of a record for the rejects file: decoded when possible, else with U+FFFD.
@@ -504,13 +531,18 @@ pub fn key_text<'v>(value: &'v Value) -> Cow<'v, str> {
 
 /// 128 bits: the chance that two different keys of a 100M-row load collide is about 1e-23, so a
 /// hash set of these stands in for a set of the keys themselves at a fraction of the memory (the
-/// same holds for the referenced keys of a `KeySet`).
+/// same holds for the referenced keys of a `KeySet`). The bytes hashed tell every two different
+/// keys apart: each value is marked null or not, and a string carries its length.
 fn key_hash<'v>(values: impl Iterator<Item = &'v Value<'v>>) -> u128 {
     let mut bytes = KeyBytes::default();
     for value in values {
+        bytes.push(&[u8::from(!matches!(value, Value::Null))]);
         match value {
-            Value::Null => bytes.push(&[0]),
-            Value::Str(s) => bytes.push(s.as_bytes()),
+            Value::Null => {}
+            Value::Str(s) => {
+                bytes.push(&(s.len() as u64).to_le_bytes());
+                bytes.push(s.as_bytes());
+            }
             Value::Int(i) => bytes.push(&i.to_le_bytes()),
             Value::Decimal(d) => bytes.push(&d.to_le_bytes()),
             Value::Date(d) => bytes.push(&d.to_le_bytes()),
@@ -518,7 +550,6 @@ fn key_hash<'v>(values: impl Iterator<Item = &'v Value<'v>>) -> u128 {
             Value::Bool(b) => bytes.push(&[*b as u8]),
             Value::Float(f) => bytes.push(&f.to_bits().to_le_bytes()),
         }
-        bytes.push(&[0x1F]);
     }
     xxhash_rust::xxh3::xxh3_128(bytes.as_slice())
 }

@@ -8,6 +8,7 @@ use datafusion::arrow::array::{BooleanArray, Int64Builder, StringBuilder};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::OwnedRow;
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::common::HashSet;
 use object_store::path::Path;
@@ -55,13 +56,55 @@ pub struct LoadSink<'c> {
     key_names: Vec<String>,
     rows: ParquetFile,
     rejects: ParquetFile,
-    /// xxh3-128 of each key so far, in hashbrown (foldhash): std's SipHash was 7 % of the orders ingest.
-    seen_keys: HashSet<u128>,
+    seen_keys: SeenKeys,
     /// Bytes of all the load's files, to size `seen_keys` once.
     load_bytes: u64,
+    /// The keys the load is expected to hold, estimated from its first chunk.
+    expected_keys: Option<usize>,
     pub files: Vec<FileCounts>,
     pub file_errors: Vec<FileError>,
     pub rejects_by_reason: BTreeMap<String, u64>,
+}
+
+/// The primary keys of the load so far, as xxh3-128 hashes.
+enum SeenKeys {
+    /// Every key so far was greater than the one before it (the extract is sorted by its key), so
+    /// none has repeated. Their hashes are kept in order, which costs less than a set's insert
+    /// per row (a cache miss in a table of millions), for the set to be built from if a key ever
+    /// comes out of order.
+    Ascending { last: Option<OwnedRow>, hashes: Vec<u128> },
+    /// In hashbrown (foldhash): std's SipHash was 7 % of the orders ingest.
+    Set(HashSet<u128>),
+}
+
+impl SeenKeys {
+    /// Which of `hashes` (a batch's keys, in order) are seen for the first time; None when all
+    /// are. `expected` is how many keys the whole load is expected to hold.
+    fn first_seen(
+        &mut self,
+        hashes: &[u128],
+        ascending: Option<(OwnedRow, OwnedRow)>,
+        expected: usize,
+    ) -> Option<Vec<bool>> {
+        if let SeenKeys::Ascending { last, hashes: kept } = self {
+            match ascending {
+                Some((first, batch_last)) if last.as_ref().is_none_or(|l| l.row() < first.row()) => {
+                    kept.reserve(expected.saturating_sub(kept.len()).max(hashes.len()));
+                    kept.extend_from_slice(hashes);
+                    *last = Some(batch_last);
+                    return None;
+                }
+                _ => {
+                    let mut set = HashSet::with_capacity(expected.max(kept.len() + hashes.len()));
+                    set.extend(kept.drain(..));
+                    *self = SeenKeys::Set(set);
+                }
+            }
+        }
+        let SeenKeys::Set(set) = self else { unreachable!("a load whose keys came out of order has a set") };
+        let keep: Vec<bool> = hashes.iter().map(|h| set.insert(*h)).collect();
+        keep.iter().any(|k| !k).then_some(keep)
+    }
 }
 
 pub struct SinkOutput {
@@ -84,8 +127,9 @@ impl<'c> LoadSink<'c> {
             key_names: contract.primary_key.value.clone(),
             rows: ParquetFile::create(location, rows_key, converter.schema(), &plain_columns)?,
             rejects: ParquetFile::create(location, rejects_key, rejects_schema(), &[])?,
-            seen_keys: HashSet::new(),
+            seen_keys: SeenKeys::Ascending { last: None, hashes: Vec::new() },
             load_bytes: files.iter().map(|(_, bytes)| bytes).sum(),
+            expected_keys: None,
             files: files.into_iter().map(|(file, bytes)| FileCounts { file, bytes, ..Default::default() }).collect(),
             file_errors: Vec::new(),
             rejects_by_reason: BTreeMap::new(),
@@ -93,20 +137,21 @@ impl<'c> LoadSink<'c> {
     }
 
     pub fn accept(&mut self, converted: Converted) -> Result<()> {
-        let Converted { file_index, shape, batch, key_hashes, row_records, text, mut rejects, .. } = converted;
+        let Converted { file_index, shape, batch, key_hashes, ascending_keys, row_records, text, mut rejects, .. } =
+            converted;
         let mut batch = batch;
         if !key_hashes.is_empty() {
-            if self.seen_keys.is_empty() && !text.raw.is_empty() {
-                // Size the set for the whole load from the first chunk's rows per byte: grown by
-                // doubling it holds the old and the new table at once (1M customers' orders:
-                // 143 + 285 MB). Compressed files (Excel) underestimate, and then it still grows;
-                // a first chunk of unusually short rows overestimates, so no more than a row per
-                // 8 bytes is assumed.
+            if self.expected_keys.is_none() && !text.raw.is_empty() {
+                // Size the keys for the whole load from the first chunk's rows per byte: a set
+                // grown by doubling holds the old and the new table at once (1M customers'
+                // orders: 143 + 285 MB). Compressed files (Excel) underestimate, and then it still
+                // grows; a first chunk of unusually short rows overestimates, so no more than a
+                // row per 8 bytes is assumed.
                 let rows_per_byte = (text.len() as f64 / text.raw.len() as f64).min(1.0 / 8.0);
-                self.seen_keys.reserve((self.load_bytes as f64 * rows_per_byte) as usize);
+                self.expected_keys = Some((self.load_bytes as f64 * rows_per_byte) as usize);
             }
-            let keep: Vec<bool> = key_hashes.iter().map(|h| self.seen_keys.insert(*h)).collect();
-            if keep.iter().any(|k| !k) {
+            let expected = self.expected_keys.unwrap_or(0);
+            if let Some(keep) = self.seen_keys.first_seen(&key_hashes, ascending_keys, expected) {
                 for (row, _) in keep.iter().enumerate().filter(|(_, k)| !**k) {
                     let record = row_records[row] as usize;
                     rejects.push(Reject {

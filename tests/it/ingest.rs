@@ -321,6 +321,42 @@ sources:
     assert!(rejects[0][4].contains("left of the header"), "{rejects:?}");
 }
 
+/// An extract sorted by its key is checked for repeats without a set until a key comes out of
+/// order; from then on the set holds every key before it too. Chunks are 16,384 records: the key
+/// repeated right after the first chunk's last row starts the second chunk, and the first chunk's
+/// fifth key comes back in the third.
+#[test]
+fn a_key_repeated_after_a_sorted_stretch_is_a_duplicate() {
+    let row = |k: usize| format!("O{k:05},1,C1,2024-06-01,1.00,true,,completed\n");
+    let mut csv = HEADER.to_string();
+    for k in 1..=40_000 {
+        csv.push_str(&row(k));
+        if k == 16_384 {
+            csv.push_str(&row(k));
+        }
+    }
+    csv.push_str(&row(5));
+    csv.push_str("O00005,2,C1,2024-06-01,1.00,true,,completed\n");
+    let project = orders_project(csv.as_bytes());
+
+    assert_exit(&project.ingest("2024-06-01"), 0);
+    let rejects: Vec<(String, String, String)> = project
+        .parquet_rows("rejects/orders/load_date=2024-06-01/part-0.parquet")
+        .into_iter()
+        .map(|r| (r[1].clone(), r[3].clone(), r[4].clone()))
+        .collect();
+    let repeated = |line: &str, key: &str| {
+        (
+            line.to_string(),
+            "duplicate key".to_string(),
+            format!("key (order_id={key}, line=1) appears earlier in this load"),
+        )
+    };
+    assert_eq!(rejects, [repeated("16386", "O16384"), repeated("40003", "O00005")]);
+    // The key after the repeats (line 2 of O00005) is new and kept.
+    assert_eq!(project.parquet_rows("raw/orders/load_date=2024-06-01/part-0.parquet").len(), 40_001);
+}
+
 #[test]
 fn reingest_is_byte_identical_and_replaces_the_partition() {
     let project = orders_project(
