@@ -2,7 +2,12 @@
 //! `--as-of`), their `<mart>_history`, and Parquet files named by path.
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::RecordBatch;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::execution::context::SQLOptions;
 
 use super::Session;
@@ -60,7 +65,7 @@ fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String> {
         OutputFormat::Csv => {
             let mut writer = csv::WriterBuilder::new().with_header(true).build(Vec::new());
             for batch in batches {
-                writer.write(batch).map_err(arrow)?;
+                writer.write(&nested_as_text(batch).map_err(arrow)?).map_err(arrow)?;
             }
             String::from_utf8_lossy(&writer.into_inner()).trim_end().to_string()
         }
@@ -72,4 +77,30 @@ fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String> {
             String::from_utf8_lossy(&writer.into_inner()).to_string()
         }
     })
+}
+
+/// CSV has no nested values: a struct, list or map column (a model fit's parameters, say) is
+/// written as the table format shows it, `{alpha: 1.5, r: 0.24}`, instead of failing the query.
+fn nested_as_text(batch: &RecordBatch) -> std::result::Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| f.data_type().is_nested()) {
+        return Ok(batch.clone());
+    }
+    let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| {
+            if !field.data_type().is_nested() {
+                return Ok((field.as_ref().clone(), column.clone()));
+            }
+            let formatter = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())?;
+            let text: StringArray =
+                (0..column.len()).map(|row| column.is_valid(row).then(|| formatter.value(row).to_string())).collect();
+            Ok((Field::new(field.name(), DataType::Utf8, true), Arc::new(text) as ArrayRef))
+        })
+        .collect::<std::result::Result<Vec<_>, ArrowError>>()?
+        .into_iter()
+        .unzip();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }

@@ -310,6 +310,13 @@ fn missing_extracts_fail_the_date_with_exit_code_3() {
 }
 
 #[test]
+fn a_nested_value_is_written_to_csv_as_the_table_shows_it() {
+    let project = project();
+    let csv = query(&project, "SELECT named_struct('alpha', 1.5, 'tag', 'x') AS fit, [1, 2] AS xs, 3 AS n");
+    assert_eq!(csv, "fit,xs,n\n\"{alpha: 1.5, tag: x}\",\"[1, 2]\",3");
+}
+
+#[test]
 fn query_is_read_only() {
     let project = project();
     assert_exit(&run(&project, &["--as-of", D1]), 0);
