@@ -192,8 +192,8 @@ pub struct Converter {
     parser: TextParser,
     decoder: Decoder,
     key_columns: Vec<usize>,
-    /// Orders primary keys (None without one, or with a floating-point key column, whose order
-    /// need not agree with `key_hash` on -0 and NaN).
+    /// Turns primary keys into comparable rows (None without a key, or with a floating-point key
+    /// column, whose order need not agree with `key_hash` on -0 and NaN).
     key_order: Option<RowConverter>,
     /// JSON key → contract column.
     json_fields: FastMap<String, usize>,
