@@ -1,7 +1,7 @@
 //! keymart: the nightly batch pipeline behind key-account management.
 //!
 //! Stages (DESIGN.md): [`ingest`] → transform → audit → publish, orchestrated by [`run`], on a
-//! ground floor of [`config`], [`warehouse`] and [`progress`]. The `keymart` binary is a thin
+//! ground floor of [`config`], [`warehouse`], [`progress`] and [`key_rows`]. The `keymart` binary is a thin
 //! layer over [`run`] that maps [`error::ErrorKind`] to exit codes.
 
 pub mod audit;
@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod ingest;
+pub mod key_rows;
 pub mod models;
 pub mod progress;
 pub mod publish;

@@ -11,7 +11,6 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 // hashbrown with foldhash: these sets are probed once or more per field of every row, where std's
 // SipHash showed up in the ingest profile (BENCHMARKS.md).
 use datafusion::common::HashMap as FastMap;
@@ -21,6 +20,7 @@ use super::decode::{Decoder, EncodingEvidence};
 use super::read::{Chunk, Fields, FileEnd, FileShape, RecordText};
 use super::values::{FieldError, TextParser, Value, reason};
 use crate::config::{ColumnType, Encoding, FileFormat, SourceContract};
+use crate::key_rows::{KeyRows, KeyRun};
 
 /// The keys of a referenced column: the xxh3-128 of each key's text (the chance of a false
 /// match is that of `key_hash`), 16 bytes a key instead of a string each. The hashes lie in one
@@ -174,10 +174,10 @@ pub struct Converted {
     pub batch: RecordBatch,
     /// Hash of each batch row's primary key (empty without a primary key).
     pub key_hashes: Vec<u128>,
-    /// The first and the last primary key of the batch when its keys strictly ascend (an extract
-    /// sorted by its key), in Arrow's row format: then none repeats within the batch, and the sink
-    /// needs no set lookup per row to know it.
-    pub ascending_keys: Option<(OwnedRow, OwnedRow)>,
+    /// How the batch's rows stand on the primary key (None without rows or a comparable key): when
+    /// every key comes after the one before it (an extract sorted by its key), none repeats, and
+    /// the sink needs no set lookup per row to know it.
+    pub key_run: Option<KeyRun>,
     /// Record index (in `text`) of each batch row.
     pub row_records: Vec<u32>,
     pub text: RecordText,
@@ -192,9 +192,8 @@ pub struct Converter {
     parser: TextParser,
     decoder: Decoder,
     key_columns: Vec<usize>,
-    /// Turns primary keys into comparable rows (None without a key, or with a floating-point key
-    /// column, whose order need not agree with `key_hash` on -0 and NaN).
-    key_order: Option<RowConverter>,
+    /// The primary key as comparable rows (None without one, or with a floating-point column).
+    key_rows: Option<KeyRows>,
     /// JSON key → contract column.
     json_fields: FastMap<String, usize>,
     schema: SchemaRef,
@@ -233,19 +232,13 @@ impl Converter {
             FileFormat::Csv => contract.csv_options().encoding,
             FileFormat::Jsonl | FileFormat::Xlsx => Encoding::Utf8,
         };
-        let key_columns: Vec<usize> =
-            contract.primary_key.value.iter().filter_map(|k| contract.column_index(k)).collect();
         let schema = raw_schema(contract);
-        let key_types: Vec<_> = key_columns.iter().map(|&k| schema.field(k).data_type().clone()).collect();
-        let key_order = (!key_types.is_empty() && key_types.iter().all(|t| !t.is_floating()))
-            .then(|| RowConverter::new(key_types.into_iter().map(SortField::new).collect()).ok())
-            .flatten();
         Converter {
             columns,
             parser: TextParser::new(&contract.values),
             decoder: Decoder::new(encoding),
-            key_columns,
-            key_order,
+            key_columns: contract.primary_key.value.iter().filter_map(|k| contract.column_index(k)).collect(),
+            key_rows: KeyRows::new(&schema, &contract.primary_key.value),
             json_fields: contract.columns().enumerate().map(|(i, c)| (c.field_name().to_string(), i)).collect(),
             schema,
             watch_encoding: encoding != Encoding::Utf8,
@@ -313,14 +306,15 @@ impl Converter {
         }
         let arrays: Vec<ArrayRef> = builders.into_iter().map(ColumnBuilder::finish).collect();
         let batch = RecordBatch::try_new(self.schema.clone(), arrays).expect("builders follow the schema");
-        let ascending_keys = self.ascending_keys(&batch);
+        // A key the row format cannot convert is only checked the slower way, by the set.
+        let key_run = self.key_rows.as_ref().and_then(|rows| rows.run(&batch).ok().flatten());
         Converted {
             seq: chunk.seq,
             file_index: chunk.file_index,
             shape: chunk.shape,
             batch,
             key_hashes,
-            ascending_keys,
+            key_run,
             row_records,
             text: chunk.text,
             rejects,
@@ -337,15 +331,6 @@ impl Converter {
         if !self.key_columns.is_empty() {
             key_hashes.push(key_hash(self.key_columns.iter().map(|&k| &row[k])));
         }
-    }
-
-    /// The batch's first and last primary key if every key is greater than the one before it.
-    fn ascending_keys(&self, batch: &RecordBatch) -> Option<(OwnedRow, OwnedRow)> {
-        let order = self.key_order.as_ref()?;
-        let last = batch.num_rows().checked_sub(1)?;
-        let columns: Vec<ArrayRef> = self.key_columns.iter().map(|&k| batch.column(k).clone()).collect();
-        let keys = order.convert_columns(&columns).ok()?;
-        (1..=last).all(|i| keys.row(i - 1) < keys.row(i)).then(|| (keys.row(0).owned(), keys.row(last).owned()))
     }
 
     /// The raw text of a record for the rejects file: decoded when possible, else with U+FFFD.

@@ -8,7 +8,6 @@ use datafusion::arrow::array::{BooleanArray, Int64Builder, StringBuilder};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::OwnedRow;
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::common::HashSet;
 use object_store::path::Path;
@@ -20,6 +19,7 @@ use super::read::FileError;
 use super::values::reason;
 use crate::config::{Encoding, SourceContract};
 use crate::error::Result;
+use crate::key_rows::KeyRun;
 use crate::warehouse::Location;
 use crate::warehouse::parquet::{ParquetFile, WrittenFile};
 
@@ -72,7 +72,7 @@ enum SeenKeys {
     /// none has repeated. Their hashes are kept in order, which costs less than a set's insert
     /// per row (a cache miss in a table of millions), for the set to be built from if a key ever
     /// comes out of order.
-    Ascending { last: Option<OwnedRow>, hashes: Vec<u128> },
+    Ascending { seen: Option<KeyRun>, hashes: Vec<u128> },
     /// In hashbrown (foldhash): std's SipHash was 7 % of the orders ingest.
     Set(HashSet<u128>),
 }
@@ -80,18 +80,18 @@ enum SeenKeys {
 impl SeenKeys {
     /// Which of `hashes` (a batch's keys, in order) are seen for the first time; None when all
     /// are. `expected` is how many keys the whole load is expected to hold.
-    fn first_seen(
-        &mut self,
-        hashes: &[u128],
-        ascending: Option<(OwnedRow, OwnedRow)>,
-        expected: usize,
-    ) -> Option<Vec<bool>> {
-        if let SeenKeys::Ascending { last, hashes: kept } = self {
-            match ascending {
-                Some((first, batch_last)) if last.as_ref().is_none_or(|l| l.row() < first.row()) => {
+    fn first_seen(&mut self, hashes: &[u128], run: Option<KeyRun>, expected: usize) -> Option<Vec<bool>> {
+        if let SeenKeys::Ascending { seen, hashes: kept } = self {
+            let so_far = match (seen.take(), run) {
+                (Some(before), Some(run)) => Some(before.then(run)),
+                (None, run) => run,
+                (Some(_), None) => None,
+            };
+            match so_far {
+                Some(so_far) if so_far.ascends() => {
                     kept.reserve(expected.saturating_sub(kept.len()).max(hashes.len()));
                     kept.extend_from_slice(hashes);
-                    *last = Some(batch_last);
+                    *seen = Some(so_far);
                     return None;
                 }
                 _ => {
@@ -127,7 +127,7 @@ impl<'c> LoadSink<'c> {
             key_names: contract.primary_key.value.clone(),
             rows: ParquetFile::create(location, rows_key, converter.schema(), &plain_columns)?,
             rejects: ParquetFile::create(location, rejects_key, rejects_schema(), &[])?,
-            seen_keys: SeenKeys::Ascending { last: None, hashes: Vec::new() },
+            seen_keys: SeenKeys::Ascending { seen: None, hashes: Vec::new() },
             load_bytes: files.iter().map(|(_, bytes)| bytes).sum(),
             expected_keys: None,
             files: files.into_iter().map(|(file, bytes)| FileCounts { file, bytes, ..Default::default() }).collect(),
@@ -137,8 +137,7 @@ impl<'c> LoadSink<'c> {
     }
 
     pub fn accept(&mut self, converted: Converted) -> Result<()> {
-        let Converted { file_index, shape, batch, key_hashes, ascending_keys, row_records, text, mut rejects, .. } =
-            converted;
+        let Converted { file_index, shape, batch, key_hashes, key_run, row_records, text, mut rejects, .. } = converted;
         let mut batch = batch;
         if !key_hashes.is_empty() {
             if self.expected_keys.is_none() && !text.raw.is_empty() {
@@ -151,7 +150,7 @@ impl<'c> LoadSink<'c> {
                 self.expected_keys = Some((self.load_bytes as f64 * rows_per_byte) as usize);
             }
             let expected = self.expected_keys.unwrap_or(0);
-            if let Some(keep) = self.seen_keys.first_seen(&key_hashes, ascending_keys, expected) {
+            if let Some(keep) = self.seen_keys.first_seen(&key_hashes, key_run, expected) {
                 for (row, _) in keep.iter().enumerate().filter(|(_, k)| !**k) {
                     let record = row_records[row] as usize;
                     rejects.push(Reject {

@@ -6,46 +6,32 @@
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::SortOptions;
-use datafusion::arrow::datatypes::Schema;
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::error::Result;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::TryStreamExt;
 
-/// Watches the key columns of a stream sorted ascending with nulls first (as `shape_mart` sorts).
+use crate::key_rows::{KeyRows, KeyRun};
+
+/// Watches the key columns of a stream sorted as `KeyRows` compares (as `shape_mart` sorts).
 #[derive(Debug)]
 struct Watch {
-    key: Vec<usize>,
-    converter: RowConverter,
-    last: Option<OwnedRow>,
-    /// Rows with the same key as the row before them; None once a row came before the one
-    /// preceding it (then neighbours cannot tell whether a key repeats).
-    repeated_rows: Option<u64>,
+    rows: KeyRows,
+    /// The rows so far (None before the first).
+    seen: Option<KeyRun>,
 }
 
 impl Watch {
     fn observe(&mut self, batch: &RecordBatch) -> Result<()> {
-        let Some(repeated_rows) = self.repeated_rows.as_mut() else { return Ok(()) };
-        if batch.num_rows() == 0 {
+        if self.seen.as_ref().is_some_and(|seen| seen.repeated_rows.is_none()) {
             return Ok(());
         }
-        let columns: Vec<_> = self.key.iter().map(|&i| batch.column(i).clone()).collect();
-        let rows = self.converter.convert_columns(&columns)?;
-        let mut previous = self.last.as_ref().map(OwnedRow::row);
-        for row in rows.iter() {
-            match previous.map(|p| p.cmp(&row)) {
-                Some(std::cmp::Ordering::Greater) => {
-                    self.repeated_rows = None;
-                    return Ok(());
-                }
-                Some(std::cmp::Ordering::Equal) => *repeated_rows += 1,
-                _ => {}
-            }
-            previous = Some(row);
+        if let Some(run) = self.rows.run(batch)? {
+            self.seen = Some(match self.seen.take() {
+                Some(seen) => seen.then(run),
+                None => run,
+            });
         }
-        self.last = previous.map(|r| r.owned());
         Ok(())
     }
 }
@@ -56,14 +42,12 @@ pub struct KeyWatch(Arc<Mutex<Watch>>);
 
 impl KeyWatch {
     /// Wrap `stream`, whose rows are sorted by the `key` columns, so that its key is watched as
-    /// it is consumed. The stream comes back unwatched when its key cannot be watched this way:
-    /// a column that is not in the stream, or a floating-point one (the sort and a grouping need
-    /// not agree on -0 and NaN).
+    /// it is consumed. The stream comes back unwatched when `KeyRows` cannot compare its key (a
+    /// column that is not in the stream, or a floating-point one).
     pub fn wrap(stream: SendableRecordBatchStream, key: &[String]) -> (SendableRecordBatchStream, Option<KeyWatch>) {
         let schema = stream.schema();
-        let Some((key, fields)) = key_columns(&schema, key) else { return (stream, None) };
-        let Ok(converter) = RowConverter::new(fields) else { return (stream, None) };
-        let watch = KeyWatch(Arc::new(Mutex::new(Watch { key, converter, last: None, repeated_rows: Some(0) })));
+        let Some(rows) = KeyRows::new(&schema, key) else { return (stream, None) };
+        let watch = KeyWatch(Arc::new(Mutex::new(Watch { rows, seen: None })));
         let seen = watch.clone();
         let watched = stream.and_then(move |batch| {
             let observed = seen.0.lock().expect("key watch").observe(&batch);
@@ -75,21 +59,8 @@ impl KeyWatch {
     /// Rows with the same key as the row before them, of the rows that have passed (all of them
     /// once the stream has ended); None when the rows were not sorted by the key.
     pub fn repeated_rows(&self) -> Option<u64> {
-        self.0.lock().expect("key watch").repeated_rows
+        self.0.lock().expect("key watch").seen.as_ref().map_or(Some(0), |seen| seen.repeated_rows)
     }
-}
-
-fn key_columns(schema: &Schema, key: &[String]) -> Option<(Vec<usize>, Vec<SortField>)> {
-    let ascending_nulls_first = SortOptions { descending: false, nulls_first: true };
-    key.iter()
-        .map(|name| {
-            let index = schema.index_of(name).ok()?;
-            let data_type = schema.field(index).data_type();
-            (!data_type.is_floating())
-                .then(|| (index, SortField::new_with_options(data_type.clone(), ascending_nulls_first)))
-        })
-        .collect::<Option<Vec<_>>>()
-        .map(|pairs| pairs.into_iter().unzip())
 }
 
 #[cfg(test)]
