@@ -23,6 +23,9 @@ use yaml::{Each, EachEntry, Located, Position, YamlError};
 pub const PROJECT_FILE: &str = "keymart.yaml";
 pub const PIPELINES_DIR: &str = "pipelines";
 
+/// Suffix of the table holding every committed snapshot of a mart (`customer_rfm_history`).
+pub const HISTORY_SUFFIX: &str = "_history";
+
 /// `keymart.yaml`: where the warehouse and landing zone are, and project-wide defaults.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -21,7 +21,10 @@ use crate::config::{Scalar, VarSpec};
 use crate::error::{Error, Result};
 use crate::warehouse::Location;
 
+pub use committed::register_committed_marts;
+
 pub mod ballista;
+mod committed;
 mod memory_pool;
 mod ntile_bucket;
 mod only_value;

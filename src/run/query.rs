@@ -12,9 +12,8 @@ use datafusion::execution::context::SQLOptions;
 
 use super::Session;
 use crate::config::Materialized;
-use crate::engine::{Engine, engine_error};
+use crate::engine::{Engine, engine_error, register_committed_marts};
 use crate::error::{Error, Result};
-use crate::transform::HISTORY_SUFFIX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -33,17 +32,8 @@ pub async fn query(
     let pipeline = session.project.select_pipeline(pipeline).map_err(Error::Usage)?;
     let engine = session.engine().await?;
     let engine = Engine { ctx: engine.ctx.enable_url_table(), name: engine.name.clone() };
-    for mart in pipeline.models.iter().filter(|m| m.materialized == Materialized::Mart) {
-        let snapshots = session.warehouse.committed_snapshots(&mart.name).await?;
-        let visible: Vec<_> = snapshots.iter().filter(|s| as_of.is_none_or(|d| s.as_of <= d)).collect();
-        if let Some(current) = visible.last() {
-            engine.register_files(&mart.name, &session.warehouse.file_urls(&current.files), None).await?;
-            let all: Vec<String> = visible.iter().flat_map(|s| s.files.clone()).collect();
-            engine
-                .register_files(&format!("{}{HISTORY_SUFFIX}", mart.name), &session.warehouse.file_urls(&all), None)
-                .await?;
-        }
-    }
+    let marts = pipeline.models.iter().filter(|m| m.materialized == Materialized::Mart).map(|m| m.name.as_str());
+    register_committed_marts(&engine, &session.warehouse, marts, as_of).await?;
     let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
     let df = engine.ctx.sql_with_options(sql, read_only).await.map_err(|e| {
         let message = e.to_string();

@@ -14,8 +14,7 @@ use super::windows::{AsOfUses, as_of_uses};
 use crate::config::yaml::Position;
 use crate::config::{Diagnostics, Materialized, Model, Pipeline};
 
-/// Suffix of the table holding every committed snapshot of a mart.
-pub const HISTORY_SUFFIX: &str = "_history";
+pub use crate::config::HISTORY_SUFFIX;
 
 /// What one model reads.
 #[derive(Debug, Clone, Default, PartialEq)]
