@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::Diagnostics;
+use std::fmt;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -117,6 +117,16 @@ impl Error {
     }
 }
 
+/// A query engine error with what keymart was doing; running out of the engine's memory says
+/// which setting raises it (DataFusion's own advice names its setting, not keymart.yaml's).
+pub fn engine_error(context: impl Into<String>, e: datafusion::error::DataFusionError) -> Error {
+    let mut context = context.into();
+    if matches!(e.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_)) {
+        context.push_str(" (out of the query engine's memory: raise `memory_limit_mb` in keymart.yaml)");
+    }
+    Error::Engine { context, source: Box::new(e) }
+}
+
 /// A store's error on one line: S3 and Azure answer with XML documents, whose code and message
 /// are what matters; the rest is folded.
 fn one_line(message: &str) -> String {
@@ -132,6 +142,58 @@ fn one_line(message: &str) -> String {
     }
     line
 }
+
+/// One problem in the project's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// 0 when the problem is about the whole file.
+    pub line: u64,
+    pub column: u64,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every configuration problem found, in file and line order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn sorted(&self) -> Vec<&Diagnostic> {
+        let mut all: Vec<&Diagnostic> = self.0.iter().collect();
+        all.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        all
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} configuration error{}:", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        for d in self.sorted() {
+            write!(f, "\n{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,16 @@
 //! keymart: the nightly batch pipeline behind key-account management.
 //!
-//! Stages (DESIGN.md): [`ingest`] → transform → audit → publish, orchestrated by [`run`], on a
-//! ground floor of [`config`], [`warehouse`], [`progress`] and [`key_rows`]. The `keymart` binary is a thin
-//! layer over [`run`] that maps [`error::ErrorKind`] to exit codes.
+//! Stages (DESIGN.md): [`ingest`] → [`transform`] → [`audit`] → [`publish`], orchestrated by
+//! [`run`]. Imports point down, never across or up:
+//!
+//! - the binary → [`run`] (orchestration only: one command end to end, the ledger);
+//! - [`run`] → the stages ([`ingest`], [`transform`], [`audit`], [`publish`]) and [`generate`];
+//!   a stage never imports another stage or [`run`];
+//! - the stages → the ground floor, where everything two stages share lives: [`engine`] →
+//!   [`warehouse`] (every key in `warehouse::layout`) → [`config`] → [`error`], with [`models`],
+//!   [`key_rows`] and [`progress`] beside them.
+//!
+//! The `keymart` binary is a thin layer over [`run`] that maps [`error::ErrorKind`] to exit codes.
 
 pub mod audit;
 pub mod config;

@@ -2,22 +2,26 @@
 //! whole. Every problem is reported at once as `file:line:column: field: message`.
 
 pub mod contract;
+mod engine_spec;
 pub mod model;
+mod storage;
 mod validate;
 pub mod yaml;
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::error::{Diagnostic, Diagnostics};
 pub use contract::{
     ColumnSpec, ColumnType, CsvOptions, Encoding, FileFormat, LoadMode, Reference, SourceContract, ValueOptions,
     XlsxOptions,
 };
+pub use engine_spec::{EngineSpec, SchedulerUrl};
 use model::ModelEntry;
 pub use model::{DataTest, Materialized, Model, Scalar, Severity, TestKind, VarSpec};
+pub use storage::StorageSettings;
 use yaml::{Each, EachEntry, Located, Position, YamlError};
 
 pub const PROJECT_FILE: &str = "keymart.yaml";
@@ -46,7 +50,7 @@ pub struct Settings {
     pub lock_ttl_seconds: u64,
     /// Object-store options for the warehouse and landing URLs (endpoint, region, retries…).
     #[serde(default)]
-    pub storage: Located<crate::warehouse::StorageSettings>,
+    pub storage: Located<StorageSettings>,
     /// Memory the query engine's sorts and aggregations may hold before they spill to disk.
     #[serde(default = "default_memory_limit_mb")]
     pub memory_limit_mb: u64,
@@ -129,6 +133,11 @@ impl Pipeline {
 
     pub fn model(&self, name: &str) -> Option<&Model> {
         self.models.iter().find(|m| m.name == name)
+    }
+
+    /// Whether `name` is a model of this pipeline published as a mart.
+    pub fn is_mart(&self, name: &str) -> bool {
+        self.model(name).is_some_and(|m| m.materialized == Materialized::Mart)
     }
 
     /// Sources ordered so that a source comes after every source its columns reference.
@@ -344,39 +353,8 @@ fn damaged_entries(diagnostics: &[Diagnostic], section: &str) -> BTreeSet<String
         .collect()
 }
 
-/// One problem in the project's configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Diagnostic {
-    pub file: PathBuf,
-    /// 0 when the problem is about the whole file.
-    pub line: u64,
-    pub column: u64,
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if self.line > 0 {
-            write!(f, ":{}:{}", self.line, self.column)?;
-        }
-        if !self.field.is_empty() {
-            write!(f, ": {}", self.field)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-/// Every configuration problem found, in file and line order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Diagnostics(pub Vec<Diagnostic>);
-
+/// Constructors of configuration problems (the type lives in `error`, the floor below).
 impl Diagnostics {
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     pub fn at(&mut self, file: &Path, position: &Position, message: impl Into<String>) {
         self.0.push(Diagnostic {
             file: file.to_path_buf(),
@@ -395,22 +373,4 @@ impl Diagnostics {
         let position = error.position.unwrap_or_default();
         self.at(file, &position, error.message);
     }
-
-    fn sorted(&self) -> Vec<&Diagnostic> {
-        let mut all: Vec<&Diagnostic> = self.0.iter().collect();
-        all.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
-        all
-    }
 }
-
-impl fmt::Display for Diagnostics {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} configuration error{}:", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
-        for d in self.sorted() {
-            write!(f, "\n{d}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Diagnostics {}

@@ -15,7 +15,7 @@ pub(super) fn project(project: &Project, d: &mut Diagnostics) {
         d.at(settings_file, &storage.position, problem);
     }
     if let Some(engine) = &project.settings.engine
-        && let Err(problem) = crate::engine::EngineSpec::parse(&engine.value)
+        && let Err(problem) = super::EngineSpec::parse(&engine.value)
     {
         d.at(settings_file, &engine.position, problem);
     }

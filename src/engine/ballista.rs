@@ -28,37 +28,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStore;
 use url::Url;
 
-use super::{Engine, engine_error, register_functions, session_parts, with_keymart_options};
+use super::{Engine, SchedulerUrl, engine_error, register_functions, session_parts, with_keymart_options};
 use crate::error::{Error, Result};
 use crate::warehouse::{Location, StorageSettings};
-
-/// `ballista://HOST:PORT`, checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SchedulerUrl {
-    pub host: String,
-    pub port: u16,
-}
-
-impl SchedulerUrl {
-    pub fn parse(text: &str) -> std::result::Result<SchedulerUrl, String> {
-        let url = Url::parse(text).map_err(|e| format!("`{text}` is not an engine URL: {e}"))?;
-        if url.scheme() != "ballista" {
-            return Err(format!("`{text}`: expected `local` or `ballista://HOST:PORT`"));
-        }
-        match (url.host_str(), url.port()) {
-            (Some(host), Some(port)) if url.path().is_empty() || url.path() == "/" => {
-                Ok(SchedulerUrl { host: host.to_string(), port })
-            }
-            _ => Err(format!("`{text}`: expected `ballista://HOST:PORT` (the scheduler's gRPC port)")),
-        }
-    }
-}
-
-impl std::fmt::Display for SchedulerUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ballista://{}:{}", self.host, self.port)
-    }
-}
 
 impl Engine {
     /// A session whose queries run on the Ballista cluster behind `scheduler`.
@@ -264,20 +236,4 @@ fn socket_address(host: &str, port: u16) -> Result<SocketAddr> {
 
 fn cluster_error(context: impl Into<String>, e: ballista_core::error::BallistaError) -> Error {
     Error::Usage(format!("{}: {e}", context.into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scheduler_urls_are_checked() {
-        assert_eq!(
-            SchedulerUrl::parse("ballista://10.0.0.5:50050"),
-            Ok(SchedulerUrl { host: "10.0.0.5".into(), port: 50050 })
-        );
-        assert!(SchedulerUrl::parse("ballista://host").unwrap_err().contains("HOST:PORT"));
-        assert!(SchedulerUrl::parse("spark://host:7077").unwrap_err().contains("expected `local`"));
-        assert!(SchedulerUrl::parse("ballista://host:1/x").unwrap_err().contains("HOST:PORT"));
-    }
 }

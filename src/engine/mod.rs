@@ -17,7 +17,9 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser;
 
+pub use crate::config::{EngineSpec, SchedulerUrl};
 use crate::config::{Scalar, VarSpec};
+pub use crate::error::engine_error;
 use crate::error::{Error, Result};
 use crate::warehouse::Location;
 
@@ -29,22 +31,6 @@ mod memory_pool;
 mod ntile_bucket;
 mod only_value;
 mod top_values;
-
-/// Where a run's models execute (`engine:` in keymart.yaml, `--engine`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum EngineSpec {
-    Local,
-    Ballista(ballista::SchedulerUrl),
-}
-
-impl EngineSpec {
-    pub fn parse(text: &str) -> std::result::Result<EngineSpec, String> {
-        match text.trim() {
-            "local" => Ok(EngineSpec::Local),
-            other => ballista::SchedulerUrl::parse(other).map(EngineSpec::Ballista),
-        }
-    }
-}
 
 /// A session over the warehouse.
 #[derive(Clone)]
@@ -251,15 +237,6 @@ pub fn return_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-pub fn engine_error(context: impl Into<String>, e: datafusion::error::DataFusionError) -> Error {
-    let mut context = context.into();
-    // DataFusion's own advice names its setting; keymart sets the pool from keymart.yaml.
-    if matches!(e.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_)) {
-        context.push_str(" (out of the query engine's memory: raise `memory_limit_mb` in keymart.yaml)");
-    }
-    Error::Engine { context, source: Box::new(e) }
 }
 
 /// Typed values for `$name` placeholders: `$as_of` and the pipeline's variables.

@@ -161,10 +161,8 @@ pub async fn load_source(
     }
 
     let layout = ctx.warehouse.layout();
-    let staged_rows =
-        layout.staging_file(&ctx.run_id, &format!("raw/{}/load_date={as_of}/part-0.parquet", contract.name));
-    let staged_rejects =
-        layout.staging_file(&ctx.run_id, &format!("rejects/{}/load_date={as_of}/part-0.parquet", contract.name));
+    let staged_rows = layout.staged_part_file(&ctx.run_id, &layout.raw_partition(&contract.name, as_of), 0);
+    let staged_rejects = layout.staged_part_file(&ctx.run_id, &layout.rejects_partition(&contract.name, as_of), 0);
     let total_bytes = files.iter().map(|f| f.size).sum();
     let task = Arc::new(ctx.progress.bytes(format!("ingest {}", contract.name), total_bytes));
 

@@ -11,7 +11,7 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use super::convert::KeySet;
 use crate::config::{LoadMode, SourceContract};
 use crate::error::{Error, Result};
-use crate::warehouse::Warehouse;
+use crate::warehouse::{Warehouse, load_date_of};
 
 pub async fn load_keys(
     warehouse: &Warehouse,
@@ -21,12 +21,9 @@ pub async fn load_keys(
 ) -> Result<Arc<KeySet>> {
     let location = &warehouse.location;
     let mut partitions: Vec<(NaiveDate, object_store::path::Path)> = Vec::new();
-    for object in location.list(&format!("raw/{}", target.name)).await? {
+    for object in location.list(&warehouse.layout().raw_dir(&target.name)).await? {
         let relative = location.relative(&object.location);
-        let date = relative
-            .split('/')
-            .find_map(|part| part.strip_prefix("load_date="))
-            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        let date = load_date_of(&relative);
         if let Some(date) = date.filter(|d| *d <= as_of)
             && relative.ends_with(".parquet")
         {

@@ -56,7 +56,7 @@ impl RunLock {
         let info = LockInfo {
             run_id: run_id.to_string(),
             command: command.to_string(),
-            host: crate::run::ledger::hostname(),
+            host: hostname(),
             pid: std::process::id(),
             started_at: now,
             expires_at: now + chrono::Duration::from_std(ttl).expect("small ttl"),
@@ -152,4 +152,12 @@ pub async fn force_unlock(location: &Location) -> Result<Option<LockInfo>> {
     let holder = read(location).await?;
     location.delete(&location.key(LOCK_KEY)).await?;
     Ok(holder)
+}
+
+/// The host a run is on, as the lock and the ledger name it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".to_string())
 }

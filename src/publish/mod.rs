@@ -13,8 +13,8 @@ pub mod lock;
 use chrono::{NaiveDate, Utc};
 
 use crate::error::Result;
-use crate::warehouse::Warehouse;
-use crate::warehouse::snapshot::{MANIFEST_NAME, Shelf, SnapshotManifest, snapshot_date};
+use crate::warehouse::snapshot::SnapshotManifest;
+use crate::warehouse::{Shelf, Warehouse, snapshot_date};
 
 /// What a snapshot to commit consists of.
 pub struct Snapshot<'a> {
@@ -42,7 +42,7 @@ pub async fn commit(warehouse: &Warehouse, snapshot: Snapshot<'_>) -> Result<Sna
         inputs: snapshot.inputs,
         committed_at: Utc::now(),
     };
-    let key = warehouse.manifest_key(snapshot.shelf, snapshot.table, snapshot.as_of);
+    let key = warehouse.layout().manifest_key(snapshot.shelf, snapshot.table, snapshot.as_of);
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     warehouse.location.put_bytes(&key, json).await?;
     remove_uncommitted(warehouse, snapshot.shelf, &manifest).await?;
@@ -51,11 +51,13 @@ pub async fn commit(warehouse: &Warehouse, snapshot: Snapshot<'_>) -> Result<Sna
 
 /// Delete the files under the snapshot's date that its manifest does not name.
 async fn remove_uncommitted(warehouse: &Warehouse, shelf: Shelf, manifest: &SnapshotManifest) -> Result<()> {
-    let dir = warehouse.snapshot_dir(shelf, &manifest.table, manifest.as_of);
+    let layout = warehouse.layout();
+    let committed = layout.manifest_key(shelf, &manifest.table, manifest.as_of);
+    let dir = layout.snapshot_dir(shelf, &manifest.table, manifest.as_of);
     for key in warehouse.location.relative_keys(&dir).await? {
-        let is_manifest = key.ends_with(&format!("/{MANIFEST_NAME}"));
-        if !is_manifest && !manifest.files.contains(&key) {
-            warehouse.location.delete(&warehouse.location.key(&key)).await?;
+        let key_path = warehouse.location.key(&key);
+        if key_path != committed && !manifest.files.contains(&key) {
+            warehouse.location.delete(&key_path).await?;
         }
     }
     Ok(())
@@ -73,16 +75,17 @@ pub async fn discard(warehouse: &Warehouse, files: &[String]) -> Result<()> {
 /// ones (the manifest first, so a state is never visible with files missing) and the files a
 /// killed run left without a manifest.
 pub async fn prune_states(warehouse: &Warehouse, model: &str, keep: &[NaiveDate]) -> Result<()> {
+    let layout = warehouse.layout();
     let dates: std::collections::BTreeSet<NaiveDate> = warehouse
         .location
-        .relative_keys(&warehouse.table_dir(Shelf::State, model))
+        .relative_keys(&layout.table_dir(Shelf::State, model))
         .await?
         .iter()
         .filter_map(|k| snapshot_date(k))
         .collect();
     for as_of in dates.into_iter().filter(|d| !keep.contains(d)) {
-        warehouse.location.delete(&warehouse.manifest_key(Shelf::State, model, as_of)).await?;
-        warehouse.location.delete_prefix(&warehouse.snapshot_dir(Shelf::State, model, as_of)).await?;
+        warehouse.location.delete(&layout.manifest_key(Shelf::State, model, as_of)).await?;
+        warehouse.location.delete_prefix(&layout.snapshot_dir(Shelf::State, model, as_of)).await?;
     }
     Ok(())
 }

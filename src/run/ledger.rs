@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::TestOutcome;
 use crate::error::Result;
 use crate::ingest::SourceLoad;
+use crate::publish::lock::hostname;
 use crate::transform::{Materialization, SourceTable};
 use crate::warehouse::{Location, Warehouse};
 
@@ -178,11 +179,4 @@ pub fn new_run_id() -> String {
     let now = Utc::now();
     let salt = (now.timestamp_subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
     format!("{}-{salt:04x}", now.format("%Y%m%dT%H%M%S%.3fZ"))
-}
-
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown".to_string())
 }

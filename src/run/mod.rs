@@ -6,6 +6,7 @@ mod inputs;
 pub mod ledger;
 pub mod pipeline;
 pub mod query;
+pub mod summary;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,8 @@ use crate::publish::lock::{self, RunLock};
 use crate::transform::Dag;
 use crate::warehouse::{Location, Warehouse};
 use ledger::{Ledger, Request, RunStatus, Step};
-pub use pipeline::{RunReport, RunRequest, run};
+pub use pipeline::{RunRequest, run};
+pub use summary::RunReport;
 
 /// Locations given on the command line or in the environment, over keymart.yaml.
 #[derive(Debug, Clone, Default)]

@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 
 use super::windows::{AsOfUses, as_of_uses};
 use crate::config::yaml::Position;
-use crate::config::{Diagnostics, Materialized, Model, Pipeline};
+use crate::config::{Diagnostics, Materialized, Model, Pipeline, TestKind};
 
 pub use crate::config::HISTORY_SUFFIX;
 
@@ -97,6 +97,75 @@ impl Dag {
             }
         }
         found
+    }
+
+    /// The models a model and its relationship tests read.
+    pub fn reads<'a>(&'a self, pipeline: &'a Pipeline, name: &str) -> impl Iterator<Item = &'a str> {
+        let tested = pipeline.model(name).into_iter().flat_map(|m| &m.tests).filter_map(|t| match &t.kind {
+            TestKind::Relationships { to_table, .. } if self.inputs.contains_key(to_table) => Some(to_table.as_str()),
+            _ => None,
+        });
+        self.inputs[name].models.iter().map(String::as_str).chain(tested)
+    }
+
+    /// The selected models plus the views and tables they and their tests read (transitively),
+    /// in run order. Upstream marts are read from their committed snapshots instead.
+    pub fn with_upstream_views_and_tables(&self, pipeline: &Pipeline, selected: &[String]) -> Vec<String> {
+        let mut wanted: BTreeSet<String> = selected.iter().cloned().collect();
+        let mut frontier: Vec<String> = selected.to_vec();
+        while let Some(name) = frontier.pop() {
+            for input in self.reads(pipeline, &name) {
+                if !pipeline.is_mart(input) && wanted.insert(input.to_string()) {
+                    frontier.push(input.to_string());
+                }
+            }
+        }
+        self.order.iter().filter(|m| wanted.contains(*m)).cloned().collect()
+    }
+
+    /// What `models` read together: their sources, the marts whose history they read, and
+    /// the models they read that are not among them (read from committed snapshots).
+    pub fn inputs_of(&self, models: &[String]) -> Inputs {
+        let union = |pick: fn(&Inputs) -> &Vec<String>| -> Vec<String> {
+            let all: BTreeSet<&String> = models.iter().flat_map(|m| pick(&self.inputs[m])).collect();
+            all.into_iter().cloned().collect()
+        };
+        let upstream = union(|i| &i.models).into_iter().filter(|m| !models.contains(m)).collect();
+        Inputs {
+            models: upstream,
+            sources: union(|i| &i.sources),
+            histories: union(|i| &i.histories),
+            ..Inputs::default()
+        }
+    }
+
+    /// `models` (in run order) cut into the groups that run side by side: a staging model
+    /// alone, or the marts that follow one another without reading each other (their other
+    /// inputs are done by then).
+    pub fn batches<'m>(&self, pipeline: &Pipeline, models: &'m [String]) -> Vec<&'m [String]> {
+        let mut batches = Vec::new();
+        let mut next = 0;
+        while next < models.len() {
+            let size = self.side_by_side(pipeline, &models[next..]);
+            batches.push(&models[next..next + size]);
+            next += size;
+        }
+        batches
+    }
+
+    /// How many of `models` run side by side from the first.
+    fn side_by_side(&self, pipeline: &Pipeline, models: &[String]) -> usize {
+        if !models.first().is_some_and(|first| pipeline.is_mart(first)) {
+            return 1;
+        }
+        let mut batch: BTreeSet<&str> = BTreeSet::new();
+        for name in models {
+            if !pipeline.is_mart(name) || self.reads(pipeline, name).any(|input| batch.contains(input)) {
+                break;
+            }
+            batch.insert(name.as_str());
+        }
+        batch.len()
     }
 
     /// The graph as text: one line per model with what it reads.
@@ -197,7 +266,7 @@ fn model_inputs(pipeline: &Pipeline, model: &Model, d: &mut Diagnostics) -> Opti
             }
         } else if pipeline.source(&name).is_some() {
             inputs.sources.push(name);
-        } else if let Some(mart) = name.strip_suffix(HISTORY_SUFFIX).filter(|m| is_mart(pipeline, m)) {
+        } else if let Some(mart) = name.strip_suffix(HISTORY_SUFFIX).filter(|m| pipeline.is_mart(m)) {
             inputs.histories.push(mart.to_string());
         } else {
             let (line, column) = word_position(&model.sql, &name);
@@ -286,10 +355,6 @@ fn is_view(pipeline: &Pipeline, name: &str) -> bool {
 }
 
 /// Whether `name` is a mart of the pipeline (a published snapshot, not staging).
-pub fn is_mart(pipeline: &Pipeline, name: &str) -> bool {
-    pipeline.model(name).is_some_and(|m| m.materialized == Materialized::Mart)
-}
-
 /// The models `name` waits on: those it reads whose SQL parsed (a model whose SQL did not parse
 /// has its error reported already, and ordering around it must not fail on it again).
 fn waits_on<'a>(inputs: &'a BTreeMap<String, Inputs>, name: &str) -> impl Iterator<Item = &'a String> {
@@ -373,6 +438,31 @@ fn word_position(sql: &str, word: &str) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shipped pipeline: its staging models one by one, then the marts in the groups the
+    /// DAG allows in its order (customer_value and customer_churn read model_parameters,
+    /// key_accounts reads them, key_account_history and customer_profile read key_accounts), then
+    /// the two check views, which read marts.
+    #[test]
+    fn marts_that_read_none_of_each_other_run_side_by_side() {
+        let project = crate::config::Project::load(Path::new(env!("CARGO_MANIFEST_DIR"))).expect("the shipped project");
+        let pipeline = project.select_pipeline(None).expect("one pipeline");
+        let dag = Dag::build(pipeline).expect("the shipped DAG builds");
+        let groups: Vec<String> = dag.batches(pipeline, &dag.order).iter().map(|b| b.join(" ‖ ")).collect();
+        let staging = groups.iter().take_while(|g| g.starts_with("stg_")).count();
+        assert!(groups[..staging].iter().all(|g| !g.contains('‖')), "{groups:#?}");
+        assert_eq!(
+            groups[staging..],
+            [
+                "model_parameters ‖ customer_rfm ‖ service_quality",
+                "customer_value ‖ customer_churn",
+                "key_accounts",
+                "key_account_history ‖ segment_migration ‖ customer_profile",
+                "segment_migration_rows",
+                "key_account_current_rows",
+            ]
+        );
+    }
 
     #[test]
     fn positions_in_sql() {

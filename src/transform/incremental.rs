@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::warehouse::snapshot::{Shelf, SnapshotManifest};
 
 /// How an incremental model was computed tonight (for the ledger and the summary).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StateRun {
     /// The state it started from, when only the changed keys were recomputed.
     pub since: Option<NaiveDate>,
@@ -101,7 +101,7 @@ impl Transform<'_> {
                 (planned, StateRun::full(why))
             }
         };
-        let dir = format!("{}/{}", self.warehouse.snapshot_dir(Shelf::State, &model.name, self.as_of), self.run_id);
+        let dir = self.warehouse.layout().run_snapshot_dir(Shelf::State, &model.name, self.as_of, self.run_id);
         let mut materialization = self.write_table(model, planned, &dir, started).await?;
         materialization.state = Some(run);
         Ok(materialization)

@@ -6,6 +6,7 @@
 pub mod dag;
 mod incremental;
 mod key_order;
+pub mod state;
 pub mod windows;
 
 use std::collections::BTreeSet;
@@ -24,11 +25,12 @@ use serde::Serialize;
 use crate::config::{LoadMode, Materialized, Model, Pipeline, Severity, SourceContract};
 use crate::engine::{Engine, Params, date_value, engine_error};
 use crate::error::{Error, Result};
-use crate::warehouse::Warehouse;
 use crate::warehouse::parquet::{WrittenFile, write_stream};
 use crate::warehouse::snapshot::Shelf;
+use crate::warehouse::{Warehouse, load_date_of};
 pub use dag::{Dag, HISTORY_SUFFIX};
 pub use incremental::{Increments, StateRun};
+pub use state::States;
 
 /// Everything a model run needs about the date being built.
 pub struct Transform<'a> {
@@ -102,7 +104,7 @@ impl Transform<'_> {
             )));
         };
         let raw_table = format!("{RAW_PREFIX}{}", contract.name);
-        let dir = location.url_of(&location.key(&format!("raw/{}", contract.name)));
+        let dir = location.url_of(&location.key(&self.warehouse.layout().raw_dir(&contract.name)));
         self.engine.register_partitioned(&raw_table, &dir, "load_date", DataType::Date32).await?;
         let columns: Vec<String> = contract.columns().map(|c| quote(&c.name)).collect();
         let (sql, load_dates) = match contract.load {
@@ -149,11 +151,11 @@ impl Transform<'_> {
         let dates: BTreeSet<NaiveDate> = self
             .warehouse
             .location
-            .relative_keys(&format!("raw/{}", contract.name))
+            .relative_keys(&self.warehouse.layout().raw_dir(&contract.name))
             .await?
             .iter()
             .filter(|k| k.ends_with(".parquet"))
-            .filter_map(|k| k.split('/').find_map(|p| p.strip_prefix("load_date=")).and_then(|d| d.parse().ok()))
+            .filter_map(|k| load_date_of(k))
             .filter(|d| *d <= self.as_of)
             .collect();
         Ok(dates.into_iter().collect())
@@ -223,8 +225,7 @@ impl Transform<'_> {
             }
             Materialized::Mart => {
                 let df = self.shape_mart(model, planned)?;
-                let dir =
-                    format!("{}/{}", self.warehouse.snapshot_dir(Shelf::Marts, &model.name, self.as_of), self.run_id);
+                let dir = self.warehouse.layout().run_snapshot_dir(Shelf::Marts, &model.name, self.as_of, self.run_id);
                 self.written(model, df, &dir, false, started).await
             }
             _ => {
@@ -270,6 +271,8 @@ impl Transform<'_> {
             watch
         };
         let files = self.write_files(dir, streams).await.map_err(|e| in_model(model, e))?;
+        // The plan's memory is free now; glibc would keep it from model to model.
+        crate::engine::return_free_memory();
         log_plan(&model.name, started, plan.as_ref());
         let location = &self.warehouse.location;
         let urls: Vec<String> = files.iter().map(|(_, written)| location.url_of(&written.key)).collect();

@@ -14,8 +14,8 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use url::Url;
 
-pub use layout::Layout;
-pub use store::StorageSettings;
+pub use crate::config::StorageSettings;
+pub use layout::{Layout, Shelf, load_date_of, snapshot_date};
 
 use crate::error::{Error, Result};
 

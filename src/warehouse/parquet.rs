@@ -114,7 +114,7 @@ pub async fn write_stream(
         .map_err(|e| Error::parquet(format!("starting {url}"), e))?;
     let mut rows = 0u64;
     while let Some(batch) = batches.next().await {
-        let batch = batch.map_err(|e| crate::engine::engine_error(format!("computing {url}"), e))?;
+        let batch = batch.map_err(|e| crate::error::engine_error(format!("computing {url}"), e))?;
         rows += batch.num_rows() as u64;
         writer.write(&batch).await.map_err(|e| Error::parquet(format!("writing {url}"), e))?;
     }

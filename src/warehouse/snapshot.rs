@@ -4,30 +4,12 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use object_store::ObjectStoreExt;
-use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
+use super::layout::is_manifest;
+pub use super::layout::{Shelf, snapshot_date};
 use super::{Location, Warehouse};
 use crate::error::{Error, Result};
-
-pub const MANIFEST_NAME: &str = "_SUCCESS";
-
-/// Where a kind of snapshot lives: `marts/` (published for readers) or `state/` (incremental
-/// models' tables, kept for the next night; DESIGN.md has no place for them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shelf {
-    Marts,
-    State,
-}
-
-impl Shelf {
-    fn prefix(self) -> &'static str {
-        match self {
-            Shelf::Marts => "marts",
-            Shelf::State => "state",
-        }
-    }
-}
 
 /// What a committed snapshot is: the files a reader must read, and where they came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,33 +30,14 @@ pub struct SnapshotManifest {
     pub committed_at: DateTime<Utc>,
 }
 
-/// The date of the snapshot a key lies in: the `as_of=<D>` part of `state/<model>/as_of=<D>/…`.
-pub fn snapshot_date(relative_key: &str) -> Option<NaiveDate> {
-    relative_key.split('/').find_map(|p| p.strip_prefix("as_of=")).and_then(|d| d.parse().ok())
-}
-
 impl Warehouse {
-    /// `marts/<mart>` or `state/<model>` (relative): every snapshot of it.
-    pub fn table_dir(&self, shelf: Shelf, table: &str) -> String {
-        format!("{}/{table}", shelf.prefix())
-    }
-
-    /// `marts/<mart>/as_of=<D>` or `state/<model>/as_of=<D>` (relative).
-    pub fn snapshot_dir(&self, shelf: Shelf, table: &str, as_of: NaiveDate) -> String {
-        format!("{}/as_of={as_of}", self.table_dir(shelf, table))
-    }
-
-    pub fn manifest_key(&self, shelf: Shelf, table: &str, as_of: NaiveDate) -> Path {
-        self.location.key(&format!("{}/{MANIFEST_NAME}", self.snapshot_dir(shelf, table, as_of)))
-    }
-
     /// The committed manifest of one mart snapshot, if any.
     pub async fn manifest(&self, mart: &str, as_of: NaiveDate) -> Result<Option<SnapshotManifest>> {
         self.shelved_manifest(Shelf::Marts, mart, as_of).await
     }
 
     async fn shelved_manifest(&self, shelf: Shelf, table: &str, as_of: NaiveDate) -> Result<Option<SnapshotManifest>> {
-        let key = self.manifest_key(shelf, table, as_of);
+        let key = self.layout().manifest_key(shelf, table, as_of);
         match self.location.store.get(&key).await {
             Ok(result) => {
                 let bytes = result
@@ -100,10 +63,10 @@ impl Warehouse {
     pub async fn shelved_snapshots(&self, shelf: Shelf, table: &str) -> Result<Vec<SnapshotManifest>> {
         let mut dates: Vec<NaiveDate> = self
             .location
-            .list(&self.table_dir(shelf, table))
+            .list(&self.layout().table_dir(shelf, table))
             .await?
             .iter()
-            .filter(|o| o.location.filename() == Some(MANIFEST_NAME))
+            .filter(|o| is_manifest(&o.location))
             .filter_map(|o| snapshot_date(&self.location.relative(&o.location)))
             .collect();
         dates.sort();

@@ -2,7 +2,6 @@
 //! endpoints come from the provider's usual environment variables and chains, overridden by
 //! `storage.options` in keymart.yaml (object_store's own option names, `${VAR}` expanded).
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,29 +14,10 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ClientConfigKey, ObjectStore, ObjectStoreScheme, RetryConfig};
-use serde::Deserialize;
 use url::Url;
 
+pub use crate::config::StorageSettings;
 use crate::error::{Error, Result};
-
-/// `storage:` in keymart.yaml.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageSettings {
-    /// object_store configuration keys (`aws_endpoint`, `aws_region`, `aws_allow_http`,
-    /// `google_service_account`, `azure_storage_account_name`, `timeout`, …); values may use `${VAR}`.
-    pub options: BTreeMap<String, String>,
-    /// Retries of a failed request before the run fails.
-    pub max_retries: usize,
-    /// No retry starts later than this after the first attempt.
-    pub retry_timeout_seconds: u64,
-}
-
-impl Default for StorageSettings {
-    fn default() -> Self {
-        StorageSettings { options: BTreeMap::new(), max_retries: 3, retry_timeout_seconds: 30 }
-    }
-}
 
 impl StorageSettings {
     /// Problems with the options, for `keymart check` (unknown keys, unset variables).
