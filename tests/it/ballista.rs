@@ -166,20 +166,13 @@ fn an_executor_killed_mid_run_leaves_no_partial_mart_and_the_next_run_completes(
     drop(cluster.executors.remove(0)); // SIGKILLed and reaped (KilledOnDrop)
     std::fs::remove_file(&marker).unwrap();
     let output = child.wait_with_output().unwrap();
-    let code = output.status.code();
-    eprintln!("the run an executor died under: exit {code:?} {}", stderr(&output));
-    // Either the survivor finished the run, or it failed in one clear line.
-    assert!(code == Some(0) || code == Some(1), "exit {code:?}: {}", stderr(&output));
-    if code == Some(1) {
-        assert!(stderr(&output).lines().any(|l| l.starts_with("error: model ")), "{}", stderr(&output));
-    }
-    // Whatever is committed is whole: every file a _SUCCESS names exists.
+    // The scheduler notices the lost executor and runs its tasks again on the one left, so the
+    // run finishes every date: a run that failed here would have published less than it could.
+    assert_exit(&output, 0);
+    // Every date is committed whole: every file each _SUCCESS names exists.
     for day in DAYS {
         for mart in SAMPLE_MARTS {
-            let manifest = project.warehouse().join(format!("marts/{mart}/as_of={day}/_SUCCESS"));
-            if manifest.exists() {
-                let _ = project.committed_file(mart, day);
-            }
+            assert!(!project.committed_file(mart, day).is_empty(), "{mart} {day}");
         }
     }
     // The next run, on the executor left, completes every date.

@@ -2,6 +2,7 @@
 
 mod ballista;
 mod bench;
+mod cli;
 mod config;
 mod generate;
 mod incremental;

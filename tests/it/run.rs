@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{TestProject, assert_exit, files_under, stderr, stdout};
+use crate::support::{TestProject, assert_exit, files_under, manifest_files, stderr, stdout};
 
 const PIPELINE: &str = r#"
 vars:
@@ -136,18 +136,22 @@ fn a_rerun_gives_identical_files_and_the_manifest_names_only_the_new_run() {
     let project = project();
     assert_exit(&run(&project, &["--as-of", D1]), 0);
     let first = manifest(&project, "customer_totals", D1).unwrap();
-    let first_file = first["files"][0].as_str().unwrap().to_string();
-    let first_bytes = std::fs::read(project.warehouse().join(&first_file)).unwrap();
+    let first_files = manifest_files(&first);
+    let first_bytes: Vec<Vec<u8>> =
+        first_files.iter().map(|f| std::fs::read(project.warehouse().join(f)).unwrap()).collect();
 
     assert_exit(&run(&project, &["--as-of", D1, "--rebuild"]), 0);
     let second = manifest(&project, "customer_totals", D1).unwrap();
-    let second_file = second["files"][0].as_str().unwrap().to_string();
-    assert_ne!(first_file, second_file, "a new run writes under its own run id");
-    assert_eq!(std::fs::read(project.warehouse().join(&second_file)).unwrap(), first_bytes, "byte-identical");
+    let second_files = manifest_files(&second);
+    assert!(second_files.iter().all(|f| !first_files.contains(f)), "a new run writes under its own run id");
+    let second_bytes: Vec<Vec<u8>> =
+        second_files.iter().map(|f| std::fs::read(project.warehouse().join(f)).unwrap()).collect();
+    assert_eq!(second_bytes, first_bytes, "byte-identical");
     assert_eq!(first["inputs"], second["inputs"]);
     let dir = project.warehouse().join(format!("marts/customer_totals/as_of={D1}"));
-    let expected =
-        vec![second_file.rsplit_once(&format!("as_of={D1}/")).unwrap().1.to_string(), "_SUCCESS".to_string()];
+    let mut expected: Vec<String> =
+        second_files.iter().map(|f| f.rsplit_once(&format!("as_of={D1}/")).unwrap().1.to_string()).collect();
+    expected.push("_SUCCESS".to_string());
     assert_eq!(files_under(&dir), expected, "only the committed files remain");
 }
 

@@ -14,8 +14,8 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::support::{
-    KilledOnDrop, SAMPLE_MARTS, TestProject, assert_exit, files_under, free_ports, keymart, repo_root, stderr, stdout,
-    wait_for_port,
+    KilledOnDrop, SAMPLE_MARTS, TestProject, assert_exit, files_under, free_ports, keymart, manifest_files, repo_root,
+    stderr, stdout, wait_for_port,
 };
 
 pub(crate) const SECRET: &str = "s3cr3t-never-shown";
@@ -191,7 +191,7 @@ pub(crate) fn committed_on_bucket(bucket: &Arc<dyn ObjectStore>, mart: &str, day
     let manifest_key = format!("wh/marts/{mart}/as_of={day}/_SUCCESS");
     let manifest: serde_json::Value =
         serde_json::from_slice(&get(bucket, &manifest_key).expect(&manifest_key)).unwrap();
-    get(bucket, &format!("wh/{}", manifest["files"][0].as_str().unwrap())).unwrap()
+    manifest_files(&manifest).iter().flat_map(|f| get(bucket, &format!("wh/{f}")).expect(f)).collect()
 }
 
 const DAYS: [&str; 3] = ["2024-06-01", "2024-06-02", "2024-06-03"];

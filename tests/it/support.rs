@@ -106,13 +106,17 @@ impl TestProject {
         rows(&read_parquet(&self.warehouse().join(relative)))
     }
 
-    /// The bytes of a mart's committed file for a date (the one its `_SUCCESS` names).
+    /// The bytes of a mart's committed files for a date (every file its `_SUCCESS` names, in
+    /// its order, each of which must exist).
     pub fn committed_file(&self, mart: &str, day: &str) -> Vec<u8> {
         let manifest = self.warehouse().join(format!("marts/{mart}/as_of={day}/_SUCCESS"));
         let manifest: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&manifest).unwrap_or_else(|e| panic!("{}: {e}", manifest.display())))
                 .unwrap();
-        std::fs::read(self.warehouse().join(manifest["files"][0].as_str().unwrap())).unwrap()
+        manifest_files(&manifest)
+            .iter()
+            .flat_map(|f| std::fs::read(self.warehouse().join(f)).unwrap_or_else(|e| panic!("{f}: {e}")))
+            .collect()
     }
 
     /// The run ledger that started last.
@@ -239,4 +243,12 @@ pub fn assert_exit(output: &Output, code: i32) {
         stdout(output),
         stderr(output)
     );
+}
+
+/// The files a `_SUCCESS` manifest names (at least one: a snapshot without files is a bug).
+pub fn manifest_files(manifest: &serde_json::Value) -> Vec<String> {
+    let files: Vec<String> =
+        manifest["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
+    assert!(!files.is_empty(), "a manifest without files: {manifest}");
+    files
 }
