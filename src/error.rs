@@ -25,6 +25,11 @@ pub enum Error {
     #[error("{0}")]
     Locked(String),
 
+    /// The run lost the warehouse lock (taken over, released by an operator, or not renewed in
+    /// time): it stopped before its next commit or delete.
+    #[error("{0}")]
+    LockLost(String),
+
     /// A data test with severity `error` failed: the affected marts were not published.
     #[error("{0}")]
     TestsFailed(String),
@@ -77,6 +82,7 @@ pub enum ErrorKind {
     Usage,
     InputRejected,
     Locked,
+    LockLost,
     TestsFailed,
     /// The warehouse or landing store could not be reached or refused access.
     Storage,
@@ -90,6 +96,7 @@ impl Error {
             Error::Usage(_) => ErrorKind::Usage,
             Error::InputRejected(_) => ErrorKind::InputRejected,
             Error::Locked(_) => ErrorKind::Locked,
+            Error::LockLost(_) => ErrorKind::LockLost,
             Error::TestsFailed(_) => ErrorKind::TestsFailed,
             Error::Storage { .. } => ErrorKind::Storage,
             Error::Io { .. }

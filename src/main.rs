@@ -21,6 +21,7 @@ const EXIT_INPUT_REJECTED: u8 = 3;
 const EXIT_LOCKED: u8 = 4;
 const EXIT_TESTS_FAILED: u8 = 5;
 const EXIT_STORAGE: u8 = 6;
+const EXIT_LOCK_LOST: u8 = 7;
 
 #[derive(Parser)]
 #[command(name = "keymart", version, about = "Nightly ERP/SCM/call-centre extracts → key-account marts")]
@@ -233,6 +234,7 @@ fn main() -> ExitCode {
                 ErrorKind::Config | ErrorKind::Usage => EXIT_CONFIG,
                 ErrorKind::InputRejected => EXIT_INPUT_REJECTED,
                 ErrorKind::Locked => EXIT_LOCKED,
+                ErrorKind::LockLost => EXIT_LOCK_LOST,
                 ErrorKind::TestsFailed => EXIT_TESTS_FAILED,
                 ErrorKind::Storage => EXIT_STORAGE,
                 ErrorKind::RunFailed => EXIT_RUN_FAILED,

@@ -47,25 +47,33 @@ pub struct Settings {
     pub defaults: Defaults,
     /// Seconds a run lock lives without renewal (a live run renews it every third of that).
     #[serde(default = "default_lock_ttl")]
-    pub lock_ttl_seconds: u64,
+    pub lock_ttl_seconds: Located<u64>,
     /// Object-store options for the warehouse and landing URLs (endpoint, region, retries…).
     #[serde(default)]
     pub storage: Located<StorageSettings>,
     /// Memory the query engine's sorts and aggregations may hold before they spill to disk.
     #[serde(default = "default_memory_limit_mb")]
-    pub memory_limit_mb: u64,
+    pub memory_limit_mb: Located<u64>,
     /// Where the models run: `local` (this process) or `ballista://HOST:PORT` (a Ballista cluster).
     #[serde(default)]
     pub engine: Option<Located<String>>,
 }
 
-fn default_memory_limit_mb() -> u64 {
-    1024
+fn default_memory_limit_mb() -> Located<u64> {
+    Located { value: 1024, position: Position::default() }
 }
 
-fn default_lock_ttl() -> u64 {
-    120
+/// The range `keymart check` accepts for `memory_limit_mb`: below it the marts' sorts spill
+/// every batch; above it is more memory than any machine keymart runs on.
+pub const MEMORY_LIMIT_MB: std::ops::RangeInclusive<u64> = 64..=1_048_576;
+
+fn default_lock_ttl() -> Located<u64> {
+    Located { value: 120, position: Position::default() }
 }
+
+/// The range `keymart check` accepts for `lock_ttl_seconds`: a lock must outlive a renewal's
+/// round trip, and a dead run's lock must not hold the warehouse for more than a day.
+pub const LOCK_TTL_SECONDS: std::ops::RangeInclusive<u64> = 2..=86_400;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -249,7 +257,9 @@ impl Project {
     }
 
     pub fn lock_ttl(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.settings.lock_ttl_seconds.max(1))
+        std::time::Duration::from_secs(
+            self.settings.lock_ttl_seconds.value.clamp(*LOCK_TTL_SECONDS.start(), *LOCK_TTL_SECONDS.end()),
+        )
     }
 
     pub fn max_reject_ratio(&self, source: &SourceContract) -> f64 {

@@ -23,6 +23,16 @@ pub(super) fn project(project: &Project, d: &mut Diagnostics) {
     if !(0.0..=1.0).contains(&ratio.value) {
         d.at(settings_file, &ratio.position, "must be between 0 and 1");
     }
+    let settings = &project.settings;
+    for (setting, range, unit) in [
+        (&settings.lock_ttl_seconds, super::LOCK_TTL_SECONDS, "seconds"),
+        (&settings.memory_limit_mb, super::MEMORY_LIMIT_MB, "MB"),
+    ] {
+        if !range.contains(&setting.value) {
+            let message = format!("must be between {} and {} {unit}", range.start(), range.end());
+            d.at(settings_file, &setting.position, message);
+        }
+    }
     if let Some(default) = &project.settings.default_pipeline {
         let file_exists = project.root.join(super::PIPELINES_DIR).join(format!("{}.yaml", default.value)).exists();
         if project.pipeline(&default.value).is_none() && !file_exists {

@@ -137,7 +137,7 @@ impl Ledger {
     pub async fn save(&self, warehouse: &Warehouse) -> Result<()> {
         let key = warehouse.layout().run_ledger(&self.run_id);
         let json = serde_json::to_vec_pretty(self).expect("ledger serializes");
-        warehouse.location.put_bytes(&key, json).await
+        warehouse.location.put_own(&key, json).await
     }
 }
 

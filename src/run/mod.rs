@@ -80,7 +80,7 @@ impl Session {
     /// The query engine for this project's warehouse: this process, or the Ballista cluster
     /// the project (or --engine) names.
     pub async fn engine(&self) -> Result<Engine> {
-        let limit = self.project.settings.memory_limit_mb.saturating_mul(1024 * 1024);
+        let limit = self.project.settings.memory_limit_mb.value.saturating_mul(1024 * 1024);
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         match &self.engine {
             EngineSpec::Local => Engine::local(&self.warehouse.location, limit),

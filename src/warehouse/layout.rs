@@ -9,6 +9,7 @@ use super::Location;
 
 const STAGING: &str = "_staging";
 const RUNS: &str = "_runs";
+const LOCK: &str = "_lock";
 const MANIFEST_NAME: &str = "_SUCCESS";
 
 /// Where a kind of snapshot lives: `marts/` (published for readers) or `state/` (incremental
@@ -107,6 +108,23 @@ impl Layout<'_> {
     pub fn manifest_key(&self, shelf: Shelf, table: &str, as_of: NaiveDate) -> Path {
         self.location.key(&format!("{}/{MANIFEST_NAME}", self.snapshot_dir(shelf, table, as_of)))
     }
+}
+
+impl Layout<'_> {
+    /// `_lock/`: the chain of the run lock's links (`publish::lock`).
+    pub fn lock_dir(&self) -> &'static str {
+        LOCK
+    }
+
+    /// `_lock/<number>.json`, numbered with leading zeros so that keys sort as numbers do.
+    pub fn lock_link(&self, number: u64) -> Path {
+        self.location.key(&format!("{LOCK}/{number:020}.json"))
+    }
+}
+
+/// The number of a lock link's key (`_lock/<number>.json`).
+pub fn lock_link_number(key: &Path) -> Option<u64> {
+    key.filename()?.strip_suffix(".json")?.parse().ok()
 }
 
 /// Whether a key is a snapshot's `_SUCCESS` manifest.

@@ -1,6 +1,7 @@
 //! Object-store locations (warehouse, landing zone) and the warehouse layout of DESIGN.md.
 
 pub mod counting;
+mod fence;
 mod layout;
 pub mod parquet;
 pub mod snapshot;
@@ -15,7 +16,8 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use url::Url;
 
 pub use crate::config::StorageSettings;
-pub use layout::{Layout, Shelf, load_date_of, snapshot_date};
+pub use fence::Fence;
+pub use layout::{Layout, Shelf, load_date_of, lock_link_number, snapshot_date};
 
 use crate::error::{Error, Result};
 
@@ -31,6 +33,8 @@ pub struct Location {
     pub display: String,
     /// Requests made to the store so far (shared by every location on the same store).
     pub requests: Arc<counting::RequestCounts>,
+    /// Checked before every commit and delete: set while a run holds the warehouse lock.
+    pub fence: Fence,
 }
 
 impl Location {
@@ -60,7 +64,14 @@ impl Location {
         store_url.set_fragment(None);
         let _ = store_url.set_username("");
         let _ = store_url.set_password(None);
-        Ok(Location { store, store_url, root, display: store::without_secrets(&url), requests })
+        Ok(Location {
+            store,
+            store_url,
+            root,
+            display: store::without_secrets(&url),
+            requests,
+            fence: Fence::default(),
+        })
     }
 
     /// A location below this one.
@@ -71,6 +82,7 @@ impl Location {
             root: self.key(relative),
             display: format!("{}/{}", self.display, relative.trim_matches('/')),
             requests: self.requests.clone(),
+            fence: self.fence.clone(),
         }
     }
 
@@ -105,7 +117,15 @@ impl Location {
         Ok(objects)
     }
 
+    /// Write an object that commits something (a manifest): fenced by the run's lock.
     pub async fn put_bytes(&self, key: &Path, bytes: Vec<u8>) -> Result<()> {
+        self.fence.check(&format!("writing {}", self.url_of(key)))?;
+        self.put_own(key, bytes).await
+    }
+
+    /// Write an object no other run writes (the run's own ledger): not fenced, so that a run
+    /// that lost its lock still records why it stopped.
+    pub async fn put_own(&self, key: &Path, bytes: Vec<u8>) -> Result<()> {
         self.store
             .put(key, bytes.into())
             .await
@@ -121,6 +141,7 @@ impl Location {
 
     /// Move an object into place; the destination appears whole or not at all.
     pub async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        self.fence.check(&format!("moving {} into place", self.url_of(to)))?;
         self.store
             .rename(from, to)
             .await
@@ -152,6 +173,7 @@ impl Location {
 
     /// Delete one object; a missing object is fine.
     pub async fn delete(&self, key: &Path) -> Result<()> {
+        self.fence.check(&format!("deleting {}", self.url_of(key)))?;
         match self.store.delete(key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Error::storage(format!("deleting {}", self.url_of(key)), e)),

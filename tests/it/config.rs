@@ -93,3 +93,18 @@ fn an_engine_that_is_neither_local_nor_a_ballista_url_is_reported_at_its_line() 
     assert_exit(&output, 2);
     assert!(stderr(&output).contains("expected `local` or `ballista://HOST:PORT`"), "{}", stderr(&output));
 }
+
+#[test]
+fn numeric_settings_out_of_range_are_each_named_by_check() {
+    let project = TestProject::new("sources: {}\n");
+    std::fs::write(
+        project.path().join("keymart.yaml"),
+        "warehouse: ./warehouse\nlock_ttl_seconds: 99999999999999\nmemory_limit_mb: 0\n",
+    )
+    .unwrap();
+    let output = project.keymart(&["check"]);
+    assert_exit(&output, 2);
+    let message = stderr(&output);
+    assert!(message.contains("keymart.yaml:2:19: lock_ttl_seconds: must be between 2 and 86400 seconds"), "{message}");
+    assert!(message.contains("keymart.yaml:3:18: memory_limit_mb: must be between 64 and 1048576 MB"), "{message}");
+}

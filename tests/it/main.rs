@@ -7,6 +7,7 @@ mod config;
 mod generate;
 mod incremental;
 mod ingest;
+mod lock;
 mod marts;
 mod models;
 mod run;

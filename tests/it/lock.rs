@@ -1,0 +1,96 @@
+//! The run lock fences: a run that lost its lock (paused past its time to live and taken over,
+//! or unable to renew) publishes nothing more and exits 7; a contender whose clock is wrong does
+//! not take a live lock; of several contenders for a dead lock exactly one wins. In every case
+//! each committed manifest names files that exist. (The project of `run.rs`: a 2 s lock.)
+
+use std::process::{Child, Output, Stdio};
+use std::time::Duration;
+
+use crate::run::{D1, manifest, project, run};
+use crate::support::{TestProject, assert_exit, keymart, manifest_files, stderr};
+
+/// `keymart run --as-of D1 --rebuild` in the background.
+fn start_run(project: &TestProject, env: &[(&str, &str)]) -> Child {
+    keymart()
+        .arg("--project")
+        .arg(project.path())
+        .args(["-q", "run", "--as-of", D1, "--rebuild"])
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start keymart")
+}
+
+fn signal(child: &Child, signal: &str) {
+    let status = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill {signal}");
+}
+
+/// Every file the committed manifest of `customer_totals` names exists, and it is `run_id`'s.
+fn committed_whole_by(project: &TestProject, output: &Output) {
+    let manifest = manifest(project, "customer_totals", D1).expect("a committed snapshot");
+    for file in manifest_files(&manifest) {
+        assert!(project.warehouse().join(&file).exists(), "{file} is named by the manifest but missing");
+    }
+    let summary = String::from_utf8_lossy(&output.stdout);
+    let run_id = manifest["run_id"].as_str().unwrap();
+    assert!(summary.contains(&format!("run {run_id} ")), "committed by {run_id}, not by the winner: {summary}");
+}
+
+#[test]
+fn a_paused_holder_whose_lock_was_taken_over_stops_before_its_commit() {
+    let project = project();
+    assert_exit(&run(&project, &["--as-of", D1]), 0);
+    let (paused, marker) = project.start_paused(&["--as-of", D1, "--rebuild"], &[]);
+    signal(&paused, "-STOP");
+    // Its lock stops moving; a second run watches it for the whole time to live and takes over.
+    std::thread::sleep(Duration::from_millis(2500));
+    let winner = run(&project, &["--as-of", D1, "--rebuild"]);
+    assert_exit(&winner, 0);
+    std::fs::remove_file(&marker).unwrap();
+    signal(&paused, "-CONT");
+    let loser = paused.wait_with_output().unwrap();
+    assert_exit(&loser, 7);
+    let message = stderr(&loser);
+    assert!(message.contains("lost the warehouse lock") && message.contains("stopped before"), "{message}");
+    committed_whole_by(&project, &winner);
+}
+
+#[test]
+fn a_contender_whose_clock_runs_an_hour_fast_does_not_take_a_live_lock() {
+    let project = project();
+    let (holder, marker) = project.start_paused(&["--as-of", D1], &[]);
+    // By its clock the holder's lock expired long ago; watching it, it sees the holder renew.
+    let skewed = keymart()
+        .arg("--project")
+        .arg(project.path())
+        .args(["-q", "run", "--as-of", D1])
+        .env("KEYMART_CLOCK_SKEW_SECONDS", "3600")
+        .output()
+        .unwrap();
+    assert_exit(&skewed, 4);
+    assert!(stderr(&skewed).contains("is locked by run"), "{}", stderr(&skewed));
+    std::fs::remove_file(&marker).unwrap();
+    let holder = holder.wait_with_output().unwrap();
+    assert_exit(&holder, 0);
+    committed_whole_by(&project, &holder);
+}
+
+#[test]
+fn of_three_contenders_for_a_dead_lock_exactly_one_runs() {
+    let project = project();
+    assert_exit(&run(&project, &["--as-of", D1]), 0);
+    let (mut dead, _) = project.start_paused(&["--as-of", D1, "--rebuild"], &[]);
+    dead.kill().unwrap(); // SIGKILL: its lock stays behind
+    dead.wait().unwrap();
+    // Once its last renewal is older than its time to live, all three watch it, then race.
+    std::thread::sleep(Duration::from_millis(2500));
+    let contenders: Vec<Child> = (0..3).map(|_| start_run(&project, &[])).collect();
+    let outputs: Vec<Output> = contenders.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let codes: Vec<Option<i32>> = outputs.iter().map(|o| o.status.code()).collect();
+    assert_eq!(codes.iter().filter(|c| **c == Some(0)).count(), 1, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == Some(4)).count(), 2, "{codes:?}");
+    let winner = outputs.iter().find(|o| o.status.code() == Some(0)).unwrap();
+    committed_whole_by(&project, winner);
+}
