@@ -217,8 +217,8 @@ impl Plan<'_> {
                 vec![(model, materialization, outcomes)]
             } else {
                 // Up to `workers` at a time: a mart's windows over every customer and its final
-                // merge run on one core (BENCHMARKS.md, "Ninth session"). In order, so the ledger
-                // and the summary keep the DAG's order.
+                // merge run on one core, so one mart alone leaves the other core idle. In order, so
+                // the ledger and the summary keep the DAG's order.
                 let runs = futures::stream::iter(ready.iter().map(|&model| {
                     let (transform, engine) = (&transform, &engine);
                     async move {
