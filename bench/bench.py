@@ -55,9 +55,9 @@ def timed(command, **kwargs):
 
 def warm(roots, day):
     """Read every file under `roots` (those of later days aside) so that the timed command finds
-    its inputs in the page cache, whatever ran before it. The eleventh session's machine read its
-    disk at 46 MB/s and paged out what had not been touched for a minute: a 1M build whose
-    extracts had gone cold took 135 s instead of 62 s, which measures the disk, not the engine."""
+    its inputs in the page cache, whatever ran before it. The benchmark machine reads its disk
+    slowly and pages out what has not been touched for a minute (BENCHMARKS.md, "The machine"):
+    a build whose extracts had gone cold would measure the disk, not the engine."""
     for root in filter(Path.exists, roots):
         for path in sorted(root.rglob("*")):
             dates = re.findall(r"\d{4}-\d{2}-\d{2}", str(path.relative_to(root)))
@@ -120,7 +120,7 @@ def bench_scale(scale, args, keymart, python):
     for day in NIGHTS:
         subprocess.run([python, BENCH / "duckdb/prepare.py", "--landing", landing, "--day", day, "--out", prepared], check=True)
     # The two sides take turns, run by run, so a machine whose speed drifts during the sitting
-    # (the tenth session's varied by a quarter from one run to the next) weighs on both alike.
+    # (BENCHMARKS.md, "The machine") weighs on both alike.
     keymart_nights = {day: [] for day in NIGHTS}
     duckdb_nights = {day: [] for day in NIGHTS}
     for _ in range(args.runs):

@@ -5,7 +5,8 @@ and once re-sorted by its key, with DataFusion's own Parquet reader and writer.
     pip install datafusion==55.0.0   # the Python package of the engine keymart embeds
     python bench/snapshot_floor.py --warehouse WAREHOUSE --as-of 2024-12-31
 
-Compare the total with a full build's wall time (BENCHMARKS.md, "Incremental night").
+Compare the total with a full build's wall time (BENCHMARKS.md, "Snapshot floor of an incremental
+night").
 """
 
 import argparse

@@ -206,10 +206,10 @@ struct GenerateArgs {
 }
 
 /// glibc gives each thread that allocates its own heap arena, up to 8 per core, and keeps what
-/// each arena freed: a million-customer night peaked at 1.06 GB that way and at 0.87 GB with one
-/// arena per core, in the same time (BENCHMARKS.md). Threads then share arenas: code that
-/// allocates per field on several threads queues on their locks (the JSON-lines ingest did, until
-/// its strings were borrowed). `engine::return_free_memory` trims the heap between models.
+/// each arena freed: a night's peak RSS is lower with one arena per core, in the same time
+/// (BENCHMARKS.md). Threads then share arenas: code that allocates per field on several threads
+/// queues on their locks (the JSON-lines ingest did, until its strings were borrowed).
+/// `engine::return_free_memory` trims the heap between models.
 /// Only when MALLOC_ARENA_MAX is not set by the user.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -5,7 +5,7 @@
 -- The inputs hold one row per customer each; they are combined by one grouping over a UNION ALL
 -- of them rather than joins onto the customers: a grouping spills to disk under the memory limit
 -- and a hash join's build side cannot (at 5M customers the build sides overran the default
--- 1 GiB). Each column is filled by one input only, and only_value(x) takes that one value.
+-- memory limit). Each column is filled by one input only, and only_value(x) takes that one value.
 SELECT
     customer_id,
     only_value(customer_type) AS customer_type,

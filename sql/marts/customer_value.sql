@@ -14,8 +14,8 @@ base AS (
 ),
 params AS (SELECT * FROM model_parameters),
 histories AS (
-    -- The expected purchases depend on (x, t_x, t_cal) only, and customers share them: at a
-    -- million customers 275 115 distinct histories, so the ₂F₁ is evaluated 3.6 times less often.
+    -- The expected purchases depend on (x, t_x, t_cal) only, and customers share them: there are
+    -- far fewer distinct histories than customers, so the ₂F₁ is evaluated once per history.
     SELECT x, t_x, t_cal
     FROM stg_customer_history
     GROUP BY x, t_x, t_cal

@@ -4,8 +4,8 @@
 --
 -- Every figure in one grouping over the rows of its inputs, one branch each, rather than a
 -- grouping per input joined onto the customers: a grouping spills to disk under the memory
--- limit and a hash join's build side cannot, and at 5M customers the four build sides (≈ 1 GB)
--- alone overran the default 1 GiB. Each column is filled by one branch only.
+-- limit and a hash join's build side cannot, and at 5M customers the four build sides alone
+-- overran the default limit. Each column is filled by one branch only.
 SELECT
     customer_id,
     max(created_date) AS created_date,

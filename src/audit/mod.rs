@@ -129,8 +129,8 @@ async fn offending_rows(engine: &Engine, table: DataFrame, kind: &TestKind) -> d
         }
         TestKind::Relationships { column: name, to_table, to_column } => {
             // No distinct: an anti-join keeps a row that matches no target however many
-            // targets repeat. (Measured at 1M: the three tests took 0.74 s with it, 0.71 s
-            // without; their time is reading stg_customers and the mart, not the grouping.)
+            // targets repeat. (Not for speed: these tests' time is reading the two tables, not
+            // the grouping.)
             let targets =
                 engine.ctx.table(to_table.as_str()).await?.select(vec![column(to_column).alias("__target")])?;
             table.filter(column(name).is_not_null())?.join(

@@ -8,9 +8,9 @@
 //! request is always granted (and counted, so the other consumers see it) and it never spills.
 //! What it holds is a few batches per channel in flight, not a table.
 //!
-//! Keeping repartitions out of the pool altogether was measured too: the fair pool then divides
-//! the spilling consumers' share among fewer of them, the 1M night spilled less (≈ 1 s faster)
-//! but its peak RSS rose from ≈ 870 to ≈ 1000 MB, at the edge of the 1 GiB target (BENCHMARKS.md).
+//! Keeping repartitions out of the pool altogether was tried too: the fair pool then divides
+//! the spilling consumers' share among fewer of them, so a night spills less and runs a little
+//! faster, but the untracked repartitions push its peak RSS to the edge of the 1 GiB target.
 
 use std::fmt;
 

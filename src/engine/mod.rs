@@ -183,8 +183,7 @@ pub fn with_keymart_options(config: SessionConfig) -> SessionConfig {
         .with_information_schema(true)
         .set_bool("datafusion.execution.parquet.pushdown_filters", true)
         // Strings as plain Utf8, not views: a chain of joins over view arrays keeps every
-        // input buffer the views point into alive (7 GB instead of 0.5 GB joining three
-        // 1M-row marts onto the customers in customer_profile).
+        // input buffer the views point into alive, so memory grows with every join.
         .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
         .set_bool("datafusion.sql_parser.enable_ident_normalization", true)
 }

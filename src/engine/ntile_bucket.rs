@@ -2,7 +2,7 @@
 //! (1-based; the first `rows % n` buckets one row larger), from a row number and a count.
 //!
 //! `ntile` itself needs its whole input in one batch: DataFusion's WindowAggExec concatenates it,
-//! and at 5M customers the sort after it asked the memory pool for 0.5 GB at once and failed.
+//! and the sort after it asks the memory pool for all of it at once, which a large night fails.
 //! `row_number()` streams out of a sort that spills, and the count is a one-row aggregate.
 
 use std::sync::Arc;

@@ -4,8 +4,8 @@
 //! For combining per-customer inputs by grouping over their `UNION ALL` (customer_profile), where
 //! each column comes from one input with at most one row per customer. `max()` gives the same
 //! answer there, but its grouped state for strings is a heap string per group and column,
-//! compared and replaced on every row (13 string columns × 1M customers made the grouping twice
-//! as slow as the joins it replaces), and it would hide a second row instead of failing. Here a
+//! compared and replaced on every row (with a dozen string columns that made the grouping slower
+//! than the joins it replaces), and it would hide a second row instead of failing. Here a
 //! group's value is taken from its batch once, into a chunk shared with the other groups that
 //! got theirs from the same batch, and the answer is gathered from the chunks at the end.
 

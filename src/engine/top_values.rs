@@ -3,8 +3,8 @@
 //! customer. NULL values and NULL weights are skipped; a group without any gives NULL.
 //!
 //! The same answer as ranking with `row_number() OVER (PARTITION BY … ORDER BY weight DESC,
-//! value)` and keeping places 1..n, without sorting every (customer, value) pair: at a million
-//! customers those windows were a third of `customer_profile`. Weights are integers or decimals
+//! value)` and keeping places 1..n, without sorting every (customer, value) pair, which made
+//! those windows a large part of `customer_profile`. Weights are integers or decimals
 //! and compared exactly (as i128), so ties are ties in every engine.
 
 use std::cmp::Ordering;

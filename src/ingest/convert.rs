@@ -12,7 +12,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 // hashbrown with foldhash: these sets are probed once or more per field of every row, where std's
-// SipHash showed up in the ingest profile (BENCHMARKS.md).
+// SipHash showed up in the ingest profile.
 use datafusion::common::HashMap as FastMap;
 use serde_json::value::RawValue;
 
@@ -25,9 +25,9 @@ use crate::key_rows::{KeyRows, KeyRun};
 /// The keys of a referenced column: the xxh3-128 of each key's text (the chance of a false
 /// match is that of `key_hash`), 16 bytes a key instead of a string each. The hashes lie in one
 /// open-addressed table probed linearly from their low bits, so a lookup reads one cache line
-/// (four slots), where a set of strings missed the cache on every key it compared (8 % of the
-/// orders ingest) and a hashbrown set of the hashes read its control bytes, then its slot: two
-/// misses in a table of a million keys.
+/// (four slots), where a set of strings missed the cache on every key it compared and a
+/// hashbrown set of the hashes read its control bytes, then its slot: two misses in a table of
+/// a million keys.
 pub struct KeySet {
     /// A power of two of slots (or none), at most five eighths full; 0 marks an empty slot.
     slots: Vec<u128>,
@@ -99,7 +99,7 @@ impl KeySet {
 
     /// Whether the key is in the set. The last key found on this thread is remembered: an
     /// extract lists an order's lines together, all naming one customer, and a lookup in a set of
-    /// millions of keys misses the cache (at 1M customers 10 % of the orders ingest).
+    /// millions of keys misses the cache.
     pub fn contains(&self, key_text: &str) -> bool {
         thread_local! {
             static LAST_FOUND: std::cell::Cell<(u64, u128)> = const { std::cell::Cell::new((0, 0)) };

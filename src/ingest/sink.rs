@@ -73,7 +73,7 @@ enum SeenKeys {
     /// per row (a cache miss in a table of millions), for the set to be built from if a key ever
     /// comes out of order.
     Ascending { seen: Option<KeyRun>, hashes: Vec<u128> },
-    /// In hashbrown (foldhash): std's SipHash was 7 % of the orders ingest.
+    /// In hashbrown (foldhash): std's SipHash showed in the orders ingest's profile.
     Set(HashSet<u128>),
 }
 
@@ -142,10 +142,9 @@ impl<'c> LoadSink<'c> {
         if !key_hashes.is_empty() {
             if self.expected_keys.is_none() && !text.raw.is_empty() {
                 // Size the keys for the whole load from the first chunk's rows per byte: a set
-                // grown by doubling holds the old and the new table at once (1M customers'
-                // orders: 143 + 285 MB). Compressed files (Excel) underestimate, and then it still
-                // grows; a first chunk of unusually short rows overestimates, so no more than a
-                // row per 8 bytes is assumed.
+                // grown by doubling holds the old and the new table at once. Compressed files
+                // (Excel) underestimate, and then it still grows; a first chunk of unusually short
+                // rows overestimates, so no more than a row per 8 bytes is assumed.
                 let rows_per_byte = (text.len() as f64 / text.raw.len() as f64).min(1.0 / 8.0);
                 self.expected_keys = Some((self.load_bytes as f64 * rows_per_byte) as usize);
             }

@@ -87,8 +87,8 @@ pub fn maximize<O: Objective>(objective: &O, start: Vec<f64>) -> Option<Vec<f64>
 /// The objectives are log-likelihoods per customer (≈ -6 for the bench's BG/NBD): an iteration that
 /// moves one by less than 1e-12 moves the whole likelihood of a million customers by 1e-6, and
 /// further steps only shuffle the parameters' last digits. With 1e-15 (below a double's resolution
-/// there) the line search went on at that noise: 112 likelihood evaluations instead of 23 on the
-/// bench's second night (BENCHMARKS.md, "Fourteenth session").
+/// there) the line search went on at that noise, evaluating the likelihood several times as often
+/// for no better fit.
 fn lbfgs<O: Objective>(objective: &O, start: Vec<f64>) -> Option<(Vec<f64>, f64)> {
     let solver =
         LBFGS::new(MoreThuenteLineSearch::new(), 7).with_tolerance_grad(1e-10).ok()?.with_tolerance_cost(1e-12).ok()?;
@@ -136,7 +136,7 @@ pub(super) fn chunked_sum<T: Sync, const N: usize>(items: &[T], f: impl Fn(&T) -
         chunks.iter().map(|c| sum_chunk(c)).collect()
     } else {
         // Threads take the next chunk as they finish one: a fixed split of the chunks between
-        // them measured 15 % slower on the 1M-customer fits (cores are shared with the runtime).
+        // them was slower, as the cores are shared with the runtime.
         let next = std::sync::atomic::AtomicUsize::new(0);
         let mut partials = vec![[0.0; N]; chunks.len()];
         let results: Vec<Vec<(usize, [f64; N])>> = std::thread::scope(|scope| {

@@ -23,9 +23,8 @@ const ZSTD_LEVEL: i32 = 1;
 ///
 /// A dictionary pays for columns of few distinct values (statuses, dates, categories). For
 /// columns of mostly distinct values (identifiers, amounts) it is hashed value by value until it
-/// fills up and is abandoned in every row group, and zstd packs the plain values smaller: on the
-/// 1M orders load, `customer_id` was 10.2 MB plain against 14.1 MB with a dictionary
-/// (BENCHMARKS.md, "Twelfth session").
+/// fills up and is abandoned in every row group, and zstd packs the plain values smaller
+/// (BENCHMARKS.md).
 pub fn writer_properties(plain_columns: &[String]) -> WriterProperties {
     let builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL).expect("valid zstd level")));

@@ -217,7 +217,7 @@ impl<'e> ChunkBuilder<'e> {
 
 /// A full buffer of a chunk, leaving an empty one the size of it and an eighth: chunks hold the
 /// same number of records, and a buffer grown from empty by doubling, chunk after chunk, copies
-/// its bytes up to twice more (`_int_realloc` was half of the orders load's memmove).
+/// its bytes up to twice more (reallocation showed in the orders load's profile).
 fn take_sized<T>(buffer: &mut Vec<T>) -> Vec<T> {
     let len = buffer.len();
     std::mem::replace(buffer, Vec::with_capacity(len + len / 8))

@@ -6,7 +6,7 @@
 //!
 //! Why: calamine's cell reader was the one thread a contacts load waited on (an event per tag,
 //! every name checked, a String per inline string); this reader hands out slices of the inflated
-//! sheet and borrows every text that needs no decoding (BENCHMARKS.md, "Thirteenth session").
+//! sheet and borrows every text that needs no decoding.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
