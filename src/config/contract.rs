@@ -39,7 +39,7 @@ pub struct SourceContract {
 
 impl SourceContract {
     pub fn columns(&self) -> impl ExactSizeIterator<Item = &ColumnSpec> {
-        self.columns.value.0.iter().map(|c| &c.value)
+        self.columns.value.entries.iter().map(|c| &c.value)
     }
 
     pub fn column(&self, name: &str) -> Option<&ColumnSpec> {

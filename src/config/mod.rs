@@ -4,11 +4,11 @@
 pub mod contract;
 mod engine_spec;
 pub mod model;
+mod node;
 mod storage;
 mod validate;
 pub mod yaml;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -130,8 +130,6 @@ pub struct Pipeline {
     pub vars: Vec<(String, VarSpec)>,
     /// In file order (the order of `models:` entries, files sorted within a glob).
     pub models: Vec<Model>,
-    /// Sources left out or incomplete because of parse errors (their checks wait for a fix).
-    damaged: BTreeSet<String>,
 }
 
 impl Pipeline {
@@ -198,7 +196,6 @@ impl Project {
         let mut pipelines = Vec::new();
         for file in pipeline_files(root, &mut diagnostics) {
             let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-            let errors_before = diagnostics.0.len();
             let text = match std::fs::read_to_string(root.join(&file)) {
                 Ok(text) => text,
                 Err(e) => {
@@ -213,18 +210,9 @@ impl Project {
                     .into_iter()
                     .map(|(source_name, contract)| SourceContract { name: source_name, ..contract.value })
                     .collect();
-                let damaged = damaged_entries(&diagnostics.0[errors_before..], "sources");
                 let vars = parsed.vars.0.into_iter().map(|(n, v)| (n, v.value)).collect();
-                let models = resolve_models(root, &file, &parsed.models.0, &mut diagnostics);
-                pipelines.push(Pipeline {
-                    name,
-                    file,
-                    description: parsed.description,
-                    sources,
-                    vars,
-                    models,
-                    damaged,
-                });
+                let models = resolve_models(root, &file, &parsed.models.entries, &mut diagnostics);
+                pipelines.push(Pipeline { name, file, description: parsed.description, sources, vars, models });
             }
         }
 
@@ -307,7 +295,7 @@ fn resolve_models(root: &Path, file: &Path, entries: &[Located<ModelEntry>], d: 
             d.at(file, &pattern.position, format!("no SQL file matches `{}`", pattern.value));
         }
         let mut tests = Vec::new();
-        for spec in &entry.tests.0 {
+        for spec in &entry.tests.entries {
             match spec.value.to_test() {
                 Ok(test) => tests.push(test),
                 Err(message) => d.at(file, &spec.position, message),
@@ -346,21 +334,11 @@ fn resolve_models(root: &Path, file: &Path, entries: &[Located<ModelEntry>], d: 
 
 /// The file's value as far as it could be read (entries with errors left out), errors recorded.
 fn parse_file<T: for<'de> Deserialize<'de>>(text: &str, file: &Path, diagnostics: &mut Diagnostics) -> Option<T> {
-    let (value, errors) = yaml::from_str_partial::<T>(text);
+    let (value, errors) = yaml::read::<T>(text);
     for e in errors {
         diagnostics.push_yaml(file, e);
     }
     value
-}
-
-/// Names of the entries under `section` (`sources.<name>…`) that had parse errors.
-fn damaged_entries(diagnostics: &[Diagnostic], section: &str) -> BTreeSet<String> {
-    let prefix = format!("{section}.");
-    diagnostics
-        .iter()
-        .filter_map(|d| d.field.strip_prefix(&prefix))
-        .map(|rest| rest.split(['.', '[']).next().unwrap_or_default().to_string())
-        .collect()
 }
 
 /// Constructors of configuration problems (the type lives in `error`, the floor below).

@@ -46,9 +46,9 @@ pub(super) fn project(project: &Project, d: &mut Diagnostics) {
 
 fn pipeline(pipeline: &Pipeline, d: &mut Diagnostics) {
     let file = pipeline.file.as_path();
-    // A source with parse errors lost the parts that failed: checking it would report them as
-    // missing. Its checks wait until it parses.
-    for source in pipeline.sources.iter().filter(|s| !pipeline.damaged.contains(&s.name)) {
+    // A source with a column that failed to parse lost it: checking the source would report the
+    // column as missing. Its checks wait until it parses.
+    for source in pipeline.sources.iter().filter(|s| s.columns.value.failed == 0) {
         let at = |d: &mut Diagnostics, position: &Position, message: String| d.at(file, position, message);
         if !is_snake_case(&source.name) {
             at(d, &source.columns.position, format!("source name `{}` must be snake_case", source.name));
@@ -153,12 +153,12 @@ fn source_options(source: &SourceContract, file: &Path, d: &mut Diagnostics) {
 }
 
 fn columns(source: &SourceContract, pipeline: &Pipeline, file: &Path, d: &mut Diagnostics) {
-    if source.columns.value.0.is_empty() {
+    if source.columns.value.entries.is_empty() {
         d.at(file, &source.columns.position, "a source needs at least one column");
     }
     let mut names = HashSet::new();
     let mut field_names = HashSet::new();
-    for column in &source.columns.value.0 {
+    for column in &source.columns.value.entries {
         let (c, position) = (&column.value, &column.position);
         if !is_snake_case(&c.name) {
             d.at(file, position, format!("column name `{}` must be snake_case", c.name));
