@@ -5,12 +5,17 @@
 //! the source passes its `max_reject_ratio` and no file is unreadable. Files are written to a
 //! staging key first and moved into place, so a partition is replaced whole or not at all.
 
+mod columns;
 pub mod convert;
 mod decode;
+mod json;
+mod key_hash;
+mod key_set;
 mod landing;
 mod parallel;
 pub mod read;
 mod references;
+mod reject;
 pub mod sink;
 pub mod values;
 

@@ -13,10 +13,11 @@ use datafusion::common::HashSet;
 use object_store::path::Path;
 use serde::Serialize;
 
-use super::convert::{Converted, Converter, Reject};
+use super::convert::{Converted, Converter};
 use super::decode::EncodingEvidence;
 use super::read::FileError;
-use super::values::reason;
+use super::reject::Reject;
+use crate::config::contract::reason;
 use crate::config::{Encoding, SourceContract};
 use crate::error::Result;
 use crate::key_rows::KeyRun;

@@ -6,29 +6,8 @@ use std::fmt::Write;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
 
-use crate::config::contract::days_since_epoch;
-
+use crate::config::contract::{days_since_epoch, reason};
 use crate::config::{ColumnType, ValueOptions};
-
-/// Stable reject reasons (the `reason` column of `rejects/`).
-pub mod reason {
-    pub const INVALID_ENCODING: &str = "invalid encoding";
-    pub const INVALID_INTEGER: &str = "invalid integer";
-    pub const INVALID_DECIMAL: &str = "invalid decimal";
-    pub const INVALID_DATE: &str = "invalid date";
-    pub const INVALID_TIMESTAMP: &str = "invalid timestamp";
-    pub const INVALID_BOOLEAN: &str = "invalid boolean";
-    pub const INVALID_VALUE: &str = "invalid value";
-    pub const MISSING_VALUE: &str = "missing value";
-    pub const NOT_ACCEPTED: &str = "value not accepted";
-    pub const OUT_OF_RANGE: &str = "out of range";
-    pub const UNKNOWN_REFERENCE: &str = "unknown reference";
-    pub const DUPLICATE_KEY: &str = "duplicate key";
-    pub const WRONG_FIELD_COUNT: &str = "wrong field count";
-    pub const INVALID_JSON: &str = "invalid json";
-    pub const UNEXPECTED_FIELD: &str = "unexpected field";
-    pub const TRUNCATED_RECORD: &str = "truncated record";
-}
 
 /// A field that could not become a value: a reason category and a detail with the offending text.
 #[derive(Debug, Clone, PartialEq)]

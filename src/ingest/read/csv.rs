@@ -10,9 +10,10 @@ use std::sync::Arc;
 use csv_core::{ReadRecordResult, Reader as CoreReader, ReaderBuilder};
 
 use super::{ChunkBuilder, FileEnd, FileShape, Hangup, ReadStop, match_header};
+use crate::config::contract::reason;
 use crate::config::{CsvOptions, Encoding};
 use crate::ingest::decode::Decoder;
-use crate::ingest::values::{FieldError, reason};
+use crate::ingest::values::FieldError;
 
 const READ_BLOCK: usize = 1 << 20;
 

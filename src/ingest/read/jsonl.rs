@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use super::csv::FileInput;
 use super::{ChunkBuilder, FileEnd, FileShape, Hangup, ReadStop};
-use crate::ingest::values::{FieldError, reason};
+use crate::config::contract::reason;
+use crate::ingest::values::FieldError;
 
 pub fn read(
     input: &mut dyn Read,

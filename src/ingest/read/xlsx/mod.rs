@@ -11,7 +11,8 @@ use chrono::{Datelike, Timelike};
 use super::csv::FileInput;
 use super::{ChunkBuilder, FileEnd, FileShape, Hangup, ReadStop, match_header};
 use crate::config::XlsxOptions;
-use crate::ingest::values::{FieldError, push_excel_number, reason};
+use crate::config::contract::reason;
+use crate::ingest::values::{FieldError, push_excel_number};
 
 mod ooxml;
 mod xml;
