@@ -23,6 +23,11 @@ pub(super) fn project(project: &Project, d: &mut Diagnostics) {
     if !(0.0..=1.0).contains(&ratio.value) {
         d.at(settings_file, &ratio.position, "must be between 0 and 1");
     }
+    for (_, limit, range) in project.settings.limits.each() {
+        if !range.contains(&limit.value) {
+            d.at(settings_file, &limit.position, format!("must be between {} and {}", range.start(), range.end()));
+        }
+    }
     if let Some(default) = &project.settings.default_pipeline {
         let file_exists = project.root.join(super::PIPELINES_DIR).join(format!("{}.yaml", default.value)).exists();
         if project.pipeline(&default.value).is_none() && !file_exists {

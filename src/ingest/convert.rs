@@ -168,14 +168,14 @@ impl Converter {
                     if error.reason == reason::INVALID_ENCODING {
                         encoding_rejects += 1;
                     }
-                    rejects.push(Reject {
-                        file: chunk.shape.file.clone(),
-                        line: chunk.text.lines[record],
+                    rejects.push(Reject::new(
+                        chunk.shape.file.clone(),
+                        chunk.text.lines[record],
                         column,
-                        reason: error.reason,
-                        detail: error.detail,
-                        raw: self.raw_text(chunk.text.raw(record)),
-                    });
+                        error.reason,
+                        error.detail,
+                        self.raw_text(chunk.text.raw(record)),
+                    ));
                 }
             }
         }

@@ -4,6 +4,7 @@ mod ballista;
 mod bench;
 mod config;
 mod generate;
+mod hostile;
 mod incremental;
 mod ingest;
 mod marts;
