@@ -257,9 +257,11 @@ mod tests {
     use crate::config::yaml::Located;
 
     fn parser(thousands: Option<&str>, date_formats: &[&str]) -> TextParser {
-        let mut options = ValueOptions::default();
-        options.thousands_separator = thousands.map(|s| Located::new(s.to_string(), Default::default()));
-        options.date_formats = Located::new(date_formats.iter().map(|s| s.to_string()).collect(), Default::default());
+        let options = ValueOptions {
+            thousands_separator: thousands.map(|s| Located::new(s.to_string(), Default::default())),
+            date_formats: Located::new(date_formats.iter().map(|s| s.to_string()).collect(), Default::default()),
+            ..ValueOptions::default()
+        };
         TextParser::new(&options)
     }
 
@@ -292,8 +294,10 @@ mod tests {
 
     #[test]
     fn naive_timestamps_use_the_configured_offset() {
-        let mut options = ValueOptions::default();
-        options.timezone = Some(Located::new("+08:00".into(), Default::default()));
+        let options = ValueOptions {
+            timezone: Some(Located::new("+08:00".into(), Default::default())),
+            ..ValueOptions::default()
+        };
         let p = TextParser::new(&options);
         let utc = p.parse_timestamp("2024-06-01T02:00:00Z").unwrap();
         assert_eq!(p.parse_timestamp("2024-06-01 10:00:00"), Ok(utc));
@@ -333,8 +337,7 @@ mod tests {
 
     #[test]
     fn trimming_and_null_tokens() {
-        let mut options = ValueOptions::default();
-        options.null_tokens = vec!["".into(), "NULL".into()];
+        let options = ValueOptions { null_tokens: vec!["".into(), "NULL".into()], ..ValueOptions::default() };
         let p = TextParser::new(&options);
         assert_eq!(p.prepare("  ACME\u{3000}"), Some("ACME"));
         assert_eq!(p.prepare(" NULL "), None);
@@ -363,9 +366,11 @@ mod tests {
     const ZONES: [&str; 7] = ["Z", "+08:00", "-08:00", "+05:45", "-03:30", "+14:00", "-12:00"];
 
     fn zoned(zone: &str) -> TextParser {
-        let mut options = ValueOptions::default();
-        options.timezone = Some(Located::new(zone.to_string(), Default::default()));
-        options.timestamp_formats = Located::new(vec!["%d.%m.%Y %H:%M".to_string()], Default::default());
+        let options = ValueOptions {
+            timezone: Some(Located::new(zone.to_string(), Default::default())),
+            timestamp_formats: Located::new(vec!["%d.%m.%Y %H:%M".to_string()], Default::default()),
+            ..ValueOptions::default()
+        };
         TextParser::new(&options)
     }
 

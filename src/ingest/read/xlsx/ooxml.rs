@@ -710,6 +710,9 @@ mod tests {
     use super::*;
     use crate::ingest::read::xlsx::push_cell_text;
 
+    /// A cell as read: row, column, the text shown, the error it holds.
+    type Cell = (u32, u32, String, Option<String>);
+
     /// Every non-empty cell of a sheet as (row, column, text shown, error), read by calamine.
     fn by_calamine(bytes: &[u8], sheet: &str) -> Vec<(u32, u32, String, Option<String>)> {
         let mut workbook = calamine::open_workbook_auto_from_rs(Cursor::new(bytes.to_vec())).unwrap();
@@ -732,12 +735,7 @@ mod tests {
     }
 
     /// The same, reading the sheet `block` bytes at a time, within `limits`.
-    fn read_in_blocks(
-        bytes: &[u8],
-        sheet: &str,
-        block: usize,
-        limits: ReadLimits,
-    ) -> Result<Vec<(u32, u32, String, Option<String>)>, String> {
+    fn read_in_blocks(bytes: &[u8], sheet: &str, block: usize, limits: ReadLimits) -> Result<Vec<Cell>, String> {
         let mut package = Package::open(bytes, limits).expect("an xlsx")?;
         package.block = block;
         let part = package.workbook.sheets.iter().find(|(name, _)| name == sheet).unwrap().1.clone();
@@ -955,7 +953,7 @@ mod tests {
     const STRINGS: &str =
         r#"<sst uniqueCount="4294967295" count="18446744073709551615"><si><t>zero</t></si><si><t>one</t></si></sst>"#;
 
-    fn read_sheet(bytes: &[u8], limits: ReadLimits) -> Result<Vec<(u32, u32, String, Option<String>)>, String> {
+    fn read_sheet(bytes: &[u8], limits: ReadLimits) -> Result<Vec<Cell>, String> {
         read_in_blocks(bytes, "S", BLOCK, limits)
     }
 
