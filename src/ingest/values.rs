@@ -400,10 +400,14 @@ mod tests {
     /// Microseconds since the epoch of `local` at `offset`, by subtraction, rounded down (a
     /// nanosecond before the epoch is its microsecond -1); None when the instant is outside
     /// chrono's range.
+    /// A leap second (`23:59:60`, chrono's nanosecond past 999,999,999) counts as the second
+    /// after it, as chrono's timestamps count it.
     fn utc_micros(local: NaiveDateTime, offset: FixedOffset) -> Option<i64> {
-        let utc = local.checked_sub_signed(chrono::TimeDelta::seconds(offset.local_minus_utc().into()))?;
-        let since = utc - DateTime::UNIX_EPOCH.naive_utc();
-        let nanos = i128::from(since.num_seconds()) * 1_000_000_000 + i128::from(since.subsec_nanos());
+        local.checked_sub_signed(chrono::TimeDelta::seconds(offset.local_minus_utc().into()))?;
+        let seconds = (local.date() - NaiveDate::from_ymd_opt(1970, 1, 1)?).num_seconds()
+            + i64::from(local.time().num_seconds_from_midnight())
+            - i64::from(offset.local_minus_utc());
+        let nanos = i128::from(seconds) * 1_000_000_000 + i128::from(local.time().nanosecond());
         i64::try_from(nanos.div_euclid(1000)).ok()
     }
 
@@ -449,7 +453,7 @@ mod tests {
         ]
     }
 
-    use chrono::Datelike;
+    use chrono::{Datelike, Timelike};
     use proptest::prelude::*;
 
     proptest! {
