@@ -338,6 +338,28 @@ impl<'de> Deserialize<'de> for Reference {
     }
 }
 
+/// Stable reject reasons (the `reason` column of `rejects/`): what a contract says a row can be
+/// rejected for. Here, not in ingest, so that whatever checks ingest (the generator) depends on
+/// the contract only.
+pub mod reason {
+    pub const INVALID_ENCODING: &str = "invalid encoding";
+    pub const INVALID_INTEGER: &str = "invalid integer";
+    pub const INVALID_DECIMAL: &str = "invalid decimal";
+    pub const INVALID_DATE: &str = "invalid date";
+    pub const INVALID_TIMESTAMP: &str = "invalid timestamp";
+    pub const INVALID_BOOLEAN: &str = "invalid boolean";
+    pub const INVALID_VALUE: &str = "invalid value";
+    pub const MISSING_VALUE: &str = "missing value";
+    pub const NOT_ACCEPTED: &str = "value not accepted";
+    pub const OUT_OF_RANGE: &str = "out of range";
+    pub const UNKNOWN_REFERENCE: &str = "unknown reference";
+    pub const DUPLICATE_KEY: &str = "duplicate key";
+    pub const WRONG_FIELD_COUNT: &str = "wrong field count";
+    pub const INVALID_JSON: &str = "invalid json";
+    pub const UNEXPECTED_FIELD: &str = "unexpected field";
+    pub const TRUNCATED_RECORD: &str = "truncated record";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

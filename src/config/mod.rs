@@ -57,6 +57,9 @@ pub struct Settings {
     /// Where the models run: `local` (this process) or `ballista://HOST:PORT` (a Ballista cluster).
     #[serde(default)]
     pub engine: Option<Located<String>>,
+    /// What one landing file may hold before ingest refuses it (exit 3).
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 fn default_memory_limit_mb() -> Located<u64> {
@@ -93,6 +96,7 @@ impl Default for Settings {
             storage: Located::default(),
             memory_limit_mb: default_memory_limit_mb(),
             engine: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -100,6 +104,64 @@ impl Default for Settings {
 impl Default for Defaults {
     fn default() -> Self {
         Defaults { max_reject_ratio: Located::new(0.01, Position::default()) }
+    }
+}
+
+/// `limits:` of keymart.yaml: what one landing file may hold. A file over a limit fails its source
+/// with one line naming the file and where (exit 3, nothing of the source committed); no size,
+/// count or dimension read from a file sizes an allocation before it is checked against these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Bytes of one record: a CSV record or JSON line (a line break not found within it), or the
+    /// XML of one sheet row of a workbook.
+    pub max_record_bytes: Located<u64>,
+    /// Fields of one CSV record or header; columns of a sheet (a cell right of it refuses the file).
+    pub max_columns: Located<u64>,
+    /// Records of one file (rows of a sheet).
+    pub max_rows: Located<u64>,
+    /// Bytes of one workbook file (a zip is read from its end, so a workbook is held whole).
+    pub max_workbook_bytes: Located<u64>,
+    /// Bytes one part of an .xlsx package inflates to (a sheet streams; the shared strings,
+    /// styles and workbook parts are held whole).
+    pub max_xlsx_part_bytes: Located<u64>,
+    /// Inflated bytes per compressed byte of an .xlsx part, checked once a part is past 1 MiB.
+    pub max_inflate_ratio: Located<u64>,
+}
+
+impl Limits {
+    pub const DEFAULT_MAX_RECORD_BYTES: u64 = 16 << 20;
+    /// Excel's own: column XFD.
+    pub const DEFAULT_MAX_COLUMNS: u64 = 16_384;
+    pub const DEFAULT_MAX_ROWS: u64 = 1_000_000_000;
+    pub const DEFAULT_MAX_WORKBOOK_BYTES: u64 = 1 << 30;
+    pub const DEFAULT_MAX_XLSX_PART_BYTES: u64 = 4 << 30;
+    pub const DEFAULT_MAX_INFLATE_RATIO: u64 = 100;
+
+    /// Each limit with its name in keymart.yaml and the range `keymart check` accepts.
+    pub fn each(&self) -> [(&'static str, &Located<u64>, std::ops::RangeInclusive<u64>); 6] {
+        [
+            ("max_record_bytes", &self.max_record_bytes, 1 << 10..=1 << 30),
+            ("max_columns", &self.max_columns, 1..=1 << 20),
+            ("max_rows", &self.max_rows, 1..=1 << 40),
+            ("max_workbook_bytes", &self.max_workbook_bytes, 1 << 10..=16 << 30),
+            ("max_xlsx_part_bytes", &self.max_xlsx_part_bytes, 1 << 10..=1 << 40),
+            ("max_inflate_ratio", &self.max_inflate_ratio, 2..=10_000),
+        ]
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let at = |value| Located::new(value, Position::default());
+        Limits {
+            max_record_bytes: at(Self::DEFAULT_MAX_RECORD_BYTES),
+            max_columns: at(Self::DEFAULT_MAX_COLUMNS),
+            max_rows: at(Self::DEFAULT_MAX_ROWS),
+            max_workbook_bytes: at(Self::DEFAULT_MAX_WORKBOOK_BYTES),
+            max_xlsx_part_bytes: at(Self::DEFAULT_MAX_XLSX_PART_BYTES),
+            max_inflate_ratio: at(Self::DEFAULT_MAX_INFLATE_RATIO),
+        }
     }
 }
 

@@ -25,12 +25,17 @@ pub(super) fn project(project: &Project, d: &mut Diagnostics) {
     }
     let settings = &project.settings;
     for (setting, range, unit) in [
-        (&settings.lock_ttl_seconds, super::LOCK_TTL_SECONDS, "seconds"),
-        (&settings.memory_limit_mb, super::MEMORY_LIMIT_MB, "MB"),
+        (&settings.lock_ttl_seconds, super::LOCK_TTL_SECONDS, " seconds"),
+        (&settings.memory_limit_mb, super::MEMORY_LIMIT_MB, " MB"),
     ] {
         if !range.contains(&setting.value) {
-            let message = format!("must be between {} and {} {unit}", range.start(), range.end());
+            let message = format!("must be between {} and {}{unit}", range.start(), range.end());
             d.at(settings_file, &setting.position, message);
+        }
+    }
+    for (_, limit, range) in settings.limits.each() {
+        if !range.contains(&limit.value) {
+            d.at(settings_file, &limit.position, format!("must be between {} and {}", range.start(), range.end()));
         }
     }
     if let Some(default) = &project.settings.default_pipeline {

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::sources::SourceLayout;
 use super::write::{Cell, grouped_decimal_text};
-use crate::ingest::values::reason;
+use crate::config::contract::reason;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -61,3 +61,20 @@ pub async fn find(
     }
     Ok(Ok(files))
 }
+
+/// On local disk, refuse a landing file that resolves (through a symbolic link, of the file or of
+/// a folder above it) outside the landing root, before anything of it is read: a link to
+/// `/etc/passwd` must not end up quoted in a reject or an error. Object stores have no links.
+pub fn check_inside(landing: &Location, key: &Path) -> std::result::Result<(), String> {
+    if landing.store_url.scheme() != "file" {
+        return Ok(());
+    }
+    let local = |key: &Path| url::Url::parse(&landing.url_of(key)).ok()?.to_file_path().ok();
+    let (Some(root), Some(file)) = (local(&landing.root), local(key)) else { return Ok(()) };
+    let root = root.canonicalize().map_err(|e| format!("cannot resolve the landing root: {e}"))?;
+    match file.canonicalize() {
+        Ok(resolved) if resolved.starts_with(&root) => Ok(()),
+        Ok(_) => Err("resolves outside the landing root (a symbolic link?): refused, not read".to_string()),
+        Err(e) => Err(format!("cannot resolve: {e}")),
+    }
+}

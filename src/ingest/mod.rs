@@ -5,12 +5,17 @@
 //! the source passes its `max_reject_ratio` and no file is unreadable. Files are written to a
 //! staging key first and moved into place, so a partition is replaced whole or not at all.
 
+mod columns;
 pub mod convert;
 mod decode;
+mod json;
+mod key_hash;
+mod key_set;
 mod landing;
 mod parallel;
 pub mod read;
 mod references;
+mod reject;
 pub mod sink;
 pub mod values;
 
@@ -29,8 +34,16 @@ use crate::warehouse::{Location, Warehouse};
 use convert::Converter;
 pub use landing::{LandingFile, find as landing_files};
 use read::csv::FileInput;
-use read::{FileError, ReadStop};
+use read::{FileError, ReadLimits, ReadStop};
 use sink::{FileCounts, LoadSink};
+
+/// Property tests: `default_cases` each (kept small so the suite stays fast), or as many as
+/// `PROPTEST_CASES` says (`PROPTEST_CASES=100000 cargo nextest run --lib ingest` for a long run).
+#[cfg(test)]
+pub(crate) fn proptest_config(default_cases: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(default_cases);
+    proptest::test_runner::Config { cases, failure_persistence: None, ..Default::default() }
+}
 
 /// What a load needs from the run around it.
 #[derive(Clone)]
@@ -41,6 +54,8 @@ pub struct IngestContext {
     pub progress: Progress,
     /// Threads that type records (the reader and writer have their own).
     pub workers: usize,
+    /// What one landing file may hold (`limits:` of keymart.yaml).
+    pub limits: crate::config::Limits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +188,7 @@ pub async fn load_source(
         landing: ctx.landing.clone(),
         warehouse: ctx.warehouse.location.clone(),
         workers: ctx.workers,
+        limits: ReadLimits::from(&ctx.limits),
         staged_rows: staged_rows.clone(),
         staged_rejects: staged_rejects.clone(),
         task: task.clone(),
@@ -240,6 +256,7 @@ struct ReadJob {
     landing: Location,
     warehouse: Location,
     workers: usize,
+    limits: ReadLimits,
     staged_rows: object_store::path::Path,
     staged_rejects: object_store::path::Path,
     task: Arc<crate::progress::Task>,
@@ -262,6 +279,7 @@ impl ReadJob {
             self.staged_rows.clone(),
             self.staged_rejects.clone(),
             file_list,
+            self.limits.rows,
         )?;
         let fields: Vec<&str> = self.contract.columns().map(|c| c.field_name()).collect();
         let reader_error = parallel::run(
@@ -270,6 +288,8 @@ impl ReadJob {
             |emit| {
                 let _runtime = runtime.enter();
                 for (index, file) in self.files.iter().enumerate() {
+                    // Before anything of it is read.
+                    landing::check_inside(&self.landing, &file.key).map_err(|m| ReadStop::file(&file.name, m))?;
                     let mut input = self
                         .landing
                         .open_read_blocking(&file.key)
@@ -281,6 +301,7 @@ impl ReadJob {
                         fields: &fields,
                         decoder: converter.decoder(),
                         on_bytes: &on_bytes,
+                        limits: self.limits,
                     };
                     match self.contract.format {
                         FileFormat::Csv => {

@@ -8,7 +8,7 @@ use datafusion::arrow::array::{Array, Int64Array, StringArray};
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::convert::KeySet;
+use super::key_set::KeySet;
 use crate::config::{LoadMode, SourceContract};
 use crate::error::{Error, Result};
 use crate::warehouse::{Warehouse, load_date_of};

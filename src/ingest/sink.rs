@@ -13,10 +13,11 @@ use datafusion::common::HashSet;
 use object_store::path::Path;
 use serde::Serialize;
 
-use super::convert::{Converted, Converter, Reject};
+use super::convert::{Converted, Converter};
 use super::decode::EncodingEvidence;
 use super::read::FileError;
-use super::values::reason;
+use super::reject::Reject;
+use crate::config::contract::reason;
 use crate::config::{Encoding, SourceContract};
 use crate::error::Result;
 use crate::key_rows::KeyRun;
@@ -61,10 +62,16 @@ pub struct LoadSink<'c> {
     load_bytes: u64,
     /// The keys the load is expected to hold, estimated from its first chunk.
     expected_keys: Option<usize>,
+    /// `max_rows` of a file times the files: no more keys than that can come.
+    max_keys: u64,
     pub files: Vec<FileCounts>,
     pub file_errors: Vec<FileError>,
     pub rejects_by_reason: BTreeMap<String, u64>,
 }
+
+/// The most keys a load's set is sized for before it has seen them (a set of 16-byte hashes,
+/// half a GiB at this size): above it, the set grows as keys come.
+const MAX_PRESIZED_KEYS: u64 = 1 << 25;
 
 /// The primary keys of the load so far, as xxh3-128 hashes.
 enum SeenKeys {
@@ -120,6 +127,7 @@ impl<'c> LoadSink<'c> {
         rows_key: Path,
         rejects_key: Path,
         files: Vec<(String, u64)>,
+        max_rows_per_file: u64,
     ) -> Result<Self> {
         let plain_columns = contract.mostly_distinct_columns();
         Ok(LoadSink {
@@ -130,6 +138,7 @@ impl<'c> LoadSink<'c> {
             seen_keys: SeenKeys::Ascending { seen: None, hashes: Vec::new() },
             load_bytes: files.iter().map(|(_, bytes)| bytes).sum(),
             expected_keys: None,
+            max_keys: max_rows_per_file.saturating_mul(files.len() as u64),
             files: files.into_iter().map(|(file, bytes)| FileCounts { file, bytes, ..Default::default() }).collect(),
             file_errors: Vec::new(),
             rejects_by_reason: BTreeMap::new(),
@@ -145,21 +154,26 @@ impl<'c> LoadSink<'c> {
                 // grown by doubling holds the old and the new table at once. Compressed files
                 // (Excel) underestimate, and then it still grows; a first chunk of unusually short
                 // rows overestimates, so no more than a row per 8 bytes is assumed.
+                // The files' sizes come from the store's listing, which a sparse file can make
+                // anything: the estimate sizes nothing beyond `MAX_PRESIZED_KEYS` (or the rows
+                // the files may hold); a larger load grows its set as it comes.
                 let rows_per_byte = (text.len() as f64 / text.raw.len() as f64).min(1.0 / 8.0);
-                self.expected_keys = Some((self.load_bytes as f64 * rows_per_byte) as usize);
+                let estimate = (self.load_bytes as f64 * rows_per_byte) as u64;
+                let cap = self.max_keys.min(MAX_PRESIZED_KEYS);
+                self.expected_keys = Some(usize::try_from(estimate.min(cap)).unwrap_or(0));
             }
             let expected = self.expected_keys.unwrap_or(0);
             if let Some(keep) = self.seen_keys.first_seen(&key_hashes, key_run, expected) {
                 for (row, _) in keep.iter().enumerate().filter(|(_, k)| !**k) {
                     let record = row_records[row] as usize;
-                    rejects.push(Reject {
-                        file: shape.file.clone(),
-                        line: text.lines[record],
-                        column: None,
-                        reason: reason::DUPLICATE_KEY,
-                        detail: format!("{} appears earlier in this load", self.key_description(&batch, row)),
-                        raw: self.converter.raw_text(text.raw(record)),
-                    });
+                    rejects.push(Reject::new(
+                        shape.file.clone(),
+                        text.lines[record],
+                        None,
+                        reason::DUPLICATE_KEY,
+                        format!("{} appears earlier in this load", self.key_description(&batch, row)),
+                        self.converter.raw_text(text.raw(record)),
+                    ));
                 }
                 rejects.sort_by_key(|r| r.line);
                 batch = filter_record_batch(&batch, &BooleanArray::from(keep))

@@ -6,29 +6,8 @@ use std::fmt::Write;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
 
-use crate::config::contract::days_since_epoch;
-
+use crate::config::contract::{days_since_epoch, reason};
 use crate::config::{ColumnType, ValueOptions};
-
-/// Stable reject reasons (the `reason` column of `rejects/`).
-pub mod reason {
-    pub const INVALID_ENCODING: &str = "invalid encoding";
-    pub const INVALID_INTEGER: &str = "invalid integer";
-    pub const INVALID_DECIMAL: &str = "invalid decimal";
-    pub const INVALID_DATE: &str = "invalid date";
-    pub const INVALID_TIMESTAMP: &str = "invalid timestamp";
-    pub const INVALID_BOOLEAN: &str = "invalid boolean";
-    pub const INVALID_VALUE: &str = "invalid value";
-    pub const MISSING_VALUE: &str = "missing value";
-    pub const NOT_ACCEPTED: &str = "value not accepted";
-    pub const OUT_OF_RANGE: &str = "out of range";
-    pub const UNKNOWN_REFERENCE: &str = "unknown reference";
-    pub const DUPLICATE_KEY: &str = "duplicate key";
-    pub const WRONG_FIELD_COUNT: &str = "wrong field count";
-    pub const INVALID_JSON: &str = "invalid json";
-    pub const UNEXPECTED_FIELD: &str = "unexpected field";
-    pub const TRUNCATED_RECORD: &str = "truncated record";
-}
 
 /// A field that could not become a value: a reason category and a detail with the offending text.
 #[derive(Debug, Clone, PartialEq)]
@@ -196,7 +175,14 @@ impl TextParser {
                     format!("`{text}` is not a timestamp (RFC 3339, `%Y-%m-%d %H:%M:%S` or a configured format)"),
                 )
             })?;
-        let local = naive.and_local_timezone(self.offset).single().expect("fixed offsets are unambiguous");
+        // A fixed offset is never ambiguous, but a time at the edge of chrono's range has no
+        // instant in UTC (`+262142-12-31 23:59:59` at `-08:00`).
+        let local = naive.and_local_timezone(self.offset).single().ok_or_else(|| {
+            FieldError::new(
+                reason::INVALID_TIMESTAMP,
+                format!("`{text}` at {} is outside the range of timestamps", self.offset),
+            )
+        })?;
         Ok(local.timestamp_micros())
     }
 }
@@ -271,9 +257,11 @@ mod tests {
     use crate::config::yaml::Located;
 
     fn parser(thousands: Option<&str>, date_formats: &[&str]) -> TextParser {
-        let mut options = ValueOptions::default();
-        options.thousands_separator = thousands.map(|s| Located::new(s.to_string(), Default::default()));
-        options.date_formats = Located::new(date_formats.iter().map(|s| s.to_string()).collect(), Default::default());
+        let options = ValueOptions {
+            thousands_separator: thousands.map(|s| Located::new(s.to_string(), Default::default())),
+            date_formats: Located::new(date_formats.iter().map(|s| s.to_string()).collect(), Default::default()),
+            ..ValueOptions::default()
+        };
         TextParser::new(&options)
     }
 
@@ -306,8 +294,10 @@ mod tests {
 
     #[test]
     fn naive_timestamps_use_the_configured_offset() {
-        let mut options = ValueOptions::default();
-        options.timezone = Some(Located::new("+08:00".into(), Default::default()));
+        let options = ValueOptions {
+            timezone: Some(Located::new("+08:00".into(), Default::default())),
+            ..ValueOptions::default()
+        };
         let p = TextParser::new(&options);
         let utc = p.parse_timestamp("2024-06-01T02:00:00Z").unwrap();
         assert_eq!(p.parse_timestamp("2024-06-01 10:00:00"), Ok(utc));
@@ -347,8 +337,7 @@ mod tests {
 
     #[test]
     fn trimming_and_null_tokens() {
-        let mut options = ValueOptions::default();
-        options.null_tokens = vec!["".into(), "NULL".into()];
+        let options = ValueOptions { null_tokens: vec!["".into(), "NULL".into()], ..ValueOptions::default() };
         let p = TextParser::new(&options);
         assert_eq!(p.prepare("  ACME\u{3000}"), Some("ACME"));
         assert_eq!(p.prepare(" NULL "), None);
@@ -371,5 +360,221 @@ mod tests {
         assert_eq!(shown(1e15), "1000000000000000");
         assert_eq!(shown(1e20), "100000000000000000000");
         assert_eq!(shown(0.1 + 0.2), "0.3");
+    }
+
+    /// The offsets a contract's `timezone` may name, the extremes included.
+    const ZONES: [&str; 7] = ["Z", "+08:00", "-08:00", "+05:45", "-03:30", "+14:00", "-12:00"];
+
+    fn zoned(zone: &str) -> TextParser {
+        let options = ValueOptions {
+            timezone: Some(Located::new(zone.to_string(), Default::default())),
+            timestamp_formats: Located::new(vec!["%d.%m.%Y %H:%M".to_string()], Default::default()),
+            ..ValueOptions::default()
+        };
+        TextParser::new(&options)
+    }
+
+    /// Days since 1970-01-01 by chrono's own subtraction (not `num_days_from_ce`).
+    fn chrono_days(date: NaiveDate) -> i32 {
+        (date - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days() as i32
+    }
+
+    /// Every value chrono gives `text` as a timestamp by the formats the parser documents.
+    fn chrono_timestamps(text: &str, offset: FixedOffset) -> Vec<i64> {
+        let mut found = Vec::new();
+        if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+            found.push(t.timestamp_micros());
+        }
+        let naive = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%d.%m.%Y %H:%M"]
+            .iter()
+            .filter_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+            .chain(NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().map(|d| d.and_time(chrono::NaiveTime::MIN)));
+        for t in naive {
+            if let Some(utc) = utc_micros(t, offset) {
+                found.push(utc);
+            }
+        }
+        found
+    }
+
+    /// Microseconds since the epoch of `local` at `offset`, by subtraction, rounded down (a
+    /// nanosecond before the epoch is its microsecond -1); None when the instant is outside
+    /// chrono's range.
+    /// A leap second (`23:59:60`, chrono's nanosecond past 999,999,999) counts as the second
+    /// after it, as chrono's timestamps count it.
+    fn utc_micros(local: NaiveDateTime, offset: FixedOffset) -> Option<i64> {
+        local.checked_sub_signed(chrono::TimeDelta::seconds(offset.local_minus_utc().into()))?;
+        let seconds = (local.date() - NaiveDate::from_ymd_opt(1970, 1, 1)?).num_seconds()
+            + i64::from(local.time().num_seconds_from_midnight())
+            - i64::from(offset.local_minus_utc());
+        let nanos = i128::from(seconds) * 1_000_000_000 + i128::from(local.time().nanosecond());
+        i64::try_from(nanos.div_euclid(1000)).ok()
+    }
+
+    /// A decimal by string arithmetic alone: sign, digits, the fraction padded to the scale.
+    fn exact_decimal(text: &str, precision: u8, scale: i8) -> Option<i128> {
+        let (negative, body) = match text.as_bytes().first() {
+            Some(b'-') => (true, &text[1..]),
+            Some(b'+') => (false, &text[1..]),
+            _ => (false, text),
+        };
+        let (whole, fraction) = body.split_once('.').unwrap_or((body, ""));
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(whole) || !digits(fraction) || whole.is_empty() && fraction.is_empty() {
+            return None;
+        }
+        let (whole, fraction) = (whole.trim_start_matches('0'), fraction.trim_end_matches('0'));
+        let scale = scale as usize;
+        if fraction.len() > scale || whole.len() + scale > precision as usize {
+            return None;
+        }
+        let text = format!("{whole}{fraction:0<scale$}");
+        let magnitude: i128 = if text.is_empty() { 0 } else { text.parse().ok()? };
+        Some(if negative { -magnitude } else { magnitude })
+    }
+
+    fn any_datetime() -> impl Strategy<Value = NaiveDateTime> {
+        let (min, max) = (NaiveDate::MIN.num_days_from_ce(), NaiveDate::MAX.num_days_from_ce());
+        let day = prop_oneof![min..=max, Just(min), Just(max), min..min + 2, max - 1..=max, 1970 * 365..2100 * 365,];
+        (day, 0u32..86_400, prop_oneof![Just(0u32), 0u32..1_000_000_000]).prop_map(|(day, secs, nanos)| {
+            NaiveDate::from_num_days_from_ce_opt(day)
+                .unwrap()
+                .and_time(chrono::NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos).unwrap())
+        })
+    }
+
+    /// Text that looks like a date, a timestamp or a number, or anything at all.
+    fn any_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[-+0-9 :./TZ]{0,30}",
+            "[+-]?[0-9]{1,7}-[0-9]{1,2}-[0-9]{1,2}([ T][0-9]{1,2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{0,10})?)?)?([+-][0-9]{2}:[0-9]{2}|Z)?",
+            "[+-]?[0-9,]{0,45}(\\.[0-9]{0,40})?",
+            any::<String>(),
+        ]
+    }
+
+    use chrono::{Datelike, Timelike};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::ingest::proptest_config(256))]
+
+        /// Any text is a date chrono reads by one of the formats the parser names, or rejected.
+        #[test]
+        fn any_text_is_a_date_chrono_agrees_with_or_rejected(text in any_text()) {
+            let p = parser(None, &["%Y/%m/%d", "%Y%m%d"]);
+            match p.parse(&text, ColumnType::Date) {
+                Ok(Value::Date(days)) => {
+                    let by_chrono: Vec<i32> = ["%Y-%m-%d", "%Y/%m/%d", "%Y%m%d"]
+                        .iter()
+                        .filter_map(|f| NaiveDate::parse_from_str(&text, f).ok())
+                        .map(chrono_days)
+                        .collect();
+                    prop_assert!(by_chrono.contains(&days), "{text} read as day {days}, chrono: {by_chrono:?}");
+                }
+                Ok(other) => prop_assert!(false, "{other:?}"),
+                Err(e) => prop_assert_eq!(e.reason, reason::INVALID_DATE),
+            }
+        }
+
+        /// Every date of chrono's range, written as the formats say, reads back as itself.
+        #[test]
+        fn every_date_in_every_format_reads_back(date in any_datetime().prop_map(|t| t.date())) {
+            let p = parser(None, &["%Y/%m/%d", "%Y%m%d"]);
+            // ISO `YYYY-MM-DD` has four-digit years; a configured format takes chrono's range.
+            let iso = (0..=9999).contains(&date.year()).then_some("%Y-%m-%d");
+            for format in iso.into_iter().chain(["%Y/%m/%d"]) {
+                let text = date.format(format).to_string();
+                prop_assert_eq!(p.parse(&text, ColumnType::Date), Ok(Value::Date(chrono_days(date))), "{}", text);
+            }
+        }
+
+        /// A timestamp anywhere in chrono's range, at every zone: the instant chrono computes, or
+        /// rejected when that instant is outside the range (never a panic).
+        #[test]
+        fn every_timestamp_at_every_zone_is_chronos_instant_or_rejected(
+            local in any_datetime(),
+            zone in proptest::sample::select(&ZONES[..]),
+            t in prop_oneof![Just(" "), Just("T")],
+        ) {
+            let p = zoned(zone);
+            let offset = crate::config::contract::parse_offset(zone).unwrap();
+            let text = local.format(&format!("%Y-%m-%d{t}%H:%M:%S%.f")).to_string();
+            match (p.parse(&text, ColumnType::Timestamp), utc_micros(local, offset)) {
+                (Ok(Value::Timestamp(ours)), Some(theirs)) => prop_assert_eq!(ours, theirs, "{}", text),
+                (Err(e), None) => prop_assert_eq!(e.reason, reason::INVALID_TIMESTAMP),
+                (ours, theirs) => prop_assert!(false, "{text} at {zone}: ours {ours:?}, chrono {theirs:?}"),
+            }
+        }
+
+        /// Any text at every zone: a timestamp chrono reads too, or rejected.
+        #[test]
+        fn any_text_is_a_timestamp_chrono_agrees_with_or_rejected(
+            text in any_text(),
+            zone in proptest::sample::select(&ZONES[..]),
+        ) {
+            let p = zoned(zone);
+            let offset = crate::config::contract::parse_offset(zone).unwrap();
+            match p.parse(&text, ColumnType::Timestamp) {
+                Ok(Value::Timestamp(ours)) => {
+                    let theirs = chrono_timestamps(&text, offset);
+                    prop_assert!(theirs.contains(&ours), "{text} at {zone}: ours {ours}, chrono {theirs:?}");
+                }
+                Ok(other) => prop_assert!(false, "{other:?}"),
+                Err(e) => prop_assert_eq!(e.reason, reason::INVALID_TIMESTAMP),
+            }
+        }
+
+        /// Any text is exactly the decimal string arithmetic makes of it, or rejected by both.
+        #[test]
+        fn any_text_is_the_exact_decimal_or_rejected(
+            text in any_text(),
+            (precision, scale) in (1u8..=38).prop_flat_map(|p| (Just(p), 0..=p as i8)),
+        ) {
+            let p = parser(None, &[]);
+            let ours = p.parse(&text, ColumnType::Decimal { precision, scale });
+            match (&ours, exact_decimal(&text, precision, scale)) {
+                (Ok(Value::Decimal(ours)), Some(exact)) => prop_assert_eq!(*ours, exact),
+                (Err(e), None) => prop_assert_eq!(e.reason, reason::INVALID_DECIMAL),
+                (ours, exact) => prop_assert!(false, "{text} as decimal({precision},{scale}): ours {ours:?}, exact {exact:?}"),
+            }
+        }
+
+        /// Every decimal a column can hold, written with a sign, leading and trailing zeros and
+        /// digit grouping, reads back as itself.
+        #[test]
+        fn every_decimal_written_any_way_reads_back(
+            (precision, scale, unscaled) in (1u8..=38).prop_flat_map(|p| (Just(p), 0..=p as i8)).prop_flat_map(|(p, s)| {
+                let bound = 10i128.pow(p as u32) - 1;
+                (Just(p), Just(s), prop_oneof![-bound..=bound, Just(bound), Just(-bound), Just(0)])
+            }),
+            plus in any::<bool>(),
+            leading_zeros in 0usize..3,
+            trailing_zeros in 0usize..3,
+            grouped in any::<bool>(),
+        ) {
+            let digits = unscaled.unsigned_abs().to_string();
+            let scale_digits = scale as usize;
+            let padded = format!("{digits:0>width$}", width = scale_digits + 1);
+            let (whole, fraction) = padded.split_at(padded.len() - scale_digits);
+            let whole = if grouped {
+                let bytes = whole.as_bytes();
+                let mut out = String::new();
+                for (i, b) in bytes.iter().enumerate() {
+                    if i > 0 && (bytes.len() - i) % 3 == 0 {
+                        out.push(',');
+                    }
+                    out.push(*b as char);
+                }
+                out
+            } else {
+                format!("{}{whole}", "0".repeat(leading_zeros))
+            };
+            let sign = if unscaled < 0 { "-" } else if plus { "+" } else { "" };
+            let fraction = format!("{fraction}{}", "0".repeat(trailing_zeros));
+            let text = if fraction.is_empty() { format!("{sign}{whole}") } else { format!("{sign}{whole}.{fraction}") };
+            let p = parser(Some(","), &[]);
+            prop_assert_eq!(p.parse(&text, ColumnType::Decimal { precision, scale }), Ok(Value::Decimal(unscaled)), "{}", text);
+        }
     }
 }

@@ -72,6 +72,7 @@ impl Session {
             run_id: run_id.to_string(),
             progress: self.progress.clone(),
             workers,
+            limits: self.project.settings.limits.clone(),
         };
         let chosen = |c: &SourceContract| sources.is_empty() || sources.contains(&c.name);
         ingest::load_sources(&ctx, pipeline, as_of, chosen, |c| self.project.max_reject_ratio(c)).await

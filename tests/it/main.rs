@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod config;
 mod generate;
+mod hostile;
 mod incremental;
 mod ingest;
 mod lock;

@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use csv_core::{ReadRecordResult, Reader as CoreReader, ReaderBuilder};
 
-use super::{ChunkBuilder, FileEnd, FileShape, Hangup, ReadStop, match_header};
+use super::{ChunkBuilder, FileEnd, FileShape, Hangup, Limit, ReadLimits, ReadStop, match_header};
+use crate::config::contract::reason;
 use crate::config::{CsvOptions, Encoding};
 use crate::ingest::decode::Decoder;
-use crate::ingest::values::{FieldError, reason};
+use crate::ingest::values::FieldError;
 
 const READ_BLOCK: usize = 1 << 20;
 
@@ -25,6 +26,7 @@ pub struct FileInput<'a> {
     pub decoder: Decoder,
     /// Called with the number of bytes read, for progress.
     pub on_bytes: &'a dyn Fn(u64),
+    pub limits: ReadLimits,
 }
 
 pub fn read(
@@ -34,7 +36,19 @@ pub fn read(
     emit: &mut dyn FnMut(super::Chunk) -> Result<(), Hangup>,
 ) -> Result<FileEnd, ReadStop> {
     let io_error = |e: std::io::Error| ReadStop::file(file.file, format!("cannot read: {e}"));
-    let mut records = Records::new(input, options, file.on_bytes);
+    let limits = file.limits;
+    let next_error = |e: NextError| match e {
+        NextError::Io(e) => io_error(e),
+        NextError::TooLong { line } => {
+            let what = format!("line {line}: the record (more than {} bytes)", limits.record_bytes);
+            ReadStop::file(file.file, Limit::RecordBytes.breached(what, limits.record_bytes as u64))
+        }
+        NextError::TooWide { line, fields } => {
+            let what = format!("line {line}: a record of {fields} or more fields");
+            ReadStop::file(file.file, Limit::Columns.breached(what, limits.columns as u64))
+        }
+    };
+    let mut records = Records::new(input, options, file.on_bytes, limits);
     records.fill().map_err(io_error)?;
     if records.total_bytes == 0 {
         return Err(ReadStop::file(file.file, "empty file (0 bytes): the extract has no header and no rows"));
@@ -45,7 +59,7 @@ pub fn read(
 
     let mut scratch = Record::default();
     let shape = if options.header {
-        let found = records.next(&mut scratch).map_err(io_error)?;
+        let found = records.next(&mut scratch).map_err(next_error)?;
         if found.is_none() {
             return Err(ReadStop::file(file.file, "no header line"));
         }
@@ -70,9 +84,9 @@ pub fn read(
     };
 
     let expected_fields = shape.field_count;
-    let mut chunks = ChunkBuilder::new(file.file_index, Arc::new(shape), true, emit);
+    let mut chunks = ChunkBuilder::new(file.file_index, Arc::new(shape), true, limits.rows, emit);
     let mut truncated = false;
-    while let Some(info) = records.next(&mut scratch).map_err(io_error)? {
+    while let Some(info) = records.next(&mut scratch).map_err(next_error)? {
         let (data, ends) = chunks.field_buffers();
         let base = data.len();
         data.extend_from_slice(&scratch.data);
@@ -123,6 +137,26 @@ impl Record {
     }
 }
 
+/// Why the next record could not be had.
+enum NextError {
+    Io(std::io::Error),
+    /// More than `max_record_bytes` without the record ending (the line it starts on).
+    TooLong {
+        line: u64,
+    },
+    /// More than `max_columns` fields.
+    TooWide {
+        line: u64,
+        fields: usize,
+    },
+}
+
+impl From<std::io::Error> for NextError {
+    fn from(e: std::io::Error) -> Self {
+        NextError::Io(e)
+    }
+}
+
 struct RecordInfo {
     line: u64,
     /// A line break followed the record (false only for the last record of a file).
@@ -144,10 +178,11 @@ struct Records<'a> {
     out: Vec<u8>,
     ends: Vec<usize>,
     on_bytes: &'a dyn Fn(u64),
+    limits: ReadLimits,
 }
 
 impl<'a> Records<'a> {
-    fn new(input: &'a mut dyn Read, options: &CsvOptions, on_bytes: &'a dyn Fn(u64)) -> Self {
+    fn new(input: &'a mut dyn Read, options: &CsvOptions, on_bytes: &'a dyn Fn(u64), limits: ReadLimits) -> Self {
         let delimiter = options.delimiter.as_bytes().first().copied().unwrap_or(b',');
         let quote = options.quote.as_bytes().first().copied().unwrap_or(b'"');
         Records {
@@ -163,6 +198,7 @@ impl<'a> Records<'a> {
             out: vec![0; 4096],
             ends: vec![0; 64],
             on_bytes,
+            limits,
         }
     }
 
@@ -188,7 +224,7 @@ impl<'a> Records<'a> {
         Ok(())
     }
 
-    fn next(&mut self, record: &mut Record) -> std::io::Result<Option<RecordInfo>> {
+    fn next(&mut self, record: &mut Record) -> Result<Option<RecordInfo>, NextError> {
         record.data.clear();
         record.raw.clear();
         let (mut out_len, mut ends_len) = (0, 0);
@@ -206,10 +242,21 @@ impl<'a> Records<'a> {
             match result {
                 ReadRecordResult::InputEmpty => {}
                 ReadRecordResult::OutputFull => self.out.resize(self.out.len() * 2, 0),
+                ReadRecordResult::OutputEndsFull if ends_len > self.limits.columns => {
+                    return Err(NextError::TooWide { line: self.line_of(&record.raw), fields: ends_len });
+                }
                 ReadRecordResult::OutputEndsFull => self.ends.resize(self.ends.len() * 2, 0),
-                ReadRecordResult::Record => break,
+                ReadRecordResult::Record => {
+                    self.check_length(&mut record.raw)?;
+                    break;
+                }
                 ReadRecordResult::End => return Ok(None),
             }
+            // Once per block read or buffer grown, not per byte.
+            self.check_length(&mut record.raw)?;
+        }
+        if ends_len > self.limits.columns {
+            return Err(NextError::TooWide { line: self.line_of(&record.raw), fields: ends_len });
         }
         record.data.extend_from_slice(&self.out[..out_len]);
         record.ends.clear();
@@ -223,5 +270,152 @@ impl<'a> Records<'a> {
         let terminated = record.raw.last() == Some(&b'\n') || record.raw.last() == Some(&b'\r');
         let open_quote = !terminated && record.raw.iter().filter(|b| **b == self.quote).count() % 2 == 1;
         Ok(Some(RecordInfo { line, terminated, open_quote }))
+    }
+
+    /// A record, its line break included, may not hold more than `max_record_bytes` (blank lines
+    /// before it are no part of it).
+    fn check_length(&mut self, raw: &mut Vec<u8>) -> Result<(), NextError> {
+        if raw.len() > self.limits.record_bytes {
+            self.drop_leading_blank_lines(raw);
+            if raw.len() > self.limits.record_bytes {
+                return Err(NextError::TooLong { line: self.line_of(raw) });
+            }
+        }
+        Ok(())
+    }
+
+    /// The line a record starts on, from its text so far (blank lines before it skipped).
+    fn line_of(&self, raw: &[u8]) -> u64 {
+        let blank = raw.iter().position(|b| *b != b'\n' && *b != b'\r').unwrap_or(raw.len());
+        self.line + raw[..blank].iter().filter(|b| **b == b'\n').count() as u64
+    }
+
+    /// Count the blank lines a record's text starts with and drop them: they are no part of it.
+    fn drop_leading_blank_lines(&mut self, raw: &mut Vec<u8>) {
+        let blank = raw.iter().position(|b| *b != b'\n' && *b != b'\r').unwrap_or(raw.len());
+        self.line += raw[..blank].iter().filter(|b| **b == b'\n').count() as u64;
+        raw.drain(..blank);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::ingest::read::testing::{Blocks, Record, records};
+
+    const FIELDS: [&str; 3] = ["a", "b", "c"];
+
+    fn read_csv(bytes: &[u8], sizes: Vec<usize>, limits: ReadLimits) -> Result<(Vec<Record>, FileEnd), String> {
+        records(&FIELDS, limits, |file, emit| {
+            read(&mut Blocks { bytes, sizes, turn: 0 }, file, &CsvOptions::default(), emit)
+        })
+    }
+
+    /// A field as a CSV writer writes it: quoted when it must be (or when `quote` says so).
+    fn written(field: &str, quote: bool) -> String {
+        if quote || field.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", field.replace('"', "\"\""))
+        } else {
+            field.to_string()
+        }
+    }
+
+    /// A CSV file of `rows`, each with its line break and blank lines before it; the records a
+    /// reader must find in it (line, raw text, fields).
+    fn csv_file(rows: &[(Vec<String>, Vec<bool>, &str, usize)], last_break: bool) -> (Vec<u8>, Vec<Record>) {
+        let mut text = String::from("a,b,c\n");
+        let mut line = 2;
+        let mut expected = Vec::new();
+        for (i, (fields, quoted, line_break, blank_lines)) in rows.iter().enumerate() {
+            text.push_str(&"\n".repeat(*blank_lines));
+            line += *blank_lines as u64;
+            let raw = fields.iter().zip(quoted).map(|(f, q)| written(f, *q)).collect::<Vec<_>>().join(",");
+            text.push_str(&raw);
+            if i + 1 < rows.len() || last_break {
+                text.push_str(line_break);
+            }
+            let fields = fields.iter().map(|f| f.as_bytes().to_vec()).collect();
+            expected.push((line, raw.as_bytes().to_vec(), fields, None));
+            line += raw.matches('\n').count() as u64 + 1;
+        }
+        (text.into_bytes(), expected)
+    }
+
+    fn any_field() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9 ]{0,6}",
+            proptest::collection::vec(
+                prop_oneof![Just(","), Just("\""), Just("\n"), Just("\r\n"), Just("x"), Just("客户"), Just(" ")],
+                0..8
+            )
+            .prop_map(|parts| parts.concat()),
+        ]
+    }
+
+    fn any_rows() -> impl Strategy<Value = Vec<(Vec<String>, Vec<bool>, &'static str, usize)>> {
+        let row = (
+            proptest::collection::vec(any_field(), 3),
+            proptest::collection::vec(any::<bool>(), 3),
+            prop_oneof![Just("\n"), Just("\r\n")],
+            prop_oneof![4 => Just(0usize), 1 => 1usize..3],
+        );
+        // A record of three empty fields is `,,`: never a blank line.
+        proptest::collection::vec(row, 0..40)
+    }
+
+    proptest! {
+        #![proptest_config(crate::ingest::proptest_config(128))]
+
+        /// The same records, lines and raw text whatever the blocks the input comes in: whole,
+        /// or cut anywhere (inside a quote, between `\r` and `\n`, inside a multi-byte character).
+        #[test]
+        fn records_do_not_depend_on_where_the_input_is_cut(
+            rows in any_rows(),
+            last_break in any::<bool>(),
+            sizes in proptest::collection::vec(1usize..64, 1..8),
+        ) {
+            let (bytes, expected) = csv_file(&rows, last_break);
+            let whole = read_csv(&bytes, vec![usize::MAX], ReadLimits::default()).unwrap();
+            prop_assert_eq!(&whole.0, &expected);
+            prop_assert_eq!(whole.1, FileEnd { truncated: false, bytes: bytes.len() as u64 });
+            let cut = read_csv(&bytes, sizes, ReadLimits::default()).unwrap();
+            prop_assert_eq!(cut, whole);
+        }
+    }
+
+    #[test]
+    fn a_record_over_max_record_bytes_refuses_the_file_naming_its_line() {
+        let limits = ReadLimits { record_bytes: 1024, ..ReadLimits::default() };
+        let mut bytes = b"a,b,c\n1,2,3\n\n\n".to_vec();
+        bytes.extend(std::iter::repeat_n(b'x', 5000));
+        for sizes in [vec![usize::MAX], vec![7, 100]] {
+            let error = read_csv(&bytes, sizes, limits).unwrap_err();
+            assert_eq!(
+                error,
+                "t: line 5: the record (more than 1024 bytes) is over limits.max_record_bytes (1024); the file is refused"
+            );
+        }
+        // Blank lines are no part of a record: 2000 of them before a short record are fine.
+        let mut bytes = b"a,b,c\n".to_vec();
+        bytes.extend(std::iter::repeat_n(b'\n', 2000));
+        bytes.extend(b"1,2,3\n");
+        let (found, _) = read_csv(&bytes, vec![100], limits).unwrap();
+        assert_eq!(found, vec![(2002, b"1,2,3".to_vec(), vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()], None)]);
+    }
+
+    #[test]
+    fn too_many_fields_or_records_refuse_the_file() {
+        let narrow = ReadLimits { columns: 4, ..ReadLimits::default() };
+        let error = read_csv(b"a,b,c\n1,2,3,4,5,6\n", vec![usize::MAX], narrow).unwrap_err();
+        assert_eq!(
+            error,
+            "t: line 2: a record of 6 or more fields is over limits.max_columns (4); the file is refused"
+        );
+        let short = ReadLimits { rows: 2, ..ReadLimits::default() };
+        let error = read_csv(b"a,b,c\n1,2,3\n4,5,6\n7,8,9\n", vec![usize::MAX], short).unwrap_err();
+        assert_eq!(error, "t: line 4: record 3 is over limits.max_rows (2); the file is refused");
+        assert_eq!(read_csv(b"a,b,c\n1,2,3\n4,5,6\n", vec![usize::MAX], short).unwrap().0.len(), 2);
     }
 }

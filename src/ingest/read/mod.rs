@@ -7,10 +7,76 @@ pub mod xlsx;
 
 use std::sync::Arc;
 
+use super::reject::cut;
 use super::values::FieldError;
+use crate::config::Limits;
 
 /// Records per chunk: large enough to amortise per-chunk work, small enough to keep memory flat.
 pub const CHUNK_RECORDS: usize = 16 * 1024;
+
+/// Bytes of record text after which a chunk is full whatever its records: long records (up to
+/// `max_record_bytes` each) must not make a chunk of 16,384 of them.
+pub const CHUNK_BYTES: usize = 64 << 20;
+
+/// The `limits:` of keymart.yaml, as the readers check them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    pub record_bytes: usize,
+    pub columns: usize,
+    pub rows: u64,
+    pub workbook_bytes: u64,
+    pub xlsx_part_bytes: u64,
+    pub inflate_ratio: u64,
+}
+
+impl From<&Limits> for ReadLimits {
+    fn from(limits: &Limits) -> Self {
+        let size = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+        ReadLimits {
+            record_bytes: size(limits.max_record_bytes.value),
+            columns: size(limits.max_columns.value),
+            rows: limits.max_rows.value,
+            workbook_bytes: limits.max_workbook_bytes.value,
+            xlsx_part_bytes: limits.max_xlsx_part_bytes.value,
+            inflate_ratio: limits.max_inflate_ratio.value,
+        }
+    }
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits::from(&Limits::default())
+    }
+}
+
+/// One of the limits, named as keymart.yaml names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    RecordBytes,
+    Columns,
+    Rows,
+    WorkbookBytes,
+    XlsxPartBytes,
+    InflateRatio,
+}
+
+impl Limit {
+    pub fn setting(self) -> &'static str {
+        match self {
+            Limit::RecordBytes => "limits.max_record_bytes",
+            Limit::Columns => "limits.max_columns",
+            Limit::Rows => "limits.max_rows",
+            Limit::WorkbookBytes => "limits.max_workbook_bytes",
+            Limit::XlsxPartBytes => "limits.max_xlsx_part_bytes",
+            Limit::InflateRatio => "limits.max_inflate_ratio",
+        }
+    }
+
+    /// `{what} is over {setting} ({max})`: the message of a file refused for this limit.
+    pub fn breached(self, what: impl std::fmt::Display, max: u64) -> String {
+        format!("{what} is over {} ({max}); the file is refused", self.setting())
+    }
+}
 
 /// How one file's fields map onto the contract's columns.
 #[derive(Debug)]
@@ -24,7 +90,7 @@ pub struct FileShape {
 }
 
 /// Facts about a file known only once it has been read to the end.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FileEnd {
     /// The last record stops in the middle (no final newline and too few fields, or an open quote).
     pub truncated: bool,
@@ -123,6 +189,9 @@ impl<'a> SplitRecord<'a> {
 /// Collects records of one file into chunks and hands full chunks to `emit`.
 pub struct ChunkBuilder<'e> {
     file_index: usize,
+    /// Records of the file so far, and how many it may have.
+    rows: u64,
+    max_rows: u64,
     shape: Arc<FileShape>,
     split: bool,
     data: Vec<u8>,
@@ -141,10 +210,13 @@ impl<'e> ChunkBuilder<'e> {
         file_index: usize,
         shape: Arc<FileShape>,
         split: bool,
+        max_rows: u64,
         emit: &'e mut dyn FnMut(Chunk) -> Result<(), Hangup>,
     ) -> Self {
         ChunkBuilder {
             file_index,
+            rows: 0,
+            max_rows,
             shape,
             split,
             data: Vec::new(),
@@ -166,8 +238,14 @@ impl<'e> ChunkBuilder<'e> {
         (&mut self.data, &mut self.field_ends)
     }
 
-    /// Close the current record; emits the chunk when it is full.
-    pub fn end_record(&mut self, line: u64, raw: &[u8], problem: Option<FieldError>) -> Result<(), Hangup> {
+    /// Close the current record; emits the chunk when it is full. A record past `max_rows`
+    /// refuses the file.
+    pub fn end_record(&mut self, line: u64, raw: &[u8], problem: Option<FieldError>) -> Result<(), ReadStop> {
+        self.rows += 1;
+        if self.rows > self.max_rows {
+            let what = format!("line {line}: record {}", self.rows);
+            return Err(ReadStop::file(&self.shape.file, Limit::Rows.breached(what, self.max_rows)));
+        }
         if let Some(problem) = problem {
             self.text.problems.push((self.text.len(), problem));
         }
@@ -175,7 +253,7 @@ impl<'e> ChunkBuilder<'e> {
         if self.split {
             self.record_ends.push(self.field_ends.len());
         }
-        if self.text.len() >= CHUNK_RECORDS {
+        if self.text.len() >= CHUNK_RECORDS || self.text.raw.len() >= CHUNK_BYTES {
             self.flush(None)?;
         }
         Ok(())
@@ -250,8 +328,10 @@ impl From<Hangup> for ReadStop {
 }
 
 impl ReadStop {
+    /// The file cannot be read as declared: `message` says why in one line (cut to
+    /// `MAX_QUOTED_BYTES`, as it may quote the file).
     pub fn file(file: &str, message: impl Into<String>) -> ReadStop {
-        ReadStop::File(FileError { file: file.to_string(), message: message.into() })
+        ReadStop::File(FileError { file: file.to_string(), message: cut(message.into()) })
     }
 }
 
@@ -279,6 +359,78 @@ pub fn match_header(header: &[String], contract_fields: &[&str]) -> Result<Vec<O
         parts.push(format!("repeated {}", repeated.join(", ")));
     }
     Err(format!("header does not match the contract: {}", parts.join("; ")))
+}
+
+/// Helpers for the readers' tests: input handed out in blocks, and the records a reader emits.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::io::Read;
+
+    use super::{Chunk, Fields, FileEnd, Hangup, ReadLimits, ReadStop};
+    use crate::config::Encoding;
+    use crate::ingest::decode::Decoder;
+    use crate::ingest::read::csv::FileInput;
+
+    /// Bytes handed out at most `sizes[i]` at a time, the sizes taken in turn: the boundaries a
+    /// stream from a store or a pipe may cut anywhere.
+    pub struct Blocks<'a> {
+        pub bytes: &'a [u8],
+        pub sizes: Vec<usize>,
+        pub turn: usize,
+    }
+
+    impl Read for Blocks<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let size = self.sizes[self.turn % self.sizes.len()].max(1);
+            self.turn += 1;
+            let n = size.min(buf.len()).min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    /// One record as a reader emitted it: line, raw text, fields (split formats), problem.
+    pub type Record = (u64, Vec<u8>, Vec<Vec<u8>>, Option<&'static str>);
+
+    /// Run `read` over a file named `t` with these fields and limits; its records and its end,
+    /// or the message it stopped with.
+    pub fn records(
+        fields: &[&str],
+        limits: ReadLimits,
+        read: impl FnOnce(&FileInput<'_>, &mut dyn FnMut(Chunk) -> Result<(), Hangup>) -> Result<FileEnd, ReadStop>,
+    ) -> Result<(Vec<Record>, FileEnd), String> {
+        let mut found = Vec::new();
+        let on_bytes = |_| {};
+        let file = FileInput {
+            file: "t",
+            file_index: 0,
+            fields,
+            decoder: Decoder::new(Encoding::Utf8),
+            on_bytes: &on_bytes,
+            limits,
+        };
+        let mut emit = |chunk: Chunk| {
+            let mut problems = chunk.text.problems.iter().peekable();
+            for i in 0..chunk.text.len() {
+                let problem = problems.next_if(|(at, _)| *at == i).map(|(_, p)| p.reason);
+                let fields = match chunk.fields {
+                    Fields::Split { .. } => {
+                        let record = chunk.split_record(i);
+                        (0..record.len()).map(|f| record.field(f).to_vec()).collect()
+                    }
+                    Fields::Json => Vec::new(),
+                };
+                found.push((chunk.text.lines[i], chunk.text.raw(i).to_vec(), fields, problem));
+            }
+            Ok(())
+        };
+        match read(&file, &mut emit) {
+            Ok(end) => Ok((found, end)),
+            Err(ReadStop::File(e)) => Err(e.to_string()),
+            Err(ReadStop::Hangup) => Err("hung up".into()),
+        }
+    }
 }
 
 #[cfg(test)]

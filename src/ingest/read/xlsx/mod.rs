@@ -9,9 +9,10 @@ use calamine::{Data, DataType, Reader};
 use chrono::{Datelike, Timelike};
 
 use super::csv::FileInput;
-use super::{ChunkBuilder, FileEnd, FileShape, Hangup, ReadStop, match_header};
+use super::{ChunkBuilder, FileEnd, FileShape, Hangup, Limit, ReadStop, match_header};
 use crate::config::XlsxOptions;
-use crate::ingest::values::{FieldError, push_excel_number, reason};
+use crate::config::contract::reason;
+use crate::ingest::values::{FieldError, push_excel_number};
 
 mod ooxml;
 mod xml;
@@ -22,9 +23,18 @@ pub fn read(
     options: &XlsxOptions,
     emit: &mut dyn FnMut(super::Chunk) -> Result<(), Hangup>,
 ) -> Result<FileEnd, ReadStop> {
+    // A zip is read from its end, so the workbook is held whole: up to its limit, and never
+    // sized by the file's length as the store reports it (a sparse file can claim anything).
+    let max_bytes = file.limits.workbook_bytes;
     let mut bytes = Vec::new();
-    input.read_to_end(&mut bytes).map_err(|e| ReadStop::file(file.file, format!("cannot read: {e}")))?;
+    input
+        .take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| ReadStop::file(file.file, format!("cannot read: {e}")))?;
     (file.on_bytes)(bytes.len() as u64);
+    if bytes.len() as u64 > max_bytes {
+        return Err(ReadStop::file(file.file, Limit::WorkbookBytes.breached("the workbook's size", max_bytes)));
+    }
     let end = FileEnd { truncated: false, bytes: bytes.len() as u64 };
     if bytes.is_empty() {
         return Err(ReadStop::file(file.file, "empty file (0 bytes)"));
@@ -36,12 +46,13 @@ pub fn read(
         |sheet: &str, e: &dyn std::fmt::Display| ReadStop::file(file.file, format!("cannot read sheet `{sheet}`: {e}"));
 
     // .xlsx: keymart's own reader, streaming the sheet (`ooxml`).
-    if let Some(package) = ooxml::Package::open(&bytes) {
+    if let Some(package) = ooxml::Package::open(&bytes, file.limits) {
         let mut package = package.map_err(|e| not_readable(&e))?;
         let names: Vec<&str> = package.workbook.sheets.iter().map(|(name, _)| name.as_str()).collect();
+        let names_shown = || crate::ingest::reject::quoted(&names.join(", ")).into_owned();
         let sheet = match &options.sheet {
             Some(wanted) => names.iter().position(|name| name == wanted).ok_or_else(|| {
-                ReadStop::file(file.file, format!("no sheet `{wanted}` in the workbook (it has: {})", names.join(", ")))
+                ReadStop::file(file.file, format!("no sheet `{wanted}` in the workbook (it has: {})", names_shown()))
             })?,
             None if names.is_empty() => return Err(ReadStop::file(file.file, "the workbook has no sheet")),
             None => 0,
@@ -67,8 +78,8 @@ pub fn read(
     let mut rows = Rows::new(file, &sheet, emit);
     for (i, cells) in range.rows().enumerate() {
         let placed: Vec<(u32, Data)> =
-            cells.iter().enumerate().map(|(c, cell)| (first_col + c as u32, cell.clone())).collect();
-        rows.row(first_row + i as u32, &placed)?;
+            cells.iter().enumerate().map(|(c, cell)| (first_col.saturating_add(c as u32), cell.clone())).collect();
+        rows.row(first_row.saturating_add(i as u32), &placed)?;
     }
     rows.finish(end)
 }
@@ -124,11 +135,26 @@ impl<'r, 'e> Rows<'r, 'e> {
             let field_start = raw.len();
             let cell_error = cell.and_then(|c| push_cell_text(raw, c));
             table.chunks.push_field(&raw.as_bytes()[field_start..]);
-            if let (Some(e), None) = (cell_error, &problem) {
-                problem = Some(FieldError::new(
-                    reason::INVALID_VALUE,
-                    format!("column {}: Excel error cell {e}", table.header[col]),
+            // Shared strings are stored once and may be shown in every cell: a row's text is
+            // bounded by itself, not by its XML.
+            if raw.len() > self.file.limits.record_bytes {
+                let max = self.file.limits.record_bytes;
+                let what = format!("sheet `{}` row {}: its text (more than {max} bytes)", self.sheet, row as u64 + 1);
+                return Err(ReadStop::file(
+                    self.file.file,
+                    Limit::RecordBytes.breached(what, self.file.limits.record_bytes as u64),
                 ));
+            }
+            if let (Some(e), None) = (cell_error, &problem) {
+                let name = &table.header[col];
+                problem = Some(match e {
+                    CellProblem::ErrorValue(_) => {
+                        FieldError::new(reason::INVALID_VALUE, format!("column {name}: Excel error cell {e}"))
+                    }
+                    CellProblem::DateOutOfRange(_) => {
+                        FieldError::new(reason::OUT_OF_RANGE, format!("column {name}: {e}"))
+                    }
+                });
             }
         }
         // Excel numbers rows from 1.
@@ -138,17 +164,35 @@ impl<'r, 'e> Rows<'r, 'e> {
 
     fn header<C: DataType>(&mut self, cells: &[(u32, C)]) -> Result<Table<'e>, ReadStop> {
         let start_col = cells.iter().find(|(_, c)| !c.is_empty()).map_or(0, |(col, _)| *col);
-        let header_width = cells.iter().map(|(col, _)| col.saturating_sub(start_col) as usize + 1).max().unwrap_or(0);
-        let header: Vec<String> = dense(cells, start_col, header_width)
+        // The header's last column with a value: the width of every row after it.
+        let header_width = cells
             .iter()
-            .map(|c| {
-                let mut text = String::new();
-                if let Some(c) = c {
-                    push_cell_text(&mut text, *c);
-                }
-                text.trim().to_string()
-            })
-            .collect();
+            .filter(|(_, c)| !c.is_empty())
+            .map(|(col, _)| col.saturating_sub(start_col) as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let max_columns = self.file.limits.columns;
+        if header_width > max_columns {
+            let what = format!("sheet `{}`: a header {header_width} columns wide", self.sheet);
+            return Err(ReadStop::file(self.file.file, Limit::Columns.breached(what, max_columns as u64)));
+        }
+        let mut header = Vec::with_capacity(header_width);
+        let mut header_bytes = 0;
+        for cell in dense(cells, start_col, header_width) {
+            let mut text = String::new();
+            if let Some(c) = cell {
+                push_cell_text(&mut text, c);
+            }
+            header_bytes += text.len();
+            if header_bytes > self.file.limits.record_bytes {
+                let what = format!("sheet `{}`: the header's text (more than {header_bytes} bytes)", self.sheet);
+                return Err(ReadStop::file(
+                    self.file.file,
+                    Limit::RecordBytes.breached(what, self.file.limits.record_bytes as u64),
+                ));
+            }
+            header.push(text.trim().to_string());
+        }
         // Trailing empty header cells are formatting, not columns.
         let width = header.iter().rposition(|h| !h.is_empty()).map_or(0, |p| p + 1);
         let positions =
@@ -156,7 +200,7 @@ impl<'r, 'e> Rows<'r, 'e> {
         let shape = FileShape { file: Arc::from(self.file.file), positions, field_count: width };
         let emit = self.emit.take().expect("the header is read once");
         Ok(Table {
-            chunks: ChunkBuilder::new(self.file.file_index, Arc::new(shape), true, emit),
+            chunks: ChunkBuilder::new(self.file.file_index, Arc::new(shape), true, self.file.limits.rows, emit),
             header,
             start_col,
             width,
@@ -187,7 +231,7 @@ fn dense<C>(cells: &[(u32, C)], start_col: u32, width: usize) -> Vec<Option<&C>>
 /// the cell holds one (`#N/A`, …) or a date out of range. Either calamine cell type (owned `Data`
 /// from a Range, borrowed `DataRef` from a streamed .xlsx) through calamine's `DataType`, so a
 /// shared string is read in place, never copied.
-fn push_cell_text(out: &mut String, cell: &impl DataType) -> Option<String> {
+fn push_cell_text(out: &mut String, cell: &impl DataType) -> Option<CellProblem> {
     if let Some(text) = cell.get_string().or_else(|| cell.get_datetime_iso()).or_else(|| cell.get_duration_iso()) {
         out.push_str(text);
     } else if let Some(f) = cell.get_float() {
@@ -195,10 +239,15 @@ fn push_cell_text(out: &mut String, cell: &impl DataType) -> Option<String> {
     } else if let Some(i) = cell.get_int() {
         out.push_str(itoa::Buffer::new().format(i));
     } else if let Some(dt) = cell.get_datetime() {
-        // Digit by digit: formatting machinery per cell was a tenth of reading a sheet.
-        let Some(t) = dt.as_datetime() else {
-            out.push_str(&dt.to_string());
-            return Some(format!("date {dt} out of range"));
+        // Digit by digit: formatting machinery per cell was a tenth of reading a sheet. calamine
+        // turns the serial into milliseconds as an i64 and panics past its range: only a serial
+        // within chrono's range of days (±262,143 years) is turned into a date.
+        const MAX_SERIAL_DAYS: f64 = 1e8;
+        let serial = dt.as_f64();
+        let in_range = serial.is_finite() && serial.abs() < MAX_SERIAL_DAYS;
+        let Some(t) = in_range.then(|| dt.as_datetime()).flatten() else {
+            out.push_str(&serial_text(serial));
+            return Some(CellProblem::DateOutOfRange(serial));
         };
         push_padded(out, t.year(), 4);
         out.push('-');
@@ -216,9 +265,32 @@ fn push_cell_text(out: &mut String, cell: &impl DataType) -> Option<String> {
     } else if let Some(e) = cell.get_error() {
         let text = e.to_string();
         out.push_str(&text);
-        return Some(text);
+        return Some(CellProblem::ErrorValue(text));
     }
     None
+}
+
+/// What is wrong with a cell's value: it holds an Excel error (`#N/A`, …), or a date serial
+/// outside the dates a timestamp can hold.
+#[derive(Debug, Clone, PartialEq)]
+enum CellProblem {
+    ErrorValue(String),
+    DateOutOfRange(f64),
+}
+
+impl std::fmt::Display for CellProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CellProblem::ErrorValue(text) => f.write_str(text),
+            CellProblem::DateOutOfRange(serial) => write!(f, "date {} out of range", serial_text(*serial)),
+        }
+    }
+}
+
+/// A date serial as text: in exponent form when it is too large to write out (1e300 would be
+/// 301 digits).
+fn serial_text(serial: f64) -> String {
+    if serial.abs() < 1e15 || !serial.is_finite() { serial.to_string() } else { format!("{serial:e}") }
 }
 
 /// `value` with leading zeros to `width` digits, as `{:0width$}` writes it.
@@ -242,7 +314,7 @@ mod tests {
 
     fn shown(cell: Data) -> (String, Option<String>) {
         let mut out = String::new();
-        let error = push_cell_text(&mut out, &cell);
+        let error = push_cell_text(&mut out, &cell).map(|e| e.to_string());
         (out, error)
     }
 

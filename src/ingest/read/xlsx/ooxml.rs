@@ -16,9 +16,18 @@ use calamine::{DataRef, ExcelDateTime, ExcelDateTimeType};
 use zip::ZipArchive;
 
 use super::xml::{self, Incomplete, Token, Tokens};
+use crate::ingest::read::{Limit, ReadLimits};
 
 /// Inflated sheet bytes read at a time.
 const BLOCK: usize = 1 << 20;
+
+/// The last row and column of a sheet (`XFD1048576`), 1-based: a reference beyond them refuses
+/// the file before it sizes anything.
+const MAX_ROW: u32 = 1_048_576;
+const MAX_COLUMN: u32 = 16_384;
+
+/// Inflated bytes of a part before its inflate ratio is checked: small parts compress unevenly.
+const RATIO_FREE_BYTES: u64 = 1 << 20;
 
 /// How a cell's number is shown, by its style's number format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +44,9 @@ pub struct Package<'a> {
     /// compared without case.
     parts: HashMap<String, String>,
     pub workbook: Workbook,
+    limits: ReadLimits,
+    /// Inflated bytes read at a time from a sheet (a parameter for the tests).
+    block: usize,
 }
 
 pub struct Workbook {
@@ -49,7 +61,7 @@ pub struct Workbook {
 impl<'a> Package<'a> {
     /// `None` when `bytes` are not an OOXML spreadsheet with an XML workbook (an .xls, .xlsb or
     /// .ods, or not a workbook at all): calamine reads those, or says what is wrong.
-    pub fn open(bytes: &'a [u8]) -> Option<Result<Package<'a>, String>> {
+    pub fn open(bytes: &'a [u8], limits: ReadLimits) -> Option<Result<Package<'a>, String>> {
         let archive = ZipArchive::new(Cursor::new(bytes)).ok()?;
         let parts = archive
             .file_names()
@@ -60,6 +72,8 @@ impl<'a> Package<'a> {
             archive,
             parts,
             workbook: Workbook { sheets: Vec::new(), is_1904: false, strings: Vec::new(), number_kinds: Vec::new() },
+            limits,
+            block: BLOCK,
         };
         let workbook_part = match package.relationships("") {
             Ok(rels) => rels.into_iter().find(|(kind, _, _)| kind.ends_with("/officeDocument")).map(|(_, _, t)| t),
@@ -135,12 +149,12 @@ impl<'a> Package<'a> {
         Ok(rels)
     }
 
-    /// A whole part, inflated; `None` if the package has no such part.
+    /// A whole part, inflated (within the limits); `None` if the package has no such part.
     fn part(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
         let Some(stored) = self.parts.get(&normalized(name)) else { return Ok(None) };
-        let mut entry = self.archive.by_name(stored).map_err(|e| format!("{name}: {e}"))?;
+        let entry = self.archive.by_name(stored).map_err(|e| format!("{name}: {e}"))?;
         let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).map_err(|e| format!("{name}: {e}"))?;
+        Inflating::new(entry, self.limits).read_to_end(&mut bytes).map_err(|e| format!("{name}: {e}"))?;
         Ok(Some(bytes))
     }
 
@@ -154,8 +168,20 @@ impl<'a> Package<'a> {
     ) -> Result<(), E> {
         let stored = self.parts.get(&normalized(part)).ok_or_else(|| sheet_error(format!("no part {part}")))?;
         let entry = self.archive.by_name(stored).map_err(|e| sheet_error(format!("{part}: {e}")))?;
-        let mut sheet = SheetStream { input: entry, buf: Vec::with_capacity(2 * BLOCK), start: 0, eof: false };
+        let mut sheet = SheetStream {
+            input: Inflating::new(entry, self.limits),
+            buf: Vec::with_capacity(2 * self.block),
+            start: 0,
+            eof: false,
+            block: self.block,
+        };
         let io_error = |e: std::io::Error| sheet_error(format!("{part}: {e}"));
+        // What the buffer may hold unread: one row's XML (or one tag before the rows).
+        let max_record_bytes = self.limits.record_bytes;
+        let too_long = |row: u32| {
+            let what = format!("row {row}: its XML (more than {max_record_bytes} bytes)");
+            sheet_error(Limit::RecordBytes.breached(what, max_record_bytes as u64))
+        };
 
         // Up to <sheetData>.
         loop {
@@ -169,6 +195,7 @@ impl<'a> Package<'a> {
                     break;
                 }
                 Ok(Some(_)) => sheet.start += tokens.position(),
+                Ok(None) | Err(Incomplete) if sheet.unread().len() > max_record_bytes => return Err(too_long(1)),
                 Ok(None) | Err(Incomplete) if !sheet.eof => sheet.fill().map_err(io_error)?,
                 Ok(None) | Err(Incomplete) => return Err(sheet_error("the sheet has no <sheetData>".into())),
             }
@@ -183,6 +210,8 @@ impl<'a> Package<'a> {
                 Ok(Some(Token::Start { name: b"row", attributes, closed, .. })) => {
                     if let Some(r) = xml::attribute(attributes, b"r") {
                         row_index = row_number(r).map_err(&sheet_error)?;
+                    } else if row_index >= MAX_ROW {
+                        return Err(sheet_error(format!("a row after row {MAX_ROW}, the last of a sheet")));
                     }
                     let cells = if closed {
                         Ok((row_index, Vec::new()))
@@ -192,6 +221,8 @@ impl<'a> Package<'a> {
                     match cells {
                         Ok((at, cells)) => {
                             row(at, &cells)?;
+                            // A row without a reference after the last row of a sheet is refused
+                            // when it comes (`row_index` stays below u32::MAX).
                             row_index = at + 1;
                             false
                         }
@@ -205,6 +236,8 @@ impl<'a> Package<'a> {
             };
             if !more {
                 sheet.start += tokens.position();
+            } else if sheet.unread().len() > max_record_bytes {
+                return Err(too_long(row_index.saturating_add(1)));
             } else if !sheet.eof {
                 sheet.fill().map_err(io_error)?;
             } else {
@@ -223,6 +256,7 @@ struct SheetStream<R> {
     buf: Vec<u8>,
     start: usize,
     eof: bool,
+    block: usize,
 }
 
 impl<R: Read> SheetStream<R> {
@@ -230,12 +264,16 @@ impl<R: Read> SheetStream<R> {
         &self.buf[self.start..]
     }
 
-    /// Drop what was read and append the next block.
+    /// Drop what was read and append the next block. When nothing was read since the last fill
+    /// (a row longer than the buffer), the buffer doubles instead: a row is parsed again after
+    /// each fill, and doubling keeps the work for a long row linear in its length (a block at a
+    /// time, a row of millions of cells was read over and over: quadratic).
     fn fill(&mut self) -> std::io::Result<()> {
+        let grow = if self.start == 0 { self.buf.len().max(self.block) } else { self.block };
         self.buf.drain(..self.start);
         self.start = 0;
         let len = self.buf.len();
-        self.buf.resize(len + BLOCK, 0);
+        self.buf.resize(len + grow, 0);
         let mut filled = len;
         while filled < self.buf.len() {
             match self.input.read(&mut self.buf[filled..]) {
@@ -250,6 +288,47 @@ impl<R: Read> SheetStream<R> {
         }
         self.buf.truncate(filled);
         Ok(())
+    }
+}
+
+/// A part being inflated, refused (as an I/O error naming the limit) once it inflates to more
+/// than `max_xlsx_part_bytes`, or past its first MiB to more than `max_inflate_ratio` times its
+/// compressed size: a zip bomb stops there, whatever the sizes its headers claim.
+struct Inflating<R> {
+    input: R,
+    inflated: u64,
+    max_bytes: u64,
+    /// Bytes it may inflate to by its ratio (from its compressed size).
+    max_by_ratio: u64,
+    ratio: u64,
+}
+
+impl<'z, R: Read> Inflating<zip::read::ZipFile<'z, R>> {
+    fn new(entry: zip::read::ZipFile<'z, R>, limits: ReadLimits) -> Self {
+        let max_by_ratio = entry.compressed_size().saturating_mul(limits.inflate_ratio).max(RATIO_FREE_BYTES);
+        Inflating {
+            input: entry,
+            inflated: 0,
+            max_bytes: limits.xlsx_part_bytes,
+            max_by_ratio,
+            ratio: limits.inflate_ratio,
+        }
+    }
+}
+
+impl<R: Read> Read for Inflating<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.input.read(buf)?;
+        self.inflated += n as u64;
+        if self.inflated > self.max_bytes {
+            let what = format!("the part inflated (more than {} bytes)", self.max_bytes);
+            return Err(std::io::Error::other(Limit::XlsxPartBytes.breached(what, self.max_bytes)));
+        }
+        if self.inflated > self.max_by_ratio {
+            let what = format!("the part's inflate ratio (more than {} bytes inflated)", self.max_by_ratio);
+            return Err(std::io::Error::other(Limit::InflateRatio.breached(what, self.ratio)));
+        }
+        Ok(n)
     }
 }
 
@@ -300,7 +379,8 @@ fn cells<'b>(
         }
         let (cell_row, col) = match reference {
             Some(r) => cell_reference(r)?,
-            None => (row_index, next_col),
+            None if next_col < MAX_COLUMN => (row_index, next_col),
+            None => return Err(CellStop::Bad(format!("a cell after column XFD ({MAX_COLUMN}), the last of a sheet"))),
         };
         row.get_or_insert(cell_row);
         next_col = col + 1;
@@ -345,9 +425,12 @@ fn cell_value<'b>(
     Ok(match kind {
         Some(b"s") if text.is_empty() => DataRef::Empty,
         Some(b"s") => {
-            let index = text.parse::<usize>().unwrap_or(0);
-            let string =
-                workbook.strings.get(index).ok_or_else(|| format!("shared string {index} is not in the table"))?;
+            let shown = || crate::ingest::reject::quoted(text).into_owned();
+            let index =
+                text.trim().parse::<usize>().map_err(|_| format!("`{}` is not a shared string index", shown()))?;
+            let string = workbook.strings.get(index).ok_or_else(|| {
+                format!("shared string {index} is not in the table ({} strings)", workbook.strings.len())
+            })?;
             DataRef::SharedString(string)
         }
         Some(b"b") => match text.trim() {
@@ -365,7 +448,14 @@ fn cell_value<'b>(
                 let number_kind = match style {
                     None => Some(NumberKind::Plain),
                     Some(s) => {
-                        let index = std::str::from_utf8(s).ok().and_then(|s| s.parse::<usize>().ok()).unwrap_or(0);
+                        let index =
+                            std::str::from_utf8(s).ok().and_then(|s| s.parse::<usize>().ok()).ok_or_else(|| {
+                                format!(
+                                    "`{}` is not a style index",
+                                    crate::ingest::reject::quoted(&String::from_utf8_lossy(s))
+                                )
+                            })?;
+                        // A style the workbook does not list shows a plain number, as calamine reads it.
                         workbook.number_kinds.get(index).copied()
                     }
                 };
@@ -463,8 +553,10 @@ fn shared_strings(xml: &[u8]) -> Result<Vec<String>, String> {
     while let Some(token) = tokens.next_token().map_err(|_| "cut off".to_string())? {
         match token {
             Token::Start { name: b"sst", attributes, .. } => {
+                // A count the part claims, trusted only as far as its bytes could hold that many
+                // strings (`<si/>` is five bytes): a hint of billions sizes nothing.
                 let count = xml::attribute(attributes, b"uniqueCount").and_then(|c| std::str::from_utf8(c).ok());
-                strings.reserve(count.and_then(|c| c.parse().ok()).unwrap_or(0));
+                strings.reserve(count.and_then(|c| c.parse::<usize>().ok()).unwrap_or(0).min(xml.len() / 5));
             }
             Token::Start { name: b"si", closed: true, .. } => strings.push(String::new()),
             Token::Start { name: b"si", closed: false, .. } => match rich_text(&mut tokens, b"si") {
@@ -556,25 +648,33 @@ fn custom_number_kind(code: &str) -> NumberKind {
     NumberKind::Plain
 }
 
-/// `A1`-style reference to a 0-based (row, column).
+/// `A1`-style reference to a 0-based (row, column), within `XFD1048576`.
 fn cell_reference(r: &[u8]) -> Result<(u32, u32), String> {
+    let shown = || crate::ingest::reject::quoted(&String::from_utf8_lossy(r)).into_owned();
     let letters = r.iter().take_while(|b| b.is_ascii_alphabetic()).count();
-    let col = r[..letters]
-        .iter()
-        .try_fold(0u32, |col, b| col.checked_mul(26)?.checked_add(u32::from(b.to_ascii_uppercase() - b'A') + 1));
-    match (col, row_number(&r[letters..])) {
-        (Some(col), Ok(row)) if letters > 0 => Ok((row, col - 1)),
-        _ => Err(format!("`{}` is not a cell reference", String::from_utf8_lossy(r))),
+    // Three letters at most (XFD): no fold to overflow, whatever the reference's length.
+    let col = r[..letters].iter().take(4).fold(0u32, |col, b| col * 26 + u32::from(b.to_ascii_uppercase() - b'A') + 1);
+    match col {
+        0 => Err(format!("`{}` is not a cell reference", shown())),
+        col if letters > 3 || col > MAX_COLUMN => {
+            Err(format!("cell `{}` is beyond XFD{MAX_ROW}, the last cell of a sheet", shown()))
+        }
+        col => row_number(&r[letters..]).map(|row| (row, col - 1)).map_err(|e| format!("cell `{}`: {e}", shown())),
     }
 }
 
-/// A 1-based row number as a 0-based index.
+/// A 1-based row number (at most 1,048,576) as a 0-based index.
 fn row_number(r: &[u8]) -> Result<u32, String> {
-    std::str::from_utf8(r)
-        .ok()
-        .and_then(|r| r.parse::<u32>().ok())
-        .and_then(|n| n.checked_sub(1))
-        .ok_or_else(|| format!("`{}` is not a row number", String::from_utf8_lossy(r)))
+    let shown = || crate::ingest::reject::quoted(&String::from_utf8_lossy(r)).into_owned();
+    if r.is_empty() || !r.iter().all(u8::is_ascii_digit) {
+        return Err(format!("`{}` is not a row number", shown()));
+    }
+    // Digits past u64 are beyond the last row as surely as any number above it.
+    match std::str::from_utf8(r).ok().and_then(|r| r.parse::<u64>().ok()).unwrap_or(u64::MAX) {
+        0 => Err("row 0 is not a row number".to_string()),
+        n if n <= u64::from(MAX_ROW) => Ok(n as u32 - 1),
+        _ => Err(format!("row {} is beyond row {MAX_ROW}, the last of a sheet", shown())),
+    }
 }
 
 fn normalized(name: &str) -> String {
@@ -610,6 +710,9 @@ mod tests {
     use super::*;
     use crate::ingest::read::xlsx::push_cell_text;
 
+    /// A cell as read: row, column, the text shown, the error it holds.
+    type Cell = (u32, u32, String, Option<String>);
+
     /// Every non-empty cell of a sheet as (row, column, text shown, error), read by calamine.
     fn by_calamine(bytes: &[u8], sheet: &str) -> Vec<(u32, u32, String, Option<String>)> {
         let mut workbook = calamine::open_workbook_auto_from_rs(Cursor::new(bytes.to_vec())).unwrap();
@@ -619,7 +722,7 @@ mod tests {
         for (r, row) in range.rows().enumerate() {
             for (c, cell) in row.iter().enumerate().filter(|(_, cell)| **cell != Data::Empty) {
                 let mut text = String::new();
-                let error = push_cell_text(&mut text, cell);
+                let error = push_cell_text(&mut text, cell).map(|e| e.to_string());
                 cells.push((first_row + r as u32, first_col + c as u32, text, error));
             }
         }
@@ -628,24 +731,28 @@ mod tests {
 
     /// The same, read by this module.
     fn by_keymart(bytes: &[u8], sheet: &str) -> Vec<(u32, u32, String, Option<String>)> {
-        let mut package = Package::open(bytes).expect("an xlsx").unwrap();
+        read_in_blocks(bytes, sheet, BLOCK, ReadLimits::default()).unwrap()
+    }
+
+    /// The same, reading the sheet `block` bytes at a time, within `limits`.
+    fn read_in_blocks(bytes: &[u8], sheet: &str, block: usize, limits: ReadLimits) -> Result<Vec<Cell>, String> {
+        let mut package = Package::open(bytes, limits).expect("an xlsx")?;
+        package.block = block;
         let part = package.workbook.sheets.iter().find(|(name, _)| name == sheet).unwrap().1.clone();
         let mut cells = Vec::new();
-        package
-            .for_each_row(
-                &part,
-                |row, found| {
-                    for (col, cell) in found {
-                        let mut text = String::new();
-                        let error = push_cell_text(&mut text, cell);
-                        cells.push((row, *col, text, error));
-                    }
-                    Ok::<(), String>(())
-                },
-                |e| e,
-            )
-            .unwrap();
-        cells
+        package.for_each_row(
+            &part,
+            |row, found| {
+                for (col, cell) in found {
+                    let mut text = String::new();
+                    let error = push_cell_text(&mut text, cell).map(|e| e.to_string());
+                    cells.push((row, *col, text, error));
+                }
+                Ok::<(), String>(())
+            },
+            |e| e,
+        )?;
+        Ok(cells)
     }
 
     fn assert_read_alike(bytes: &[u8], sheet: &str, expected_cells: usize) {
@@ -714,8 +821,12 @@ mod tests {
 
     /// A package with the given parts, stored without compression.
     fn package(parts: &[(&str, &str)]) -> Vec<u8> {
+        package_with(parts, zip::CompressionMethod::Stored)
+    }
+
+    fn package_with(parts: &[(&str, &str)], method: zip::CompressionMethod) -> Vec<u8> {
         let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let stored = zip::write::SimpleFileOptions::default().compression_method(method);
         for (name, text) in parts {
             zip.start_file(*name, stored).unwrap();
             zip.write_all(text.as_bytes()).unwrap();
@@ -778,7 +889,7 @@ mod tests {
         sheet.1.truncate(cut);
         let parts: Vec<(&str, &str)> = parts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
         let bytes = package(&parts);
-        let mut package = Package::open(&bytes).unwrap().unwrap();
+        let mut package = Package::open(&bytes, ReadLimits::default()).unwrap().unwrap();
         let error = package.for_each_row("xl/worksheets/sheet1.xml", |_, _| Ok(()), |e| e).unwrap_err();
         assert_eq!(error, "the sheet ends inside row 5 or before </sheetData> (a truncated file?)");
     }
@@ -810,5 +921,222 @@ mod tests {
         assert_eq!(join("xl", "worksheets/sheet1.xml"), "xl/worksheets/sheet1.xml");
         assert_eq!(join("xl/worksheets", "../styles.xml"), "xl/styles.xml");
         assert_eq!(join("", "_rels/.rels"), "_rels/.rels");
+    }
+
+    /// A one-sheet package around `sheet_data` (the rows), with `strings` as its shared strings
+    /// and style 1 showing dates.
+    fn one_sheet(sheet_data: &str, strings: &str, method: zip::CompressionMethod) -> Vec<u8> {
+        let sheet = format!(
+            r#"<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><dimension ref="A1:XFD1048576"/><sheetData>{sheet_data}</sheetData></worksheet>"#
+        );
+        package_with(
+            &[
+                (
+                    "xl/workbook.xml",
+                    r#"<workbook xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="S" sheetId="1" r:id="rId1"/></sheets></workbook>"#,
+                ),
+                (
+                    "xl/_rels/workbook.xml.rels",
+                    r#"<Relationships><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#,
+                ),
+                ("xl/sharedStrings.xml", strings),
+                (
+                    "xl/styles.xml",
+                    r#"<styleSheet><cellXfs count="2"><xf numFmtId="0"/><xf numFmtId="14"/></cellXfs></styleSheet>"#,
+                ),
+                ("xl/worksheets/sheet1.xml", &sheet),
+            ],
+            method,
+        )
+    }
+
+    const STRINGS: &str =
+        r#"<sst uniqueCount="4294967295" count="18446744073709551615"><si><t>zero</t></si><si><t>one</t></si></sst>"#;
+
+    fn read_sheet(bytes: &[u8], limits: ReadLimits) -> Result<Vec<Cell>, String> {
+        read_in_blocks(bytes, "S", BLOCK, limits)
+    }
+
+    #[test]
+    fn count_and_dimension_hints_size_nothing() {
+        // uniqueCount of four billion and a dimension of the whole sheet: read as what is there.
+        let bytes =
+            one_sheet(r#"<row r="2"><c r="B2" t="s"><v>1</v></c></row>"#, STRINGS, zip::CompressionMethod::Stored);
+        assert_eq!(read_sheet(&bytes, ReadLimits::default()).unwrap(), [(1, 1, "one".to_string(), None)]);
+    }
+
+    #[test]
+    fn a_zip_bomb_part_stops_at_its_inflate_ratio_or_size() {
+        let filler = " ".repeat(8 << 20);
+        let bytes = one_sheet(&filler, STRINGS, zip::CompressionMethod::Deflated);
+        assert!(bytes.len() < 100_000, "{} bytes", bytes.len());
+        let error = read_sheet(&bytes, ReadLimits::default()).unwrap_err();
+        assert!(error.starts_with("xl/worksheets/sheet1.xml: the part's inflate ratio"), "{error}");
+        assert!(error.ends_with("is over limits.max_inflate_ratio (100); the file is refused"), "{error}");
+        let small = ReadLimits { xlsx_part_bytes: 1 << 20, inflate_ratio: 10_000, ..ReadLimits::default() };
+        let error = read_sheet(&bytes, small).unwrap_err();
+        assert_eq!(
+            error,
+            "xl/worksheets/sheet1.xml: the part inflated (more than 1048576 bytes) is over limits.max_xlsx_part_bytes (1048576); the file is refused"
+        );
+        // The shared strings are read whole: within the same limits.
+        let strings = format!("<sst>{filler}</sst>");
+        let bytes = one_sheet("", &strings, zip::CompressionMethod::Deflated);
+        let error = Package::open(&bytes, small).unwrap().err().unwrap();
+        assert!(error.starts_with("xl/sharedStrings.xml: the part inflated"), "{error}");
+    }
+
+    #[test]
+    fn references_beyond_the_last_cell_of_a_sheet_refuse_the_file() {
+        for (row, error) in [
+            (
+                r#"<row><c r="XFE1"><v>1</v></c></row>"#,
+                "row 1: cell `XFE1` is beyond XFD1048576, the last cell of a sheet",
+            ),
+            (
+                r#"<row><c r="AAAAAAAAAAAAAAAAAAAA1"><v>1</v></c></row>"#,
+                "row 1: cell `AAAAAAAAAAAAAAAAAAAA1` is beyond XFD1048576, the last cell of a sheet",
+            ),
+            (
+                r#"<row><c r="A1048577"><v>1</v></c></row>"#,
+                "row 1: cell `A1048577`: row 1048577 is beyond row 1048576, the last of a sheet",
+            ),
+            (
+                r#"<row r="99999999999999999999999"/>"#,
+                "row 99999999999999999999999 is beyond row 1048576, the last of a sheet",
+            ),
+            (r#"<row r="1048576"/><row/>"#, "a row after row 1048576, the last of a sheet"),
+        ] {
+            let bytes = one_sheet(row, STRINGS, zip::CompressionMethod::Stored);
+            assert_eq!(read_sheet(&bytes, ReadLimits::default()).unwrap_err(), error);
+        }
+        let cells: String = (0..16_385).map(|_| "<c><v>1</v></c>").collect();
+        let bytes = one_sheet(&format!("<row>{cells}</row>"), STRINGS, zip::CompressionMethod::Stored);
+        let error = read_sheet(&bytes, ReadLimits::default()).unwrap_err();
+        assert_eq!(error, "row 1: a cell after column XFD (16384), the last of a sheet");
+        // XFD1048576 itself is a cell.
+        let bytes = one_sheet(
+            r#"<row r="1048576"><c r="XFD1048576"><v>7</v></c></row>"#,
+            STRINGS,
+            zip::CompressionMethod::Stored,
+        );
+        assert_eq!(read_sheet(&bytes, ReadLimits::default()).unwrap(), [(1_048_575, 16_383, "7".to_string(), None)]);
+    }
+
+    #[test]
+    fn a_bad_shared_string_or_style_index_refuses_the_file_never_loads_another_value() {
+        for (cell, error) in [
+            (r#"<c t="s"><v>x</v></c>"#, "row 1: `x` is not a shared string index"),
+            (r#"<c t="s"><v>-1</v></c>"#, "row 1: `-1` is not a shared string index"),
+            (r#"<c t="s"><v>2</v></c>"#, "row 1: shared string 2 is not in the table (2 strings)"),
+            (r#"<c s="x"><v>1</v></c>"#, "row 1: `x` is not a style index"),
+        ] {
+            let bytes = one_sheet(&format!("<row>{cell}</row>"), STRINGS, zip::CompressionMethod::Stored);
+            assert_eq!(read_sheet(&bytes, ReadLimits::default()).unwrap_err(), error);
+        }
+    }
+
+    #[test]
+    fn a_date_cell_far_outside_the_date_range_is_a_cell_problem_not_a_panic() {
+        let cells = r#"<row><c s="1"><v>-1e300</v></c><c s="1"><v>1e20</v></c><c s="1"><v>NaN</v></c><c s="1"><v>45657</v></c></row>"#;
+        let bytes = one_sheet(cells, STRINGS, zip::CompressionMethod::Stored);
+        let read = read_sheet(&bytes, ReadLimits::default()).unwrap();
+        let errors: Vec<Option<&str>> = read.iter().map(|c| c.3.as_deref()).collect();
+        assert_eq!(
+            errors,
+            [Some("date -1e300 out of range"), Some("date 1e20 out of range"), Some("date NaN out of range"), None]
+        );
+        assert_eq!(read[3].2, "2024-12-31");
+    }
+
+    #[test]
+    fn a_row_of_many_empty_cells_is_read_in_linear_time_or_refused_by_its_limit() {
+        // Two million empty cells (26 MB of XML) in one row, read 4 KiB at a time: a row is read
+        // again after each fill, so without the buffer doubling this is quadratic (hours).
+        let cells = r#"<c r="B2" s="1"/>"#.repeat(2_000_000);
+        let sheet =
+            format!(r#"<row r="1"><c r="A1" t="s"><v>0</v></c></row><row r="2">{cells}<c r="C2"><v>5</v></c></row>"#);
+        let bytes = one_sheet(&sheet, STRINGS, zip::CompressionMethod::Deflated);
+        // One cell repeated deflates about 500 times: past the default ratio, which is not tested here.
+        let roomy = ReadLimits { record_bytes: 64 << 20, inflate_ratio: 10_000, ..ReadLimits::default() };
+        let started = std::time::Instant::now();
+        let read = read_in_blocks(&bytes, "S", 4096, roomy).unwrap();
+        assert_eq!(read, [(0, 0, "zero".to_string(), None), (1, 2, "5".to_string(), None)]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+        let error = read_in_blocks(&bytes, "S", 4096, ReadLimits { record_bytes: 1 << 20, ..roomy }).unwrap_err();
+        assert_eq!(
+            error,
+            "row 2: its XML (more than 1048576 bytes) is over limits.max_record_bytes (1048576); the file is refused"
+        );
+    }
+
+    /// One generated cell: a text, number, boolean or date, or a blank with a style.
+    #[derive(Debug, Clone)]
+    enum Generated {
+        Text(String),
+        Number(f64),
+        Bool(bool),
+        Date(f64),
+        Blank,
+    }
+
+    fn any_cell() -> impl proptest::strategy::Strategy<Value = Generated> {
+        use proptest::prelude::*;
+        prop_oneof![
+            proptest::collection::vec(
+                prop_oneof![Just("a"), Just(" "), Just("&<>\"'"), Just("中文"), Just("_x000D_"), Just("\n"), Just("9")],
+                0..6
+            )
+            .prop_map(|p| Generated::Text(p.concat())),
+            prop_oneof![any::<i32>().prop_map(f64::from), -1e15..1e15f64, Just(0.1 + 0.2), Just(1e20), Just(-7.25)]
+                .prop_map(Generated::Number),
+            any::<bool>().prop_map(Generated::Bool),
+            (0.0..2_958_465.0f64).prop_map(Generated::Date),
+            Just(Generated::Blank),
+        ]
+    }
+
+    /// A workbook of `cells` (row, column, cell; the first of each position wins), written with
+    /// shared strings or, in constant-memory mode, inline strings.
+    fn generated(cells: &[(u32, u16, Generated)], constant_memory: bool) -> Vec<u8> {
+        let mut sorted: Vec<&(u32, u16, Generated)> = cells.iter().collect();
+        sorted.sort_by_key(|(r, c, _)| (*r, *c));
+        sorted.dedup_by_key(|(r, c, _)| (*r, *c));
+        let mut workbook = XlsxWriter::new();
+        let sheet = if constant_memory {
+            workbook.add_worksheet_with_constant_memory().unwrap()
+        } else {
+            workbook.add_worksheet()
+        };
+        let date = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
+        for (row, col, cell) in sorted {
+            match cell {
+                Generated::Text(t) => sheet.write_string(*row, *col, t).map(|_| ()),
+                Generated::Number(n) => sheet.write_number(*row, *col, *n).map(|_| ()),
+                Generated::Bool(b) => sheet.write_boolean(*row, *col, *b).map(|_| ()),
+                Generated::Date(d) => sheet.write_number_with_format(*row, *col, *d, &date).map(|_| ()),
+                Generated::Blank => sheet.write_blank(*row, *col, &date).map(|_| ()),
+            }
+            .unwrap();
+        }
+        workbook.save_to_buffer().unwrap()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::ingest::proptest_config(24))]
+
+        /// Generated sheets read cell for cell as calamine reads them: whole, and with the sheet
+        /// inflated in blocks of any size (rows and cells cut anywhere).
+        #[test]
+        fn generated_sheets_read_as_calamine_reads_them_in_any_blocks(
+            cells in proptest::collection::vec((0u32..300, 0u16..40, any_cell()), 0..200),
+            constant_memory in proptest::prelude::any::<bool>(),
+            block in 1usize..2048,
+        ) {
+            let bytes = generated(&cells, constant_memory);
+            let theirs = by_calamine(&bytes, "Sheet1");
+            proptest::prop_assert_eq!(&by_keymart(&bytes, "Sheet1"), &theirs);
+            proptest::prop_assert_eq!(&read_in_blocks(&bytes, "Sheet1", block, ReadLimits::default()).unwrap(), &theirs);
+        }
     }
 }
