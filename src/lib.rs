@@ -1,7 +1,8 @@
 //! keymart: the nightly batch pipeline behind key-account management.
 //!
 //! Stages (DESIGN.md): [`ingest`] → transform → audit → publish, orchestrated by [`run`], on a
-//! ground floor of [`config`], [`warehouse`], [`progress`] and [`key_rows`]. The `keymart` binary is a thin
+//! ground floor of [`config`], [`warehouse`], [`progress`] and [`key_rows`]; [`report`] is a consumer
+//! of the committed marts. The `keymart` binary is a thin
 //! layer over [`run`] that maps [`error::ErrorKind`] to exit codes.
 
 pub mod audit;
@@ -14,6 +15,7 @@ pub mod key_rows;
 pub mod models;
 pub mod progress;
 pub mod publish;
+pub mod report;
 pub mod run;
 pub mod transform;
 pub mod warehouse;

@@ -55,4 +55,14 @@ impl Layout<'_> {
     pub fn run_ledger(&self, run_id: &str) -> Path {
         self.location.key(&format!("_runs/{run_id}.json"))
     }
+
+    /// The report of one night: `reports/as_of=<D>/index.html`.
+    pub fn report(&self, as_of: NaiveDate) -> Path {
+        self.location.key(&format!("reports/as_of={as_of}/index.html"))
+    }
+
+    /// The report of the newest night: `reports/latest.html` (a copy, so that it opens by itself).
+    pub fn latest_report(&self) -> Path {
+        self.location.key("reports/latest.html")
+    }
 }

@@ -8,6 +8,7 @@ mod incremental;
 mod ingest;
 mod marts;
 mod models;
+mod report;
 mod run;
 mod s3;
 mod support;
