@@ -1014,6 +1014,7 @@ table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{padding:4px 8px;border-bottom:1px solid var(--line);text-align:right;vertical-align:top}
 th:first-child,td:first-child,td.text{text-align:left}
 td:not(.text),td[data-col=status]{white-space:nowrap}
+th[data-type=text]{text-align:left}
 thead th{background:#f7f9fb;font-weight:600}
 table.sortable th{cursor:pointer;user-select:none}
 table.sortable th[aria-sort=ascending]::after{content:" ▲"}
