@@ -8,7 +8,9 @@
 //!   a stage never imports another stage or [`run`];
 //! - the stages → the ground floor, where everything two stages share lives: [`engine`] →
 //!   [`warehouse`] (every key in `warehouse::layout`) → [`config`] → [`error`], with [`models`],
-//!   [`key_rows`] and [`progress`] beside them.
+//!   [`key_rows`] and [`progress`] beside them;
+//! - the consumers of the committed marts ([`report`]) sit beside [`run`] and read only the
+//!   ground floor.
 //!
 //! The `keymart` binary is a thin layer over [`run`] that maps [`error::ErrorKind`] to exit codes.
 
@@ -22,6 +24,7 @@ pub mod key_rows;
 pub mod models;
 pub mod progress;
 pub mod publish;
+pub mod report;
 pub mod run;
 pub mod transform;
 pub mod warehouse;

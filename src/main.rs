@@ -6,10 +6,12 @@ use std::process::ExitCode;
 
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
+use keymart::config::ReportLang;
 use keymart::engine::ballista;
 use keymart::generate::GenerateOptions;
 use keymart::generate::population::{BgNbdParams, GammaGammaParams};
 use keymart::progress::Progress;
+use keymart::report;
 use keymart::run::query::OutputFormat;
 use keymart::run::{self, IngestRequest, Overrides, RunRequest, Session};
 use keymart::{Error, ErrorKind};
@@ -100,6 +102,18 @@ enum Command {
         #[arg(long, value_name = "N")]
         workers: Option<usize>,
     },
+    /// Write the night's HTML report of the committed marts (default: into the warehouse's reports/).
+    Report {
+        /// The night to report (default: the newest committed).
+        #[arg(long, value_name = "DATE")]
+        as_of: Option<NaiveDate>,
+        /// Language of labels and numbers (default: `report.lang` in keymart.yaml, else zh).
+        #[arg(long, value_enum)]
+        lang: Option<ReportLangArg>,
+        /// Write this file instead of reports/as_of=D/index.html (and reports/latest.html) in the warehouse.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Write synthetic extracts for all four sources in the landing layout (deterministic per seed).
     Generate(GenerateArgs),
     /// Start a Ballista scheduler or executor that knows keymart's SQL functions.
@@ -119,6 +133,12 @@ enum BallistaCommand {
 enum DagFormat {
     Text,
     Dot,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportLangArg {
+    Zh,
+    En,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -282,6 +302,26 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
                 QueryFormat::Json => OutputFormat::Json,
             };
             println!("{}", run::query::query(&session, pipeline.as_deref(), &sql, as_of, format).await?);
+            Ok(())
+        }
+        Command::Report { as_of, lang, out } => {
+            let session = Session::open(&cli.project, &overrides, progress)?;
+            let lang = match lang {
+                Some(ReportLangArg::Zh) => ReportLang::Zh,
+                Some(ReportLangArg::En) => ReportLang::En,
+                None => session.project.settings.report.lang,
+            };
+            let engine = session.engine().await?;
+            match out {
+                Some(out) => {
+                    let written = report::write_report(&engine, &session.warehouse, as_of, lang, &out).await?;
+                    match written.night {
+                        Some(night) => println!("report of {night} written to {}", out.display()),
+                        None => println!("report (no committed marts yet) written to {}", out.display()),
+                    }
+                }
+                None => println!("{}", report::publish_report(&engine, &session.warehouse, as_of, lang).await?),
+            }
             Ok(())
         }
         Command::Runs { limit } => {

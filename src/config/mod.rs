@@ -60,6 +60,43 @@ pub struct Settings {
     /// What one landing file may hold before ingest refuses it (exit 3).
     #[serde(default)]
     pub limits: Limits,
+    /// The nightly HTML report's defaults (`keymart report`).
+    #[serde(default)]
+    pub report: ReportSettings,
+}
+
+/// `report:` in keymart.yaml: the defaults of the nightly HTML report.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSettings {
+    /// Language of the labels and number formats when `--lang` is not given.
+    #[serde(default)]
+    pub lang: ReportLang,
+    /// Where `reports/` of the warehouse is served (e.g. `https://bi.example.com/keymart/reports`): links
+    /// to a night's report are `<base_url>/as_of=D/index.html`. Validated as an http(s) URL.
+    #[serde(default)]
+    pub base_url: Option<Located<String>>,
+}
+
+/// The report's language: Chinese labels with 万/亿 and ¥, or English ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum ReportLang {
+    #[default]
+    #[serde(rename = "zh")]
+    Zh,
+    #[serde(rename = "en")]
+    En,
+}
+
+impl std::str::FromStr for ReportLang {
+    type Err = String;
+    fn from_str(text: &str) -> Result<ReportLang, String> {
+        match text {
+            "zh" => Ok(ReportLang::Zh),
+            "en" => Ok(ReportLang::En),
+            other => Err(format!("unknown report language `{other}` (zh or en)")),
+        }
+    }
 }
 
 fn default_memory_limit_mb() -> Located<u64> {
@@ -97,6 +134,7 @@ impl Default for Settings {
             memory_limit_mb: default_memory_limit_mb(),
             engine: None,
             limits: Limits::default(),
+            report: ReportSettings::default(),
         }
     }
 }

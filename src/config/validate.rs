@@ -19,6 +19,11 @@ pub(super) fn project(project: &Project, d: &mut Diagnostics) {
     {
         d.at(settings_file, &engine.position, problem);
     }
+    if let Some(base_url) = &project.settings.report.base_url
+        && !matches!(url::Url::parse(&base_url.value), Ok(url) if matches!(url.scheme(), "http" | "https"))
+    {
+        d.at(settings_file, &base_url.position, "must be an absolute http(s) URL (where reports/ is served)");
+    }
     let ratio = &project.settings.defaults.max_reject_ratio;
     if !(0.0..=1.0).contains(&ratio.value) {
         d.at(settings_file, &ratio.position, "must be between 0 and 1");

@@ -162,4 +162,14 @@ mod tests {
         assert_eq!(load_date_of("raw/erp_orders/load_date=2024-13-02/part-0.parquet"), None);
         assert_eq!(snapshot_date("raw/erp_orders/load_date=2024-06-02/part-0.parquet"), None);
     }
+
+    /// The report of one night: `reports/as_of=<D>/index.html`.
+    pub fn report(&self, as_of: NaiveDate) -> Path {
+        self.location.key(&format!("reports/as_of={as_of}/index.html"))
+    }
+
+    /// The report of the newest night: `reports/latest.html` (a copy, so that it opens by itself).
+    pub fn latest_report(&self) -> Path {
+        self.location.key("reports/latest.html")
+    }
 }

@@ -11,6 +11,7 @@ mod ingest;
 mod lock;
 mod marts;
 mod models;
+mod report;
 mod run;
 mod s3;
 mod support;
