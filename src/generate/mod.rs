@@ -225,6 +225,9 @@ fn contact_days(options: &GenerateOptions, population: &[Customer], window: u32)
     contacts
 }
 
+/// A contact a late delivery causes: the customer, whether it is a complaint, its category.
+type TriggeredContact = (u32, bool, Option<&'static str>);
+
 struct Generation<'a> {
     options: &'a GenerateOptions,
     window: u32,
@@ -236,7 +239,7 @@ struct Generation<'a> {
     /// Rows waiting for a later extract (shipment deliveries, contact resolutions), by source index.
     pending: BTreeMap<u32, Vec<(usize, Vec<Cell>)>>,
     /// Contacts caused by late deliveries, by day.
-    triggered: BTreeMap<u32, Vec<(u32, bool, Option<&'static str>)>>,
+    triggered: BTreeMap<u32, Vec<TriggeredContact>>,
     order_seq: u64,
     shipment_seq: u64,
     contact_seq: u64,

@@ -267,6 +267,7 @@ pub struct Order {
 }
 
 /// Lines of one order. `status` applies to every line; `returned_line` adds a returned line on top.
+#[allow(clippy::too_many_arguments)] // each argument is another fact of the one order drawn
 pub fn order_lines<R: Rng>(
     rng: &mut R,
     order_id: &str,

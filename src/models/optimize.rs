@@ -26,8 +26,11 @@ pub trait Objective {
 /// gradient at the same point one after the other, so the last full evaluation is kept.
 struct Negated<'a, O: Objective> {
     objective: &'a O,
-    last: Mutex<Option<(Vec<f64>, f64, Vec<f64>)>>,
+    last: Mutex<Option<Evaluation>>,
 }
+
+/// A point, the objective's value there and its gradient.
+type Evaluation = (Vec<f64>, f64, Vec<f64>);
 
 impl<'a, O: Objective> Negated<'a, O> {
     fn new(objective: &'a O) -> Self {

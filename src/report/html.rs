@@ -552,7 +552,7 @@ impl Page<'_> {
                 return format!("<p class=\"note\">{}</p>", esc(self.l.trends_one));
             }
             let churn = &self.data().churn_by_night;
-            let series: [(&str, &str, Kind, Vec<(NaiveDate, Option<f64>)>); 4] = [
+            let series: [Series<'_>; 4] = [
                 ("key_accounts", self.l.trend_key_accounts, Kind::Count, points(&key_rows, "key_accounts")),
                 ("key_value_share", self.l.trend_value_share, Kind::Share, points(&key_rows, "key_value_share")),
                 (
@@ -1107,3 +1107,6 @@ const SCRIPT: &str = r#"
   document.documentElement.setAttribute("data-script", "ready");
 })();
 "#;
+
+/// One trend line: its key, its label, how its values read, and its points by night.
+type Series<'a> = (&'a str, &'a str, Kind, Vec<(NaiveDate, Option<f64>)>);

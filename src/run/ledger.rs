@@ -169,7 +169,7 @@ pub async fn list(warehouse: &Warehouse) -> Result<Vec<LedgerSummary>> {
             ledgers.push(summary);
         }
     }
-    ledgers.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    ledgers.sort_by_key(|l| std::cmp::Reverse(l.started_at));
     Ok(ledgers)
 }
 

@@ -134,7 +134,7 @@ impl Transform<'_> {
                         select = select.join(", "),
                         matches = matches.join(" AND ")
                     ),
-                    dates.iter().copied().collect(),
+                    dates.to_vec(),
                 )
             }
         };

@@ -80,19 +80,17 @@ impl Visitor for OtherUses {
 /// The operands of a comparison (`a <= b`, `a BETWEEN b AND c`); none for other expressions.
 fn compared_operands(expr: &Expr) -> Vec<&Expr> {
     match expr {
-        Expr::BinaryOp { left, op, right }
-            if matches!(
-                op,
+        Expr::BinaryOp {
+            left,
+            op:
                 BinaryOperator::Lt
-                    | BinaryOperator::LtEq
-                    | BinaryOperator::Gt
-                    | BinaryOperator::GtEq
-                    | BinaryOperator::Eq
-                    | BinaryOperator::NotEq
-            ) =>
-        {
-            vec![left, right]
-        }
+                | BinaryOperator::LtEq
+                | BinaryOperator::Gt
+                | BinaryOperator::GtEq
+                | BinaryOperator::Eq
+                | BinaryOperator::NotEq,
+            right,
+        } => vec![left, right],
         Expr::Between { expr, low, high, .. } => vec![expr, low, high],
         _ => Vec::new(),
     }

@@ -58,7 +58,7 @@ pub struct CountingStore {
 }
 
 impl CountingStore {
-    pub fn new(inner: Arc<dyn ObjectStore>) -> (Arc<dyn ObjectStore>, Arc<RequestCounts>) {
+    pub fn wrap(inner: Arc<dyn ObjectStore>) -> (Arc<dyn ObjectStore>, Arc<RequestCounts>) {
         let counts = Arc::new(RequestCounts::default());
         (Arc::new(CountingStore { inner, counts: counts.clone() }), counts)
     }

@@ -57,7 +57,7 @@ impl Location {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         }
         let (store, root) = store::open(&url, settings)?;
-        let (store, requests) = counting::CountingStore::new(store);
+        let (store, requests) = counting::CountingStore::wrap(store);
         let mut store_url = url.clone();
         store_url.set_path("/");
         store_url.set_query(None);
