@@ -1,4 +1,4 @@
-//! `keymart run`: lock → for each date: ingest → models → tests → publish → ledger. This file
+//! `keymart run`: lock → for each date: ingest → models → tests → publish → report → ledger. This file
 //! orchestrates: the DAG answers what runs when (`transform::dag`), the state lifecycle is
 //! `transform::state`'s, and each stage does its own work.
 
@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::ingest::LoadStatus;
 use crate::publish::lock::RunLock;
 use crate::publish::{self, Snapshot};
+use crate::report;
 use crate::transform::state::states_to_keep;
 use crate::transform::{Dag, Increments, Materialization, States, Transform};
 use crate::warehouse::Shelf;
@@ -154,6 +155,7 @@ impl Plan<'_> {
         task.finish(&format!("{} models, {} blocked", to_run.len(), night.blocked.len()));
 
         self.publish_marts(&fingerprint, &mut night, ledger).await?;
+        self.publish_report(as_of).await;
         let status = if night.blocked.is_empty() { DateStatus::Published } else { DateStatus::TestsFailed };
         Ok(DateReport { as_of, status, models: night.lines })
     }
@@ -324,6 +326,24 @@ impl Plan<'_> {
             });
         }
         Ok(())
+    }
+
+    /// Write the night's report beside its marts, when the pipeline has the marts it shows. A
+    /// report that cannot be written is a warning: the marts it shows are committed already.
+    async fn publish_report(&self, as_of: NaiveDate) {
+        if !report::REPORT_MARTS.iter().all(|mart| self.pipeline.is_mart(mart)) {
+            return;
+        }
+        let lang = self.session.project.settings.report.lang;
+        // A session of its own: the report registers the marts under the names the models use.
+        let published = match self.session.engine().await {
+            Ok(engine) => report::publish_report(&engine, &self.session.warehouse, Some(as_of), lang).await,
+            Err(e) => Err(e),
+        };
+        match published {
+            Ok(published) => tracing::info!("{published}"),
+            Err(e) => tracing::warn!("the report of {as_of} was not written: {e}"),
+        }
     }
 
     /// The snapshot a tested model's output commits as.

@@ -111,6 +111,16 @@ impl Layout<'_> {
 }
 
 impl Layout<'_> {
+    /// The report of one night: `reports/as_of=<D>/index.html`.
+    pub fn report(&self, as_of: NaiveDate) -> Path {
+        self.location.key(&format!("reports/as_of={as_of}/index.html"))
+    }
+
+    /// The report of the newest night: `reports/latest.html` (a copy, so that it opens by itself).
+    pub fn latest_report(&self) -> Path {
+        self.location.key("reports/latest.html")
+    }
+
     /// `_lock/`: the chain of the run lock's links (`publish::lock`).
     pub fn lock_dir(&self) -> &'static str {
         LOCK
@@ -161,15 +171,5 @@ mod tests {
         assert_eq!(snapshot_date("marts/customer_rfm/as_of=2024-06-02/r1/part-0.parquet"), Some(day));
         assert_eq!(load_date_of("raw/erp_orders/load_date=2024-13-02/part-0.parquet"), None);
         assert_eq!(snapshot_date("raw/erp_orders/load_date=2024-06-02/part-0.parquet"), None);
-    }
-
-    /// The report of one night: `reports/as_of=<D>/index.html`.
-    pub fn report(&self, as_of: NaiveDate) -> Path {
-        self.location.key(&format!("reports/as_of={as_of}/index.html"))
-    }
-
-    /// The report of the newest night: `reports/latest.html` (a copy, so that it opens by itself).
-    pub fn latest_report(&self) -> Path {
-        self.location.key("reports/latest.html")
     }
 }

@@ -62,4 +62,8 @@ fn a_run_prints_one_line_per_model_and_where_its_ledger_is() {
             "2024-06-01"
         ]))
     });
+    // The night's report is published after its marts, and latest.html is that night's.
+    let report = std::fs::read_to_string(project.warehouse().join("reports/as_of=2024-06-01/index.html")).unwrap();
+    assert!(report.contains("2024-06-01"), "the report names its night");
+    assert_eq!(std::fs::read_to_string(project.warehouse().join("reports/latest.html")).unwrap(), report);
 }
