@@ -15,6 +15,7 @@ pub mod models;
 pub mod progress;
 pub mod publish;
 pub mod run;
+pub mod serve;
 pub mod transform;
 pub mod warehouse;
 

@@ -10,4 +10,5 @@ mod marts;
 mod models;
 mod run;
 mod s3;
+mod serve;
 mod support;
