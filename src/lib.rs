@@ -26,6 +26,7 @@ pub mod progress;
 pub mod publish;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod transform;
 pub mod warehouse;
 

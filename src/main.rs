@@ -14,6 +14,7 @@ use keymart::progress::Progress;
 use keymart::report;
 use keymart::run::query::OutputFormat;
 use keymart::run::{self, IngestRequest, Overrides, RunRequest, Session};
+use keymart::serve::ServeOptions;
 use keymart::{Error, ErrorKind};
 
 /// Exit codes (documented in the README).
@@ -116,6 +117,15 @@ enum Command {
     },
     /// Write synthetic extracts for all four sources in the landing layout (deterministic per seed).
     Generate(GenerateArgs),
+    /// Serve the committed marts over the PostgreSQL protocol (read-only), with /healthz over HTTP.
+    Serve {
+        /// PostgreSQL listener (default: keymart.yaml's serve.listen, else 127.0.0.1:5433).
+        #[arg(long, value_name = "ADDR")]
+        pg: Option<String>,
+        /// HTTP listener for /healthz (default: serve.http_listen, else 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
+    },
     /// Start a Ballista scheduler or executor that knows keymart's SQL functions.
     #[command(subcommand)]
     Ballista(BallistaCommand),
@@ -361,6 +371,10 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
             let manifest = keymart::generate::generate(&options, &progress)?;
             println!("{}", keymart::generate::summary(&manifest));
             Ok(())
+        }
+        Command::Serve { pg, http } => {
+            let session = Session::open(&cli.project, &overrides, progress)?;
+            keymart::serve::serve(&session.project, &session.warehouse, &ServeOptions { pg, http }).await
         }
         Command::Ballista(BallistaCommand::Scheduler(options)) => ballista::run_scheduler(options).await,
         Command::Ballista(BallistaCommand::Executor(options)) => ballista::run_executor(options).await,

@@ -63,6 +63,98 @@ pub struct Settings {
     /// The nightly HTML report's defaults (`keymart report`).
     #[serde(default)]
     pub report: ReportSettings,
+    /// `keymart serve`: listeners, users, TLS and limits.
+    #[serde(default)]
+    pub serve: ServeSettings,
+}
+
+/// `serve:` in keymart.yaml: how `keymart serve` listens, who may connect, and the bounds every
+/// query runs under.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeSettings {
+    /// The PostgreSQL listener (`--pg` overrides it); 127.0.0.1:5433 when absent.
+    pub listen: Option<String>,
+    /// The HTTP listener for `/healthz` (`--http` overrides it); 127.0.0.1:8080 when absent.
+    pub http_listen: Option<String>,
+    /// Who may connect (SCRAM-SHA-256). With none, the server binds to loopback only.
+    pub users: Vec<ServeUser>,
+    /// Certificate and key (PEM files) for TLS (clients that ask for it get it).
+    pub tls: Option<ServeTls>,
+    /// A statement's default time limit; a session may `SET statement_timeout` up to the maximum.
+    pub statement_timeout_seconds: u64,
+    pub max_statement_timeout_seconds: u64,
+    /// Connections beyond this are refused (SQLSTATE 53300).
+    pub max_connections: usize,
+    /// Queries running at once; more wait (within their statement timeout) for a slot.
+    pub max_concurrent_queries: usize,
+    /// The memory pool every query shares (spilling sorts and aggregations); default
+    /// `memory_limit_mb`.
+    pub memory_limit_mb: Option<u64>,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            listen: None,
+            http_listen: None,
+            users: Vec::new(),
+            tls: None,
+            statement_timeout_seconds: 60,
+            max_statement_timeout_seconds: 600,
+            max_connections: 64,
+            max_concurrent_queries: 4,
+            memory_limit_mb: None,
+        }
+    }
+}
+
+/// A user of `keymart serve`: `password` (usually `${ENV_VAR}`) or a PostgreSQL SCRAM verifier
+/// (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, as `pg_authid` holds it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeUser {
+    pub name: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub scram: Option<String>,
+}
+
+impl ServeUser {
+    /// The password with `${VAR}` read from the environment; an unset variable is an error that
+    /// names the variable (never the value).
+    pub fn password(&self) -> Option<Result<String, String>> {
+        self.password
+            .as_deref()
+            .map(|p| expand_env(p).map_err(|e| format!("serve.users `{}`: password: {e}", self.name)))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeTls {
+    /// PEM certificate chain, relative to the project.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1), relative to the project.
+    pub key: PathBuf,
+}
+
+/// `${VAR}` → the variable's value; an unset variable is an error (a silent empty credential
+/// would fail later, far from its cause).
+pub fn expand_env(value: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| "unclosed `${` (write `${VAR}`)".to_string())?;
+        let name = &after[..end];
+        out.push_str(&std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// `report:` in keymart.yaml: the defaults of the nightly HTML report.
@@ -135,6 +227,7 @@ impl Default for Settings {
             engine: None,
             limits: Limits::default(),
             report: ReportSettings::default(),
+            serve: ServeSettings::default(),
         }
     }
 }

@@ -45,10 +45,16 @@ impl Engine {
     /// aggregations held to `memory_limit_bytes` (they spill to temporary files past it).
     pub fn local(location: &Location, memory_limit_bytes: usize) -> Result<Engine> {
         let (config, runtime) = session_parts(memory_limit_bytes)?;
+        Ok(Engine::local_sharing(location, config, runtime))
+    }
+
+    /// A local session over `runtime` (its memory pool shared with every session made from
+    /// it, as `keymart serve`'s connections share one pool): `config` with keymart's options.
+    pub fn local_sharing(location: &Location, config: SessionConfig, runtime: Arc<RuntimeEnv>) -> Engine {
         let ctx = SessionContext::new_with_config_rt(with_keymart_options(config), runtime);
         ctx.register_object_store(&location.store_url, location.store.clone());
         register_functions(&ctx);
-        Ok(Engine { ctx, name: "local".into() })
+        Engine { ctx, name: "local".into() }
     }
 
     /// Parquet reading with the session's options (a bare `ParquetFormat::default()` would read
@@ -192,7 +198,7 @@ pub fn with_keymart_options(config: SessionConfig) -> SessionConfig {
 /// DATAFUSION_EXECUTION_TARGET_PARTITIONS) and a runtime whose sorts and aggregations share
 /// `memory_limit_bytes` fairly and spill past it (the five largest consumers are named when the
 /// limit is hit by one that cannot); a repartition is never refused (see `memory_pool`).
-fn session_parts(memory_limit_bytes: usize) -> Result<(SessionConfig, Arc<RuntimeEnv>)> {
+pub fn session_parts(memory_limit_bytes: usize) -> Result<(SessionConfig, Arc<RuntimeEnv>)> {
     let config = SessionConfig::from_env().map_err(|e| engine_error("reading DATAFUSION_* settings", e))?;
     let fair = TrackConsumersPool::new(FairSpillPool::new(memory_limit_bytes), NonZeroUsize::new(5).expect("5 > 0"));
     let pool = memory_pool::RepartitionsNeverRefused::new(fair);

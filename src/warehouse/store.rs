@@ -17,6 +17,7 @@ use object_store::{ClientConfigKey, ObjectStore, ObjectStoreScheme, RetryConfig}
 use url::Url;
 
 pub use crate::config::StorageSettings;
+use crate::config::expand_env;
 use crate::error::{Error, Result};
 
 impl StorageSettings {
@@ -60,23 +61,6 @@ fn is_known_key(key: &str) -> bool {
         || key.parse::<GoogleConfigKey>().is_ok()
         || key.parse::<AzureConfigKey>().is_ok()
         || key.parse::<ClientConfigKey>().is_ok()
-}
-
-/// `${VAR}` → the variable's value; an unset variable is an error (a silent empty credential
-/// would fail later, and less clearly).
-pub fn expand_env(value: &str) -> std::result::Result<String, String> {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after.find('}').ok_or_else(|| format!("unclosed `${{` in `{value}`"))?;
-        let name = &after[..end];
-        out.push_str(&std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 /// The store for a URL and the key prefix of the URL's path inside it.

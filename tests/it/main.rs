@@ -14,4 +14,5 @@ mod models;
 mod report;
 mod run;
 mod s3;
+mod serve;
 mod support;

@@ -1,0 +1,347 @@
+//! `keymart serve`: the committed marts for BI tools, over the PostgreSQL wire protocol.
+//!
+//! A thin adapter over the engine `keymart query` uses: each connection is a DataFusion session
+//! over the shared memory pool, seeing the marts' committed snapshots (`snapshots`), PostgreSQL's
+//! catalog as datafusion-postgres emulates it, and nothing else — no raw data, no staging or
+//! state, no file paths. `pgwire` speaks the protocol; keymart's handlers (`session`) decide what
+//! runs (`statement`), who connects (`auth`), and how long and how big a query may be.
+
+mod auth;
+mod comments;
+mod functions;
+mod http;
+mod session;
+mod snapshots;
+mod statement;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::SessionConfig;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::{ConnectionManager, PgWireServerHandlers};
+use pgwire::error::PgWireResult;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Materialized, Project, ServeSettings};
+use crate::engine::{Engine, engine_error, session_parts};
+use crate::error::{Error, Result};
+use crate::warehouse::Warehouse;
+
+pub use auth::DATABASE;
+
+/// Where to listen (the command line's `--pg` and `--http`, over keymart.yaml's `serve:`).
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub pg: Option<String>,
+    pub http: Option<String>,
+}
+
+const DEFAULT_PG: &str = "127.0.0.1:5433";
+const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+
+/// Time limits of statements.
+pub(crate) struct Limits {
+    default_timeout: Duration,
+    max_timeout: Duration,
+}
+
+impl Limits {
+    /// A `SET statement_timeout` value: milliseconds, or a number with `ms`, `s`, `min` or `h`.
+    fn statement_timeout(&self, text: &str) -> PgWireResult<Duration> {
+        let text = text.trim().to_ascii_lowercase();
+        let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let scale = match unit.trim() {
+            "" | "ms" => 0.001,
+            "s" => 1.0,
+            "min" => 60.0,
+            "h" => 3600.0,
+            _ => f64::NAN,
+        };
+        let seconds = number.parse::<f64>().map(|n| n * scale).unwrap_or(f64::NAN);
+        if !seconds.is_finite() || seconds < 0.0 {
+            return Err(session::error("22023", format!("invalid value for statement_timeout: \"{text}\"")));
+        }
+        // 0 means "no limit" in PostgreSQL; here the server's maximum is the limit.
+        if seconds == 0.0 {
+            return Ok(self.max_timeout);
+        }
+        let asked = Duration::from_secs_f64(seconds);
+        if asked > self.max_timeout {
+            return Err(session::error(
+                "22023",
+                format!(
+                    "statement_timeout may be at most {} s on this server (serve.max_statement_timeout_seconds)",
+                    self.max_timeout.as_secs()
+                ),
+            ));
+        }
+        Ok(asked)
+    }
+}
+
+/// What every connection shares.
+pub(crate) struct Server {
+    warehouse: Warehouse,
+    marts: Vec<String>,
+    docs: comments::Docs,
+    config: SessionConfig,
+    runtime: Arc<RuntimeEnv>,
+    users: Arc<auth::Users>,
+    connections: Arc<ConnectionManager>,
+    limits: Limits,
+    slots: Arc<Semaphore>,
+    open: AtomicUsize,
+    max_connections: usize,
+}
+
+impl Server {
+    /// A new connection's session: keymart's functions, the marts (registered before each
+    /// statement), and `pg_catalog` for clients' catalog queries.
+    fn session(&self) -> Result<Engine> {
+        let config = self.config.clone().with_default_catalog_and_schema(DATABASE, "public");
+        let engine = Engine::local_sharing(&self.warehouse.location, config, self.runtime.clone());
+        setup_pg_catalog(&engine.ctx, DATABASE, EmptyContextProvider)
+            .map_err(|e| engine_error("setting up pg_catalog", *e))?;
+        functions::register(&engine.ctx);
+        Ok(engine)
+    }
+}
+
+/// The handlers of one connection (pgwire takes them per socket).
+struct ConnectionHandlers {
+    handlers: Arc<session::Handlers>,
+    startup: Arc<auth::Startup>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl PgWireServerHandlers for ConnectionHandlers {
+    fn simple_query_handler(&self) -> Arc<impl pgwire::api::query::SimpleQueryHandler> {
+        self.handlers.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
+        self.handlers.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+/// Run the server until SIGTERM or Ctrl-C: then stop accepting, let the connections' running
+/// statements finish (up to the statement timeout), and return.
+pub async fn serve(project: &Project, warehouse: &Warehouse, options: &ServeOptions) -> Result<()> {
+    let settings = &project.settings.serve;
+    let users = Arc::new(auth::Users::from_settings(&settings.users)?);
+    let pg_addr = resolve(options.pg.as_deref().or(settings.listen.as_deref()).unwrap_or(DEFAULT_PG), "--pg")?;
+    let http_addr =
+        resolve(options.http.as_deref().or(settings.http_listen.as_deref()).unwrap_or(DEFAULT_HTTP), "--http")?;
+    if users.is_empty() && !pg_addr.ip().is_loopback() {
+        return Err(Error::Usage(format!(
+            "keymart serve would listen on {pg_addr} with no users: anyone who reaches it could read the marts. \
+             Add serve.users to keymart.yaml, or listen on loopback (127.0.0.1)"
+        )));
+    }
+    let tls = settings.tls.as_ref().map(|tls| tls_acceptor(&project.root, &tls.cert, &tls.key)).transpose()?;
+    let server = Arc::new(server(project, warehouse, settings, users.clone())?);
+
+    let listener = TcpListener::bind(pg_addr).await.map_err(|e| Error::io(Path::new(&pg_addr.to_string()), e))?;
+    let http_listener =
+        TcpListener::bind(http_addr).await.map_err(|e| Error::io(Path::new(&http_addr.to_string()), e))?;
+    if users.is_empty() {
+        tracing::warn!(
+            "keymart serve: no users in keymart.yaml (serve.users): accepting every connection, on loopback only"
+        );
+    }
+    tracing::info!(
+        "keymart serve: PostgreSQL protocol on {pg_addr} (database \"{DATABASE}\"{}), HTTP /healthz on {http_addr}; \
+         {} marts",
+        if tls.is_some() { ", TLS" } else { "" },
+        server.marts.len()
+    );
+
+    let http_task = tokio::spawn(http::serve(http_listener, server.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let server = server.clone();
+                    let tls = tls.clone();
+                    tasks.spawn(async move { connection(server, socket, peer, tls).await });
+                }
+                Err(e) => tracing::warn!("keymart serve: accepting a connection failed: {e}"),
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    tracing::info!(
+        "keymart serve: shutting down; waiting for {} open connection(s) to finish their statement",
+        tasks.len()
+    );
+    drop(listener);
+    http_task.abort();
+    // Running statements end by their statement timeout at the latest; idle connections are closed.
+    let grace = server.limits.max_timeout + Duration::from_secs(1);
+    server.slots.close();
+    if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+        tasks.abort_all();
+    }
+    tracing::info!("keymart serve: stopped");
+    Ok(())
+}
+
+fn server(
+    project: &Project,
+    warehouse: &Warehouse,
+    settings: &ServeSettings,
+    users: Arc<auth::Users>,
+) -> Result<Server> {
+    let pipeline = project.select_pipeline(None).map_err(Error::Usage)?;
+    let mart_models: Vec<_> = pipeline.models.iter().filter(|m| m.materialized == Materialized::Mart).collect();
+    let marts = mart_models.iter().map(|m| m.name.clone()).collect();
+    let docs = comments::Docs::new(mart_models.iter().copied());
+    let memory_mb = settings.memory_limit_mb.unwrap_or(project.settings.memory_limit_mb);
+    let memory = usize::try_from(memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+    let (config, runtime) = session_parts(memory)?;
+    let max_timeout = Duration::from_secs(settings.max_statement_timeout_seconds.max(1));
+    Ok(Server {
+        warehouse: warehouse.clone(),
+        marts,
+        docs,
+        config,
+        runtime,
+        users,
+        connections: Arc::new(ConnectionManager::new()),
+        limits: Limits {
+            default_timeout: Duration::from_secs(settings.statement_timeout_seconds.max(1)).min(max_timeout),
+            max_timeout,
+        },
+        slots: Arc::new(Semaphore::new(settings.max_concurrent_queries.max(1))),
+        open: AtomicUsize::new(0),
+        max_connections: settings.max_connections.max(1),
+    })
+}
+
+/// One client connection, from the startup message to its end.
+async fn connection(server: Arc<Server>, socket: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>) {
+    let open = server.open.fetch_add(1, Ordering::SeqCst) + 1;
+    let _open = OpenConnection(server.clone());
+    if open > server.max_connections {
+        tracing::warn!("keymart serve: refusing {peer}: {} connections are open (serve.max_connections)", open - 1);
+        refuse(socket).await;
+        return;
+    }
+    let engine = match server.session() {
+        Ok(engine) => engine,
+        Err(e) => {
+            tracing::error!("keymart serve: cannot start a session for {peer}: {e}");
+            return;
+        }
+    };
+    let connection = Arc::new(session::Connection::new(server.clone(), engine));
+    let handlers = ConnectionHandlers {
+        handlers: Arc::new(session::Handlers {
+            connection: connection.clone(),
+            parser: Arc::new(session::Parser(connection)),
+        }),
+        startup: Arc::new(auth::Startup::new(server.users.clone(), server.connections.clone())),
+        cancel: Arc::new(DefaultCancelHandler::new(server.connections.clone())),
+    };
+    if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+        tracing::debug!("keymart serve: connection from {peer} ended: {e}");
+    }
+}
+
+struct OpenConnection(Arc<Server>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Tell a client over the connection limit why, as PostgreSQL does (53300), before the startup.
+async fn refuse(mut socket: TcpStream) {
+    use pgwire::messages::response::ErrorResponse;
+    use tokio::io::AsyncWriteExt;
+    let info = pgwire::error::ErrorInfo::new(
+        "FATAL".into(),
+        "53300".into(),
+        "sorry, too many clients already (serve.max_connections)".into(),
+    );
+    let mut buffer = bytes::BytesMut::new();
+    let message = pgwire::messages::PgWireBackendMessage::ErrorResponse(ErrorResponse::from(info));
+    if message.encode(&mut buffer).is_ok() {
+        // The client's startup packet is not read: it is refused whatever it asks.
+        let _ = socket.write_all(&buffer).await;
+    }
+    let _ = socket.shutdown().await;
+}
+
+fn resolve(addr: &str, flag: &str) -> Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut found| found.next())
+        .ok_or_else(|| Error::Usage(format!("{flag} {addr}: not an address to listen on (HOST:PORT)")))
+}
+
+/// TLS from PEM files (relative to the project), with rustls and ring.
+fn tls_acceptor(root: &Path, cert: &Path, key: &Path) -> Result<TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let (cert, key) = (root.join(cert), root.join(key));
+    let bad = |path: &Path, e: String| Error::Usage(format!("serve.tls: {}: {e}", path.display()));
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .map_err(|e| bad(&cert, e.to_string()))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| bad(&cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad(&cert, "no certificate in the file".into()));
+    }
+    let private_key = PrivateKeyDer::from_pem_file(&key).map_err(|e| bad(&key, e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, private_key)
+        .map_err(|e| bad(&cert, e.to_string()))?;
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,597 @@
+//! One client connection: its DataFusion session (the marts as of its `keymart.as_of`, the
+//! emulated `pg_catalog`), its settings and cursors, and the pgwire handlers that answer the
+//! simple and the extended query protocol. Results stream from the engine to the socket.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ParamValues;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters;
+use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use futures::{Sink, StreamExt, stream};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::{MemPortalStore, PortalStore};
+use pgwire::api::{ClientInfo, ClientPortalStore, METADATA_USER, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::data::DataRow;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::Server;
+use super::statement::{Kind, classify};
+use crate::engine::Engine;
+
+/// A statement as the extended protocol keeps it between Parse and Execute.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    statement: Option<Statement>,
+    kind: Kind,
+    /// The result's columns as planned at Parse (what Describe answers).
+    schema: Option<SchemaRef>,
+    /// Parameter types inferred at Parse, in `$1, $2, …` order.
+    parameters: Vec<Option<DataType>>,
+}
+
+/// Per-connection settings (`SET` / `RESET` / `SHOW`).
+struct Settings {
+    as_of: Option<NaiveDate>,
+    timeout: Duration,
+    params: BTreeMap<String, String>,
+    /// The columns of each open cursor, for Describe of a FETCH.
+    cursors: HashMap<String, SchemaRef>,
+}
+
+pub struct Connection {
+    server: Arc<Server>,
+    engine: Engine,
+    parser: PostgresCompatibilityParser,
+    settings: Mutex<Settings>,
+    /// What is registered now: the manifests' fingerprint and the `as_of` it was registered at.
+    registered: tokio::sync::Mutex<Option<(u64, Option<NaiveDate>)>>,
+}
+
+impl Connection {
+    pub fn new(server: Arc<Server>, engine: Engine) -> Connection {
+        let timeout = server.limits.default_timeout;
+        Connection {
+            server,
+            engine,
+            parser: PostgresCompatibilityParser::new(),
+            settings: Mutex::new(Settings { as_of: None, timeout, params: BTreeMap::new(), cursors: HashMap::new() }),
+            registered: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn settings(&self) -> std::sync::MutexGuard<'_, Settings> {
+        self.settings.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Make the session see the committed snapshots as they are now (at its `as_of`).
+    async fn refresh(&self) -> PgWireResult<Option<NaiveDate>> {
+        let as_of = self.settings().as_of;
+        let mut registered = self.registered.lock().await;
+        let fingerprint = super::snapshots::manifests_fingerprint(&self.server.warehouse)
+            .await
+            .map_err(|e| error("58030", format!("reading the warehouse: {e}")))?;
+        if *registered != Some((fingerprint, as_of)) {
+            super::snapshots::register(&self.engine, &self.server.warehouse, &self.server.marts, as_of)
+                .await
+                .map_err(|e| error("58030", format!("reading the committed snapshots: {e}")))?;
+            super::comments::register(&self.engine, &self.server.docs)
+                .await
+                .map_err(|e| error("XX000", format!("describing the marts: {e}")))?;
+            *registered = Some((fingerprint, as_of));
+        }
+        Ok(as_of)
+    }
+
+    fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
+        let mut statements = self.parser.parse(sql).map_err(|e| error("42601", e.to_string()))?;
+        statements.iter_mut().for_each(super::statement::rewrite_catalog_query);
+        Ok(statements)
+    }
+
+    /// Plan a reading statement against the snapshots registered now.
+    async fn plan(&self, statement: &Statement) -> PgWireResult<LogicalPlan> {
+        let state = self.engine.ctx.state();
+        let plan =
+            state.statement_to_plan(DFStatement::Statement(Box::new(statement.clone()))).await.map_err(engine_error)?;
+        // A second guard behind the statement's classification.
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|e| error("42501", format!("keymart serve is read-only: {e}")))?;
+        Ok(plan)
+    }
+
+    /// Run a reading statement (with its parameters' values, if any) against the snapshots
+    /// committed now: wait for a query slot, plan, execute, stream its rows.
+    async fn read(
+        &self,
+        statement: &Statement,
+        values: Option<&ParamValues>,
+        format: &Format,
+        user: &str,
+    ) -> PgWireResult<(QueryResponse, SchemaRef)> {
+        let started = Instant::now();
+        let (timeout, as_of) = {
+            let settings = self.settings();
+            (settings.timeout, settings.as_of)
+        };
+        let deadline = started + timeout;
+        let mut log = QueryLog::new(user, as_of, started);
+        let permit = match tokio::time::timeout_at(deadline.into(), self.server.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(log.fail(error("57P01", "the server is shutting down".into()))),
+            Err(_) => return Err(log.fail(timeout_error())),
+        };
+        self.refresh().await.map_err(|e| log.fail(e))?;
+        let mut plan = self.plan(statement).await.map_err(|e| log.fail(e))?;
+        if let Some(values) = values {
+            plan = plan.replace_params_with_values(values).map_err(|e| log.fail(engine_error(e)))?;
+        }
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, None).map_err(|e| log.fail(e))?);
+        let execute = async {
+            let df = self.engine.ctx.execute_logical_plan(plan).await?;
+            df.execute_stream().await
+        };
+        let batches = match tokio::time::timeout_at(deadline.into(), execute).await {
+            Ok(Ok(batches)) => batches,
+            Ok(Err(e)) => return Err(log.fail(engine_error(e))),
+            Err(_) => return Err(log.fail(timeout_error())),
+        };
+        log.outcome = "ok";
+        Ok((rows(Running { batches, deadline, _permit: permit, log }, fields), schema))
+    }
+
+    /// Answer one statement of the simple protocol.
+    async fn simple<C>(&self, client: &mut C, statement: Statement, user: &str) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+    {
+        let kind = classify(&statement);
+        match kind {
+            Kind::Read => Ok(Response::Query(self.read(&statement, None, &Format::UnifiedText, user).await?.0)),
+            Kind::Declare { .. } | Kind::Fetch { .. } | Kind::Close(_) => {
+                let store = client
+                    .portal_store()
+                    .as_any()
+                    .downcast_ref::<MemPortalStore<Prepared>>()
+                    .ok_or_else(|| error("XX000", "cursors are not available on this connection".into()))?;
+                self.cursor(store, kind, user).await
+            }
+            other => self.session_command(other, user),
+        }
+    }
+
+    /// DECLARE, FETCH and CLOSE: a cursor is a portal whose rows are fetched as asked.
+    async fn cursor(&self, store: &MemPortalStore<Prepared>, kind: Kind, user: &str) -> PgWireResult<Response> {
+        match kind {
+            Kind::Declare { name, query } => {
+                let statement = Statement::Query(query);
+                let (response, schema) = self.read(&statement, None, &Format::UnifiedText, user).await?;
+                let prepared = Prepared {
+                    statement: Some(statement),
+                    kind: Kind::Read,
+                    schema: Some(schema.clone()),
+                    parameters: vec![],
+                };
+                let portal =
+                    Portal::new_cursor(name.clone(), Arc::new(StoredStatement::new(name.clone(), prepared, vec![])));
+                portal.start(response).await;
+                store.put_portal(Arc::new(portal));
+                self.settings().cursors.insert(name, schema);
+                Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
+            }
+            Kind::Fetch { name, rows } => {
+                let portal = store
+                    .get_portal(&name)
+                    .and_then(|entry| entry.value().cloned())
+                    .ok_or_else(|| error("34000", format!("cursor \"{name}\" does not exist")))?;
+                let fetched = portal.fetch(rows.unwrap_or(0)).await?;
+                Ok(Response::Query(fetched.response))
+            }
+            Kind::Close(name) => {
+                match name {
+                    Some(name) => {
+                        store.rm_portal(&name);
+                        self.settings().cursors.remove(&name);
+                    }
+                    None => {
+                        store.clear_portals();
+                        self.settings().cursors.clear();
+                    }
+                }
+                Ok(Response::Execution(Tag::new("CLOSE CURSOR")))
+            }
+            other => self.session_command(other, user),
+        }
+    }
+
+    /// SET, RESET, SHOW, transaction control and refusals: answered without the engine (and
+    /// logged like every statement).
+    fn session_command(&self, kind: Kind, user: &str) -> PgWireResult<Response> {
+        let mut log = QueryLog::new(user, self.settings().as_of, Instant::now());
+        let answer = self.answer_session_command(kind).map_err(|e| log.fail(e))?;
+        log.outcome = "ok";
+        Ok(answer)
+    }
+
+    fn answer_session_command(&self, kind: Kind) -> PgWireResult<Response> {
+        match kind {
+            Kind::Set { name, value } => {
+                self.set(&name, value)?;
+                Ok(Response::Execution(Tag::new("SET")))
+            }
+            Kind::Reset(name) => {
+                match name {
+                    Some(name) => self.set(&name, None)?,
+                    None => self.reset_all(),
+                }
+                Ok(Response::Execution(Tag::new("RESET")))
+            }
+            Kind::Show(name) => self.show(&name),
+            Kind::Begin => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
+            Kind::Commit => Ok(Response::TransactionEnd(Tag::new("COMMIT"))),
+            Kind::Rollback => Ok(Response::TransactionEnd(Tag::new("ROLLBACK"))),
+            Kind::Savepoint(tag) => Ok(Response::Execution(Tag::new(tag))),
+            Kind::DiscardAll => {
+                self.reset_all();
+                Ok(Response::Execution(Tag::new("DISCARD ALL")))
+            }
+            Kind::Refused(message) => Err(error("42501", message)),
+            Kind::Read | Kind::Declare { .. } | Kind::Fetch { .. } | Kind::Close(_) => {
+                Err(error("XX000", "statement routed to the wrong handler".into()))
+            }
+        }
+    }
+
+    fn reset_all(&self) {
+        let mut settings = self.settings();
+        settings.as_of = None;
+        settings.timeout = self.server.limits.default_timeout;
+        settings.params.clear();
+    }
+
+    fn set(&self, name: &str, value: Option<String>) -> PgWireResult<()> {
+        let mut settings = self.settings();
+        match (name, value) {
+            ("keymart.as_of", None) => settings.as_of = None,
+            ("keymart.as_of", Some(text)) if text.eq_ignore_ascii_case("latest") => settings.as_of = None,
+            ("keymart.as_of", Some(text)) => {
+                let date = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").map_err(|_| {
+                    error("22007", format!("keymart.as_of must be a date YYYY-MM-DD (or 'latest'), not '{text}'"))
+                })?;
+                settings.as_of = Some(date);
+            }
+            ("statement_timeout", None) => settings.timeout = self.server.limits.default_timeout,
+            ("statement_timeout", Some(text)) => settings.timeout = self.server.limits.statement_timeout(&text)?,
+            ("transaction", _) => {}
+            (name, None) => {
+                settings.params.remove(name);
+            }
+            (name, Some(value)) => {
+                settings.params.insert(name.to_string(), value);
+            }
+        }
+        Ok(())
+    }
+
+    fn show(&self, name: &str) -> PgWireResult<Response> {
+        let settings = self.settings();
+        let (column, value) = match name {
+            "keymart.as_of" => (name, settings.as_of.map_or("latest".to_string(), |d| d.to_string())),
+            "statement_timeout" => (name, format!("{}ms", settings.timeout.as_millis())),
+            "transaction isolation level" | "transaction_isolation" => {
+                ("transaction_isolation", "read committed".to_string())
+            }
+            "transaction_read_only" | "default_transaction_read_only" => (name, "on".to_string()),
+            "server_version" => (name, "16.6".to_string()),
+            "server_version_num" => (name, "160006".to_string()),
+            "server_encoding" => (name, "UTF8".to_string()),
+            "max_identifier_length" => (name, "63".to_string()),
+            "integer_datetimes" => (name, "on".to_string()),
+            "is_superuser" => (name, "off".to_string()),
+            name => {
+                let default = match name {
+                    "standard_conforming_strings" => "on",
+                    "client_encoding" => "UTF8",
+                    "datestyle" => "ISO, MDY",
+                    "intervalstyle" => "postgres",
+                    "timezone" => "UTC",
+                    "search_path" => "public",
+                    "application_name" => "",
+                    "extra_float_digits" => "1",
+                    "bytea_output" => "hex",
+                    "client_min_messages" => "notice",
+                    "lock_timeout" | "idle_in_transaction_session_timeout" => "0",
+                    "default_transaction_isolation" => "read committed",
+                    _ => return Err(error("42704", format!("unrecognized configuration parameter \"{name}\""))),
+                };
+                (name, settings.params.get(name).cloned().unwrap_or_else(|| default.to_string()))
+            }
+        };
+        let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))])
+            .map_err(|e| error("XX000", e.to_string()))?;
+        let fields = Arc::new(arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, None)?);
+        let rows: Vec<PgWireResult<DataRow>> = encode_recordbatch(fields.clone(), batch).collect();
+        Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
+    }
+
+    fn cursor_schema(&self, name: &str) -> Option<SchemaRef> {
+        self.settings().cursors.get(name).cloned()
+    }
+}
+
+fn user_of<C: ClientInfo>(client: &C) -> String {
+    client.metadata().get(METADATA_USER).cloned().unwrap_or_default()
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Connection {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let user = user_of(client);
+        let statements = self.parse(query).inspect_err(|_| QueryLog::parse_error(&user))?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut responses = Vec::with_capacity(statements.len());
+        for statement in statements {
+            responses.push(self.simple(client, statement, &user).await?);
+        }
+        Ok(responses)
+    }
+}
+
+/// The extended protocol's Parse: classify, and plan a read to describe its parameters and columns.
+pub struct Parser(pub Arc<Connection>);
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(&self, client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let connection = &self.0;
+        let mut statements = connection.parse(sql).inspect_err(|_| QueryLog::parse_error(&user_of(client)))?;
+        if statements.len() > 1 {
+            return Err(error("42601", "cannot insert multiple commands into a prepared statement".into()));
+        }
+        let Some(statement) = statements.pop() else { return Ok(None) };
+        let kind = classify(&statement);
+        let (schema, parameters) = match &kind {
+            Kind::Read => {
+                connection.refresh().await?;
+                let plan = connection.plan(&statement).await?;
+                (Some(Arc::new(plan.schema().as_arrow().clone())), parameter_types(&plan)?)
+            }
+            Kind::Fetch { name, .. } => (connection.cursor_schema(name), vec![]),
+            Kind::Show(_) => (Some(Arc::new(Schema::new(vec![Field::new("setting", DataType::Utf8, false)]))), vec![]),
+            _ => (None, vec![]),
+        };
+        Ok(Some(Prepared { statement: Some(statement), kind, schema, parameters }))
+    }
+
+    fn get_parameter_types(&self, prepared: &Prepared) -> PgWireResult<Vec<Type>> {
+        prepared.parameters.iter().map(|t| t.as_ref().map_or(Ok(Type::UNKNOWN), into_pg_type)).collect()
+    }
+
+    fn get_result_schema(&self, prepared: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        match &prepared.schema {
+            Some(schema) => arrow_schema_to_pg_fields(schema, format.unwrap_or(&Format::UnifiedText), None),
+            None => Ok(vec![]),
+        }
+    }
+}
+
+/// The plan's `$1, $2, …` in order, with the types DataFusion inferred for them.
+fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
+    let found = plan.get_parameter_types().map_err(engine_error)?;
+    let mut numbered: Vec<(usize, Option<DataType>)> = found
+        .into_iter()
+        .map(|(name, t)| (name.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX), t))
+        .collect();
+    numbered.sort_by_key(|(n, _)| *n);
+    Ok(numbered.into_iter().map(|(_, t)| t).collect())
+}
+
+/// The handlers a connection answers with; pgwire asks for them once per connection.
+pub struct Handlers {
+    pub connection: Arc<Connection>,
+    pub parser: Arc<Parser>,
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Handlers {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let connection = &self.connection;
+        let user = user_of(client);
+        let prepared = &portal.statement.statement;
+        let Some(statement) = &prepared.statement else { return Ok(Response::EmptyQuery) };
+        match &prepared.kind {
+            Kind::Read => {
+                let inferred: Vec<Option<&DataType>> = prepared.parameters.iter().map(Option::as_ref).collect();
+                let values: ParamValues = deserialize_parameters(portal, &inferred)?;
+                // Planned again: the snapshots may have moved since Parse.
+                let (response, _) =
+                    connection.read(statement, Some(&values), &portal.result_column_format, &user).await?;
+                Ok(Response::Query(response))
+            }
+            kind @ (Kind::Declare { .. } | Kind::Fetch { .. } | Kind::Close(_)) => {
+                let store = client
+                    .portal_store()
+                    .as_any()
+                    .downcast_ref::<MemPortalStore<Prepared>>()
+                    .ok_or_else(|| error("XX000", "cursors are not available on this connection".into()))?;
+                connection.cursor(store, kind.clone(), &user).await
+            }
+            other => connection.session_command(other.clone(), &user),
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Handlers {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        SimpleQueryHandler::do_query(self.connection.as_ref(), client, query).await
+    }
+}
+
+/// A running query: its batches, the deadline it must finish by, its query slot and its log line.
+struct Running {
+    batches: SendableRecordBatchStream,
+    deadline: Instant,
+    _permit: OwnedSemaphorePermit,
+    log: QueryLog,
+}
+
+/// The query's rows as they come out of the engine, one batch at a time: nothing is collected.
+fn rows(running: Running, fields: Arc<Vec<FieldInfo>>) -> QueryResponse {
+    let batches = stream::unfold(Some(running), |state| async move {
+        let mut running = state?;
+        match tokio::time::timeout_at(running.deadline.into(), running.batches.next()).await {
+            Err(_) => Some((Err(running.log.fail(timeout_error())), None)),
+            Ok(None) => None,
+            Ok(Some(Err(e))) => Some((Err(running.log.fail(engine_error(e))), None)),
+            Ok(Some(Ok(batch))) => {
+                running.log.rows += batch.num_rows() as u64;
+                Some((Ok(batch), Some(running)))
+            }
+        }
+    });
+    let encode_fields = fields.clone();
+    let rows = batches.flat_map(move |batch| {
+        let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send> = match batch {
+            Ok(batch) => encode_recordbatch(encode_fields.clone(), batch),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        };
+        stream::iter(rows)
+    });
+    QueryResponse::new(fields, rows)
+}
+
+/// One log line per query, written when the query ends (finished, failed, or dropped by a
+/// client that went away): user, seconds, rows, outcome, the snapshot date it read. Never the
+/// SQL's literals or a secret.
+struct QueryLog {
+    user: String,
+    as_of: Option<NaiveDate>,
+    started: Instant,
+    rows: u64,
+    outcome: &'static str,
+    code: Option<String>,
+}
+
+impl QueryLog {
+    fn new(user: &str, as_of: Option<NaiveDate>, started: Instant) -> QueryLog {
+        QueryLog { user: user.to_string(), as_of, started, rows: 0, outcome: "abandoned", code: None }
+    }
+
+    fn fail(&mut self, e: PgWireError) -> PgWireError {
+        self.outcome = "error";
+        if let PgWireError::UserError(info) = &e {
+            self.code = Some(info.code.clone());
+        }
+        e
+    }
+
+    fn parse_error(user: &str) {
+        tracing::info!(target: "keymart::serve::query", user, outcome = "error", sqlstate = "42601", "query");
+    }
+}
+
+impl Drop for QueryLog {
+    fn drop(&mut self) {
+        let as_of = self.as_of.map_or("latest".to_string(), |d| d.to_string());
+        tracing::info!(
+            target: "keymart::serve::query",
+            user = %self.user,
+            seconds = self.started.elapsed().as_secs_f64(),
+            rows = self.rows,
+            outcome = self.outcome,
+            sqlstate = self.code.as_deref().unwrap_or("00000"),
+            snapshots = %as_of,
+            "query"
+        );
+    }
+}
+
+pub fn error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)))
+}
+
+fn timeout_error() -> PgWireError {
+    error("57014", "canceling statement due to statement timeout".into())
+}
+
+/// A DataFusion error as PostgreSQL would class it.
+fn engine_error(e: DataFusionError) -> PgWireError {
+    let message = e.to_string();
+    let code = match e.find_root() {
+        DataFusionError::ResourcesExhausted(_) => {
+            return error(
+                "53200",
+                format!(
+                    "out of memory: this query needs more than its share of the server's query memory \
+                     (serve.memory_limit_mb in keymart.yaml; other queries keep running): {message}"
+                ),
+            );
+        }
+        DataFusionError::SQL(..) => "42601",
+        DataFusionError::SchemaError(..) if message.contains("No field named") => "42703",
+        DataFusionError::Plan(m) if m.contains("not found") && m.contains("table") => "42P01",
+        DataFusionError::Plan(m) if m.contains("No field named") => "42703",
+        DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => "42000",
+        DataFusionError::NotImplemented(_) => "0A000",
+        DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => "22000",
+        _ => "XX000",
+    };
+    error(code, message)
+}
