@@ -86,33 +86,54 @@ pub async fn state_inputs(
     pipeline: &Pipeline,
     up_to: NaiveDate,
 ) -> Result<String> {
-    let mut hash = Xxh3::new();
-    let mut add = |part: &str| {
-        hash.update(part.as_bytes());
-        hash.update(b"\x1f");
-    };
-    add_definition(&mut add, project, pipeline)?;
-    let location = &warehouse.location;
+    let mut hash = InputHash::of_definition(project, pipeline)?;
     for contract in &pipeline.sources {
-        for object in location.list(&warehouse.layout().raw_dir(&contract.name)).await? {
-            let key = location.relative(&object.location);
-            if load_date_of(&key).is_some_and(|d| d <= up_to) {
-                add(&format!("{key} {} {:?}", object.size, object.e_tag));
-            }
-        }
+        hash.add_raw_loads(warehouse, &contract.name, |d| d <= up_to).await?;
     }
-    Ok(format!("{:032x}", hash.digest128()))
+    Ok(hash.finish())
 }
 
-/// Feed the definition of a pipeline's models to a hash: the keymart version, the pipeline file
-/// and every model's SQL.
-pub fn add_definition(add: &mut impl FnMut(&str), project: &Project, pipeline: &Pipeline) -> Result<()> {
-    add(env!("CARGO_PKG_VERSION"));
-    let pipeline_path = project.root.join(&pipeline.file);
-    add(&std::fs::read_to_string(&pipeline_path).map_err(|e| Error::io(&pipeline_path, e))?);
-    for model in &pipeline.models {
-        add(&model.name);
-        add(&model.sql);
+/// A hash of what something is computed from, fed part by part.
+pub struct InputHash(Xxh3);
+
+impl InputHash {
+    /// Starting with the definition of the pipeline's models: the keymart version, the pipeline
+    /// file and every model's SQL.
+    pub fn of_definition(project: &Project, pipeline: &Pipeline) -> Result<InputHash> {
+        let mut hash = InputHash(Xxh3::new());
+        hash.add(env!("CARGO_PKG_VERSION"));
+        let pipeline_path = project.root.join(&pipeline.file);
+        hash.add(&std::fs::read_to_string(&pipeline_path).map_err(|e| Error::io(&pipeline_path, e))?);
+        for model in &pipeline.models {
+            hash.add(&model.name);
+            hash.add(&model.sql);
+        }
+        Ok(hash)
     }
-    Ok(())
+
+    pub fn add(&mut self, part: &str) {
+        self.0.update(part.as_bytes());
+        self.0.update(b"\x1f");
+    }
+
+    /// Every raw load of `source` whose date is `wanted`: its key, size and version tag.
+    pub async fn add_raw_loads(
+        &mut self,
+        warehouse: &Warehouse,
+        source: &str,
+        wanted: impl Fn(NaiveDate) -> bool,
+    ) -> Result<()> {
+        let location = &warehouse.location;
+        for object in location.list(&warehouse.layout().raw_dir(source)).await? {
+            let key = location.relative(&object.location);
+            if load_date_of(&key).is_some_and(&wanted) {
+                self.add(&format!("{key} {} {:?}", object.size, object.e_tag));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> String {
+        format!("{:032x}", self.0.digest128())
+    }
 }
