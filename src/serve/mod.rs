@@ -218,7 +218,7 @@ fn server(
     let mart_models: Vec<_> = pipeline.models.iter().filter(|m| m.materialized == Materialized::Mart).collect();
     let marts = mart_models.iter().map(|m| m.name.clone()).collect();
     let docs = comments::Docs::new(mart_models.iter().copied());
-    let memory_mb = settings.memory_limit_mb.unwrap_or(project.settings.memory_limit_mb);
+    let memory_mb = settings.memory_limit_mb.unwrap_or(project.settings.memory_limit_mb.value);
     let memory = usize::try_from(memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
     let (config, runtime) = session_parts(memory)?;
     let max_timeout = Duration::from_secs(settings.max_statement_timeout_seconds.max(1));

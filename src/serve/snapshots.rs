@@ -18,8 +18,7 @@ use crate::config::HISTORY_SUFFIX;
 use crate::config::contract::days_since_epoch;
 use crate::engine::{Engine, engine_error, register_committed_marts};
 use crate::error::{Error, Result};
-use crate::warehouse::Warehouse;
-use crate::warehouse::snapshot::MANIFEST_NAME;
+use crate::warehouse::{Shelf, Warehouse, is_manifest};
 
 pub const SNAPSHOTS_TABLE: &str = "keymart_snapshots";
 
@@ -27,8 +26,8 @@ pub const SNAPSHOTS_TABLE: &str = "keymart_snapshots";
 /// when a snapshot is published, replaced or removed.
 pub async fn manifests_fingerprint(warehouse: &Warehouse) -> Result<u64> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for object in warehouse.location.list("marts").await? {
-        if object.location.filename() == Some(MANIFEST_NAME) {
+    for object in warehouse.location.list(warehouse.layout().shelf_dir(Shelf::Marts)).await? {
+        if is_manifest(&object.location) {
             object.location.as_ref().hash(&mut hasher);
             object.size.hash(&mut hasher);
             object.last_modified.hash(&mut hasher);

@@ -88,6 +88,11 @@ impl Layout<'_> {
         self.location.key(&format!("{RUNS}/{run_id}.json"))
     }
 
+    /// `marts` or `state` (relative): every table of a shelf.
+    pub fn shelf_dir(&self, shelf: Shelf) -> &'static str {
+        shelf.prefix()
+    }
+
     /// `marts/<mart>` or `state/<model>` (relative): every snapshot of it.
     pub fn table_dir(&self, shelf: Shelf, table: &str) -> String {
         format!("{}/{table}", shelf.prefix())

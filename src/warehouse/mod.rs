@@ -17,7 +17,7 @@ use url::Url;
 
 pub use crate::config::StorageSettings;
 pub use fence::Fence;
-pub use layout::{Layout, Shelf, load_date_of, lock_link_number, snapshot_date};
+pub use layout::{Layout, Shelf, is_manifest, load_date_of, lock_link_number, snapshot_date};
 
 use crate::error::{Error, Result};
 
