@@ -41,6 +41,15 @@ pub enum Error {
         source: object_store::Error,
     },
 
+    /// A mart's Delta table could not be read or committed; a commit that lost the race to
+    /// another writer's is one (nothing of it was committed).
+    #[error("{context}: {}", one_line(&source.to_string()))]
+    Table {
+        context: String,
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -99,7 +108,11 @@ impl Error {
             Error::LockLost(_) => ErrorKind::LockLost,
             Error::TestsFailed(_) => ErrorKind::TestsFailed,
             Error::Storage { .. } => ErrorKind::Storage,
-            Error::Io { .. }
+            Error::Table { source, .. } if matches!(**source, deltalake::DeltaTableError::ObjectStore { .. }) => {
+                ErrorKind::Storage
+            }
+            Error::Table { .. }
+            | Error::Io { .. }
             | Error::Parquet { .. }
             | Error::Arrow { .. }
             | Error::Engine { .. }

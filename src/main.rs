@@ -89,6 +89,8 @@ enum Command {
     },
     /// Remove the warehouse run lock (after a crashed run; says whose it was).
     Unlock,
+    /// Turn marts committed with `_SUCCESS` manifests (keymart before Delta Lake) into Delta tables.
+    Migrate,
     /// Load the landing extracts of one date into raw/ (bad rows to rejects/).
     Ingest {
         /// The extract date to load (YYYY-MM-DD).
@@ -342,6 +344,11 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
         Command::Unlock => {
             let session = Session::open(&cli.project, &overrides, progress)?;
             println!("{}", run::unlock(&session).await?);
+            Ok(())
+        }
+        Command::Migrate => {
+            let session = Session::open(&cli.project, &overrides, progress)?;
+            println!("{}", run::migrate(&session).await?);
             Ok(())
         }
         Command::Check => {

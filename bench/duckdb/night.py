@@ -21,6 +21,7 @@ import json
 import re
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import duckdb
@@ -81,11 +82,20 @@ def literal(value, declared=None):
 
 
 def committed_snapshots(warehouse, mart):
-    """{as_of: files} of keymart's committed snapshots of a mart (its _SUCCESS manifests)."""
+    """{as_of: files} of keymart's committed snapshots of a mart: its Delta log's JSON commits
+    replayed in order (files added minus files removed), grouped by the `as_of` partition."""
+    table = warehouse / "marts" / mart
+    live = {}
+    for commit in sorted((table / "_delta_log").glob("*.json")):
+        for line in commit.read_text().splitlines():
+            action = json.loads(line) if line.strip() else {}
+            if "add" in action:
+                live[urllib.parse.unquote(action["add"]["path"])] = action["add"]["partitionValues"]["as_of"]
+            elif "remove" in action:
+                live.pop(urllib.parse.unquote(action["remove"]["path"]), None)
     found = {}
-    for manifest in (warehouse / "marts" / mart).glob("as_of=*/_SUCCESS"):
-        committed = json.loads(manifest.read_text())
-        found[committed["as_of"]] = [str(warehouse / f) for f in committed["files"]]
+    for path, as_of in sorted(live.items()):
+        found.setdefault(as_of, []).append(str(table / path))
     return found
 
 

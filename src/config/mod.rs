@@ -48,6 +48,11 @@ pub struct Settings {
     /// Seconds a run lock lives without renewal (a live run renews it every third of that).
     #[serde(default = "default_lock_ttl")]
     pub lock_ttl_seconds: Located<u64>,
+    /// How long a mart's data file that no table version names any more (a replaced snapshot's, a
+    /// failed or killed run's) is kept before it is deleted: longer than any query reading an
+    /// older version runs, and than a run lock lives.
+    #[serde(default = "default_file_retention")]
+    pub file_retention_seconds: Located<u64>,
     /// Object-store options for the warehouse and landing URLs (endpoint, region, retries…).
     #[serde(default)]
     pub storage: Located<StorageSettings>,
@@ -203,6 +208,13 @@ fn default_lock_ttl() -> Located<u64> {
     Located { value: 120, position: Position::default() }
 }
 
+fn default_file_retention() -> Located<u64> {
+    Located { value: 7 * 24 * 3600, position: Position::default() }
+}
+
+/// The range `keymart check` accepts for `file_retention_seconds` (at least `lock_ttl_seconds` too).
+pub const FILE_RETENTION_SECONDS: std::ops::RangeInclusive<u64> = 2..=366 * 24 * 3600;
+
 /// The range `keymart check` accepts for `lock_ttl_seconds`: a lock must outlive a renewal's
 /// round trip, and a dead run's lock must not hold the warehouse for more than a day.
 pub const LOCK_TTL_SECONDS: std::ops::RangeInclusive<u64> = 2..=86_400;
@@ -222,6 +234,7 @@ impl Default for Settings {
             default_pipeline: None,
             defaults: Defaults::default(),
             lock_ttl_seconds: default_lock_ttl(),
+            file_retention_seconds: default_file_retention(),
             storage: Located::default(),
             memory_limit_mb: default_memory_limit_mb(),
             engine: None,
@@ -309,6 +322,37 @@ struct PipelineFile {
     vars: EachEntry<Located<VarSpec>>,
     #[serde(default)]
     models: Each<Located<ModelEntry>>,
+    #[serde(default)]
+    retention: Retention,
+}
+
+/// `retention:` in a pipeline: which of the marts' snapshots are kept. Each night, after its
+/// marts are published, the older snapshots that neither rule keeps are removed from the marts'
+/// tables (one commit per mart; their files go after `file_retention_seconds`). Without a rule,
+/// every snapshot is kept.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Keep the snapshots of the last N days (the night's own date is day 1).
+    pub daily_days: Option<Located<u32>>,
+    /// Keep month-end snapshots of the last M months (the night's month is month 1); all of them
+    /// when absent.
+    pub month_end_months: Option<Located<u32>>,
+}
+
+impl Retention {
+    /// Whether the snapshot of `date` is kept after the night of `night`. Snapshots of the night
+    /// and after it (a backfill of an old date) are always kept.
+    pub fn keeps(&self, date: chrono::NaiveDate, night: chrono::NaiveDate) -> bool {
+        use chrono::Datelike;
+        let Some(days) = &self.daily_days else { return true };
+        if date >= night || (night - date).num_days() < i64::from(days.value) {
+            return true;
+        }
+        let month_end = date.succ_opt().is_some_and(|next| next.day() == 1);
+        let months = |d: chrono::NaiveDate| i64::from(d.year()) * 12 + i64::from(d.month0());
+        month_end && self.month_end_months.as_ref().is_none_or(|m| months(night) - months(date) < i64::from(m.value))
+    }
 }
 
 /// A validated pipeline.
@@ -323,6 +367,7 @@ pub struct Pipeline {
     pub vars: Vec<(String, VarSpec)>,
     /// In file order (the order of `models:` entries, files sorted within a glob).
     pub models: Vec<Model>,
+    pub retention: Retention,
 }
 
 impl Pipeline {
@@ -405,7 +450,8 @@ impl Project {
                     .collect();
                 let vars = parsed.vars.0.into_iter().map(|(n, v)| (n, v.value)).collect();
                 let models = resolve_models(root, &file, &parsed.models.entries, &mut diagnostics);
-                pipelines.push(Pipeline { name, file, description: parsed.description, sources, vars, models });
+                let (description, retention) = (parsed.description, parsed.retention);
+                pipelines.push(Pipeline { name, file, description, sources, vars, models, retention });
             }
         }
 
@@ -441,6 +487,11 @@ impl Project {
         std::time::Duration::from_secs(
             self.settings.lock_ttl_seconds.value.clamp(*LOCK_TTL_SECONDS.start(), *LOCK_TTL_SECONDS.end()),
         )
+    }
+
+    pub fn file_retention(&self) -> std::time::Duration {
+        let seconds = self.settings.file_retention_seconds.value;
+        std::time::Duration::from_secs(seconds.clamp(*FILE_RETENTION_SECONDS.start(), *FILE_RETENTION_SECONDS.end()))
     }
 
     pub fn max_reject_ratio(&self, source: &SourceContract) -> f64 {

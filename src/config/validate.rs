@@ -32,11 +32,17 @@ pub(super) fn project(project: &Project, d: &mut Diagnostics) {
     for (setting, range, unit) in [
         (&settings.lock_ttl_seconds, super::LOCK_TTL_SECONDS, " seconds"),
         (&settings.memory_limit_mb, super::MEMORY_LIMIT_MB, " MB"),
+        (&settings.file_retention_seconds, super::FILE_RETENTION_SECONDS, " seconds"),
     ] {
         if !range.contains(&setting.value) {
             let message = format!("must be between {} and {}{unit}", range.start(), range.end());
             d.at(settings_file, &setting.position, message);
         }
+    }
+    if settings.file_retention_seconds.value < settings.lock_ttl_seconds.value {
+        let message =
+            "must be at least `lock_ttl_seconds`: a run's files are not removed while it may still commit them";
+        d.at(settings_file, &settings.file_retention_seconds.position, message);
     }
     for (_, limit, range) in settings.limits.each() {
         if !range.contains(&limit.value) {
@@ -67,6 +73,15 @@ fn pipeline(pipeline: &Pipeline, d: &mut Diagnostics) {
         columns(source, pipeline, file, d);
     }
     reference_cycles(pipeline, d);
+    let retention = &pipeline.retention;
+    for rule in [&retention.daily_days, &retention.month_end_months].into_iter().flatten() {
+        if rule.value == 0 {
+            d.at(file, &rule.position, "must be at least 1 (the newest snapshot is always kept)".to_string());
+        }
+    }
+    if let (None, Some(months)) = (&retention.daily_days, &retention.month_end_months) {
+        d.at(file, &months.position, "needs `daily_days`: without it every snapshot is kept".to_string());
+    }
     models(pipeline, d);
 }
 

@@ -1,14 +1,16 @@
-//! Stage 4 of the flow: make a tested mart snapshot visible, atomically, and the run lock that
-//! keeps two runs from writing the same warehouse.
+//! Stage 4 of the flow: make a tested snapshot visible, atomically, and the run lock that keeps
+//! two runs from writing the same warehouse.
 //!
-//! Commit protocol (DESIGN.md): a run writes its files under `marts/<mart>/as_of=D/<run_id>/`,
-//! the tests read them there, then `_SUCCESS` is written (one small put, atomic) naming exactly
-//! those files. Only after that are other files under `as_of=D/` deleted: those of the snapshot
-//! it replaces and any left by a killed run. A reader honouring `_SUCCESS` never sees a partial
-//! snapshot, and after a successful run a reader globbing the folder sees only committed files.
-//! An incremental model's state is committed the same way under `state/<model>/as_of=D/`.
+//! A mart snapshot is one commit to the mart's Delta table (`mart.rs`). An incremental model's
+//! state, which only keymart reads, keeps the simpler protocol: the run writes its files under
+//! `state/<model>/as_of=D/<run_id>/`, then a `_SUCCESS` manifest (one small put, atomic) naming
+//! exactly those files; only after that are the other files under `as_of=D/` deleted.
 
 pub mod lock;
+pub mod mart;
+pub mod migrate;
+
+use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
 
@@ -29,18 +31,33 @@ pub struct Snapshot<'a> {
     pub inputs: String,
 }
 
-/// Write the manifest (the commit point), then remove every other file of that date.
-pub async fn commit(warehouse: &Warehouse, snapshot: Snapshot<'_>) -> Result<SnapshotManifest> {
+/// Commit a snapshot: a mart's to its Delta table (files older than `retention` that no version
+/// names are removed after it), a state's by its manifest.
+pub async fn commit(warehouse: &Warehouse, snapshot: Snapshot<'_>, retention: Duration) -> Result<SnapshotManifest> {
+    match snapshot.shelf {
+        Shelf::Marts => mart::commit(warehouse, snapshot, retention).await,
+        Shelf::State => commit_state(warehouse, snapshot).await,
+    }
+}
+
+/// A hash of a snapshot's `name type` column list: a changed schema is visible at a glance.
+fn schema_hash(schema: &[String]) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(schema.join("\n").as_bytes()))
+}
+
+/// Write the state's manifest (the commit point), then remove every other file of that date.
+async fn commit_state(warehouse: &Warehouse, snapshot: Snapshot<'_>) -> Result<SnapshotManifest> {
     let manifest = SnapshotManifest {
         table: snapshot.table.to_string(),
         as_of: snapshot.as_of,
         run_id: snapshot.run_id.to_string(),
-        schema_hash: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(snapshot.schema.join("\n").as_bytes())),
+        schema_hash: schema_hash(&snapshot.schema),
         files: snapshot.files,
         rows: snapshot.rows,
         schema: snapshot.schema,
         inputs: snapshot.inputs,
         committed_at: Utc::now(),
+        version: None,
     };
     let key = warehouse.layout().manifest_key(snapshot.shelf, snapshot.table, snapshot.as_of);
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");

@@ -60,7 +60,14 @@ pub enum Step {
         mart: String,
         files: Vec<String>,
         rows: u64,
-        manifest: String,
+        /// The version of the mart's Delta table that the commit made.
+        version: u64,
+    },
+    /// Snapshots the pipeline's `retention:` no longer keeps, removed from a mart's table.
+    Prune {
+        as_of: NaiveDate,
+        mart: String,
+        dates: Vec<NaiveDate>,
     },
 }
 

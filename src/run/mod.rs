@@ -171,6 +171,22 @@ pub async fn unlock(session: &Session) -> Result<String> {
     })
 }
 
+/// Turn a warehouse's `_SUCCESS`-committed marts into Delta tables, holding the run lock.
+pub async fn migrate(session: &Session) -> Result<String> {
+    let run_id = ledger::new_run_id();
+    let lock = RunLock::acquire(&session.warehouse.location, &run_id, "migrate", session.project.lock_ttl()).await?;
+    let migrated = crate::publish::migrate::migrate(&session.warehouse, session.project.file_retention()).await;
+    lock.release().await?;
+    let migrated = migrated?;
+    Ok(match migrated.marts {
+        0 => "nothing to migrate: every mart is a Delta table".to_string(),
+        marts => format!(
+            "migrated {marts} marts: {} snapshots committed to their Delta tables, {} committed by an earlier migration",
+            migrated.committed, migrated.already
+        ),
+    })
+}
+
 /// The request of an earlier run, to replay it (`--retry`).
 pub async fn retry_request(session: &Session, run_id: &str) -> Result<Request> {
     let ledgers = ledger::list(&session.warehouse).await?;

@@ -298,7 +298,8 @@ impl Plan<'_> {
     async fn keep_state(&self, state: &Materialization, as_of: NaiveDate, states: &mut States<'_>) -> Result<()> {
         let warehouse = &self.session.warehouse;
         let inputs = states.inputs_at(as_of).await?;
-        publish::commit(warehouse, self.snapshot(Shelf::State, state, as_of, inputs)).await?;
+        let retention = self.session.project.file_retention();
+        publish::commit(warehouse, self.snapshot(Shelf::State, state, as_of, inputs), retention).await?;
         let committed = warehouse.shelved_snapshots(Shelf::State, &state.model).await?;
         let since = state.state.as_ref().and_then(|s| s.since);
         publish::prune_states(warehouse, &state.model, &states_to_keep(&committed, as_of, since)).await
@@ -312,18 +313,21 @@ impl Plan<'_> {
         for mart in publishable {
             failpoint::pause("before_commit");
             let snapshot = self.snapshot(Shelf::Marts, mart, as_of, fingerprint.to_string());
-            let manifest = publish::commit(warehouse, snapshot).await?;
+            let manifest = publish::commit(warehouse, snapshot, self.session.project.file_retention()).await?;
             if let Some(line) = night.lines.iter_mut().find(|l| l.model == mart.model) {
                 line.outcome = ModelOutcome::Published;
             }
-            let manifest_key = warehouse.layout().manifest_key(Shelf::Marts, &manifest.table, as_of);
             ledger.steps.push(Step::Publish {
                 as_of,
                 mart: manifest.table.clone(),
                 files: manifest.files.clone(),
                 rows: manifest.rows,
-                manifest: warehouse.location.relative(&manifest_key),
+                version: manifest.version.unwrap_or_default(),
             });
+            let pruned = publish::mart::prune(warehouse, &mart.model, as_of, &self.pipeline.retention).await?;
+            if !pruned.is_empty() {
+                ledger.steps.push(Step::Prune { as_of, mart: mart.model.clone(), dates: pruned });
+            }
         }
         Ok(())
     }

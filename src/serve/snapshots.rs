@@ -1,8 +1,8 @@
 //! What a connection's queries see: each mart's committed snapshot (`<mart>`), all of them
 //! (`<mart>_history`), and the snapshot list (`keymart_snapshots`), registered through the same
 //! `register_committed_marts` as `keymart query`. Re-resolved before every statement, cheaply:
-//! one listing of the marts' `_SUCCESS` manifests, and a new registration only when that
-//! listing (or the session's `keymart.as_of`) changed since the last.
+//! one listing of the marts' Delta logs, and a new registration only when that listing (or the
+//! session's `keymart.as_of`) changed since the last.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -18,16 +18,16 @@ use crate::config::HISTORY_SUFFIX;
 use crate::config::contract::days_since_epoch;
 use crate::engine::{Engine, engine_error, register_committed_marts};
 use crate::error::{Error, Result};
-use crate::warehouse::{Shelf, Warehouse, is_manifest};
+use crate::warehouse::{Shelf, Warehouse, is_table_log};
 
 pub const SNAPSHOTS_TABLE: &str = "keymart_snapshots";
 
-/// A fingerprint of every committed manifest under `marts/` (key, size, time, e-tag): it changes
+/// A fingerprint of every object of the marts' Delta logs (key, size, time, e-tag): it changes
 /// when a snapshot is published, replaced or removed.
 pub async fn manifests_fingerprint(warehouse: &Warehouse) -> Result<u64> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for object in warehouse.location.list(warehouse.layout().shelf_dir(Shelf::Marts)).await? {
-        if is_manifest(&object.location) {
+        if is_table_log(&object.location) {
             object.location.as_ref().hash(&mut hasher);
             object.size.hash(&mut hasher);
             object.last_modified.hash(&mut hasher);
@@ -57,16 +57,16 @@ pub async fn register(
     Ok(())
 }
 
-/// `keymart_snapshots`: one row per committed snapshot of every mart. `version` numbers a mart's
-/// snapshots 1, 2, … in the order of their dates (the manifests' order).
+/// `keymart_snapshots`: one row per committed snapshot of every mart. `version` is the version of
+/// the mart's Delta table that committed the snapshot.
 async fn snapshots_table(warehouse: &Warehouse, marts: &[String]) -> Result<Arc<MemTable>> {
     let (mut mart, mut as_of, mut version, mut run_id, mut rows, mut committed_at) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for name in marts {
-        for (n, snapshot) in warehouse.committed_snapshots(name).await?.iter().enumerate() {
+        for snapshot in warehouse.committed_snapshots(name).await? {
             mart.push(name.clone());
             as_of.push(days_since_epoch(snapshot.as_of));
-            version.push(n as i64 + 1);
+            version.push(snapshot.version.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)));
             run_id.push(snapshot.run_id.clone());
             rows.push(i64::try_from(snapshot.rows).unwrap_or(i64::MAX));
             committed_at.push(snapshot.committed_at.timestamp_micros());

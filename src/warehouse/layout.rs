@@ -11,6 +11,7 @@ const STAGING: &str = "_staging";
 const RUNS: &str = "_runs";
 const LOCK: &str = "_lock";
 const MANIFEST_NAME: &str = "_SUCCESS";
+const DELTA_LOG: &str = "_delta_log";
 
 /// Where a kind of snapshot lives: `marts/` (published for readers) or `state/` (incremental
 /// models' tables, kept for the next night; DESIGN.md has no place for them).
@@ -98,6 +99,11 @@ impl Layout<'_> {
         format!("{}/{table}", shelf.prefix())
     }
 
+    /// `marts/<mart>/_delta_log` (relative): a mart table's log.
+    pub fn table_log_dir(&self, mart: &str) -> String {
+        format!("{}/{DELTA_LOG}", self.table_dir(Shelf::Marts, mart))
+    }
+
     /// `marts/<mart>/as_of=<D>` or `state/<model>/as_of=<D>` (relative).
     pub fn snapshot_dir(&self, shelf: Shelf, table: &str, as_of: NaiveDate) -> String {
         format!("{}/as_of={as_of}", self.table_dir(shelf, table))
@@ -145,6 +151,11 @@ pub fn lock_link_number(key: &Path) -> Option<u64> {
 /// Whether a key is a snapshot's `_SUCCESS` manifest.
 pub fn is_manifest(key: &Path) -> bool {
     key.filename() == Some(MANIFEST_NAME)
+}
+
+/// Whether a key lies in a Delta table's log (`marts/<mart>/_delta_log/…`).
+pub fn is_table_log(key: &Path) -> bool {
+    key.parts().any(|part| part.as_ref() == DELTA_LOG)
 }
 
 /// The date of the load a key lies in: the `load_date=<D>` part of `raw/<source>/load_date=<D>/…`.

@@ -1,6 +1,7 @@
 //! Object-store locations (warehouse, landing zone) and the warehouse layout of DESIGN.md.
 
 pub mod counting;
+pub mod delta;
 mod fence;
 mod layout;
 pub mod parquet;
@@ -17,7 +18,7 @@ use url::Url;
 
 pub use crate::config::StorageSettings;
 pub use fence::Fence;
-pub use layout::{Layout, Shelf, is_manifest, load_date_of, lock_link_number, snapshot_date};
+pub use layout::{Layout, Shelf, is_manifest, is_table_log, load_date_of, lock_link_number, snapshot_date};
 
 use crate::error::{Error, Result};
 

@@ -1,6 +1,7 @@
-//! Committed snapshots: the `_SUCCESS` manifest that makes a snapshot visible, and how to find
-//! the committed snapshots of a mart or of an incremental model's state. Written by `publish`,
-//! read by everything else.
+//! Committed snapshots: what a reader needs of one (its files, and where they came from), and how
+//! to find the committed snapshots of a mart (from its Delta log, `delta.rs`) or of an
+//! incremental model's state (a `_SUCCESS` manifest per date). Written by `publish`, read by
+//! everything else.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use object_store::ObjectStoreExt;
@@ -28,12 +29,15 @@ pub struct SnapshotManifest {
     /// Fingerprint of everything the snapshot was computed from (extracts, pipeline, SQL).
     pub inputs: String,
     pub committed_at: DateTime<Utc>,
+    /// The mart table's version that committed it (a state's manifest has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 impl Warehouse {
-    /// The committed manifest of one mart snapshot, if any.
+    /// The committed snapshot of one mart for one date, if any.
     pub async fn manifest(&self, mart: &str, as_of: NaiveDate) -> Result<Option<SnapshotManifest>> {
-        self.shelved_manifest(Shelf::Marts, mart, as_of).await
+        Ok(self.committed_mart_snapshots(mart).await?.into_iter().find(|s| s.as_of == as_of))
     }
 
     async fn shelved_manifest(&self, shelf: Shelf, table: &str, as_of: NaiveDate) -> Result<Option<SnapshotManifest>> {
@@ -56,11 +60,14 @@ impl Warehouse {
 
     /// Every committed snapshot of a mart, oldest first.
     pub async fn committed_snapshots(&self, mart: &str) -> Result<Vec<SnapshotManifest>> {
-        self.shelved_snapshots(Shelf::Marts, mart).await
+        self.committed_mart_snapshots(mart).await
     }
 
     /// Every committed snapshot of a mart or state table, oldest first.
     pub async fn shelved_snapshots(&self, shelf: Shelf, table: &str) -> Result<Vec<SnapshotManifest>> {
+        if shelf == Shelf::Marts {
+            return self.committed_mart_snapshots(table).await;
+        }
         let mut dates: Vec<NaiveDate> = self
             .location
             .list(&self.layout().table_dir(shelf, table))

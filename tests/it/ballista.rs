@@ -169,7 +169,7 @@ fn an_executor_killed_mid_run_leaves_no_partial_mart_and_the_next_run_completes(
     // The scheduler notices the lost executor and runs its tasks again on the one left, so the
     // run finishes every date: a run that failed here would have published less than it could.
     assert_exit(&output, 0);
-    // Every date is committed whole: every file each _SUCCESS names exists.
+    // Every date is committed whole: every file the Delta log names exists.
     for day in DAYS {
         for mart in SAMPLE_MARTS {
             assert!(!project.committed_file(mart, day).is_empty(), "{mart} {day}");

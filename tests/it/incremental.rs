@@ -5,21 +5,22 @@
 use std::collections::BTreeMap;
 
 use crate::marts::{Extracts, land_day};
-use crate::support::{TestProject, assert_exit, files_under, stderr};
+use crate::support::{DeltaLog, TestProject, assert_exit, files_under, stderr};
 
 /// Every committed mart file of a project, by `<mart>/as_of=<D>`, as a hash of its bytes.
 fn published(project: &TestProject) -> BTreeMap<String, String> {
     let marts = project.warehouse().join("marts");
-    files_under(&marts)
-        .into_iter()
-        .filter(|f| f.ends_with("_SUCCESS"))
-        .map(|manifest| {
-            let snapshot = manifest.trim_end_matches("/_SUCCESS").to_string();
-            let day = snapshot.rsplit_once("as_of=").unwrap().1.to_string();
-            let mart = snapshot.split('/').next().unwrap().to_string();
-            (snapshot, format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&project.committed_file(&mart, &day))))
-        })
-        .collect()
+    let mut published = BTreeMap::new();
+    for entry in std::fs::read_dir(&marts).unwrap() {
+        let mart = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let days: std::collections::BTreeSet<String> =
+            DeltaLog::read_dir(&marts.join(&mart)).files.into_values().collect();
+        for day in days {
+            let bytes = project.committed_file(&mart, &day);
+            published.insert(format!("{mart}/as_of={day}"), format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes)));
+        }
+    }
+    published
 }
 
 /// Both projects published the same snapshots with the same bytes; else which differ.

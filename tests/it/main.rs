@@ -4,6 +4,7 @@ mod ballista;
 mod bench;
 mod cli;
 mod config;
+mod delta;
 mod generate;
 mod hostile;
 mod incremental;

@@ -249,7 +249,7 @@ fn two_master_rows_with_one_conformed_key_stop_the_marts_built_on_them() {
     for mart in ["customer_value", "customer_profile", "key_accounts"] {
         assert!(line(mart).contains("NOT PUBLISHED (upstream"), "{mart}: {summary}");
     }
-    assert!(!project.warehouse().join("marts/customer_value/as_of=2024-06-30/_SUCCESS").exists());
+    assert!(project.snapshot("customer_value", "2024-06-30").is_none());
 }
 
 /// The README's first command: the shipped sample through the shipped pipeline publishes every
@@ -263,7 +263,7 @@ fn the_sample_publishes_every_mart_and_segments_follow_the_rf_map() {
 
     for day in ["2024-06-01", "2024-06-02", "2024-06-03"] {
         for mart in SAMPLE_MARTS {
-            assert!(project.warehouse().join(format!("marts/{mart}/as_of={day}/_SUCCESS")).exists(), "{mart} {day}");
+            assert!(project.snapshot(mart, day).is_some(), "{mart} {day}");
         }
     }
 

@@ -58,7 +58,11 @@ pub(crate) fn project() -> TestProject {
 /// The project of this module with another pipeline: the same SQL, configuration and extracts.
 fn project_with(pipeline: &str) -> TestProject {
     let project = TestProject::new(pipeline);
-    std::fs::write(project.path().join("keymart.yaml"), "warehouse: ./warehouse\nlock_ttl_seconds: 2\n").unwrap();
+    std::fs::write(
+        project.path().join("keymart.yaml"),
+        "warehouse: ./warehouse\nlock_ttl_seconds: 2\nfile_retention_seconds: 2\n",
+    )
+    .unwrap();
     project.write("sql/stg_orders.sql", STG_ORDERS);
     project.write("sql/customer_totals.sql", CUSTOMER_TOTALS);
     project.write("sql/customer_streaks.sql", CUSTOMER_STREAKS);
@@ -82,8 +86,7 @@ pub(crate) fn run(project: &TestProject, args: &[&str]) -> std::process::Output 
 }
 
 pub(crate) fn manifest(project: &TestProject, mart: &str, date: &str) -> Option<serde_json::Value> {
-    let path = project.warehouse().join(format!("marts/{mart}/as_of={date}/_SUCCESS"));
-    std::fs::read(path).ok().map(|b| serde_json::from_slice(&b).unwrap())
+    project.snapshot(mart, date)
 }
 
 fn query(project: &TestProject, sql: &str) -> String {
@@ -132,7 +135,7 @@ fn a_backfill_commits_each_date_in_order_and_history_sees_earlier_snapshots() {
 }
 
 #[test]
-fn a_rerun_gives_identical_files_and_the_manifest_names_only_the_new_run() {
+fn a_rerun_gives_identical_files_and_the_log_names_only_the_new_run() {
     let project = project();
     assert_exit(&run(&project, &["--as-of", D1]), 0);
     let first = manifest(&project, "customer_totals", D1).unwrap();
@@ -140,6 +143,8 @@ fn a_rerun_gives_identical_files_and_the_manifest_names_only_the_new_run() {
     let first_bytes: Vec<Vec<u8>> =
         first_files.iter().map(|f| std::fs::read(project.warehouse().join(f)).unwrap()).collect();
 
+    // The replaced files are removed by the commit after them once older than the retention (2 s).
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     assert_exit(&run(&project, &["--as-of", D1, "--rebuild"]), 0);
     let second = manifest(&project, "customer_totals", D1).unwrap();
     let second_files = manifest_files(&second);
@@ -149,10 +154,10 @@ fn a_rerun_gives_identical_files_and_the_manifest_names_only_the_new_run() {
     assert_eq!(second_bytes, first_bytes, "byte-identical");
     assert_eq!(first["inputs"], second["inputs"]);
     let dir = project.warehouse().join(format!("marts/customer_totals/as_of={D1}"));
-    let mut expected: Vec<String> =
+    let expected: Vec<String> =
         second_files.iter().map(|f| f.rsplit_once(&format!("as_of={D1}/")).unwrap().1.to_string()).collect();
-    expected.push("_SUCCESS".to_string());
     assert_eq!(files_under(&dir), expected, "only the committed files remain");
+    assert!(second["version"].as_u64().unwrap() > first["version"].as_u64().unwrap());
 }
 
 #[test]
@@ -175,7 +180,7 @@ fn a_failing_test_blocks_publish_downstream_and_keeps_the_previous_snapshot() {
 
     assert_eq!(manifest(&project, "customer_totals", D1).unwrap(), before, "the committed snapshot is unchanged");
     let dir = project.warehouse().join(format!("marts/customer_totals/as_of={D1}"));
-    assert_eq!(files_under(&dir).len(), 2, "the failed run's files are removed: {:?}", files_under(&dir));
+    assert_eq!(files_under(&dir).len(), 1, "the failed run's files are removed: {:?}", files_under(&dir));
     assert_eq!(query(&project, "SELECT sum(amount) AS total FROM customer_totals"), "total\n170.50");
 
     let ledger = project.last_ledger();
@@ -256,7 +261,7 @@ fn a_run_killed_before_commit_leaves_no_partial_snapshot_and_the_next_run_cleans
     child.wait().unwrap();
 
     let dir = project.warehouse().join(format!("marts/customer_totals/as_of={D1}"));
-    assert_eq!(files_under(&dir).len(), 3, "the killed run's file is there, uncommitted: {:?}", files_under(&dir));
+    assert_eq!(files_under(&dir).len(), 2, "the killed run's file is there, uncommitted: {:?}", files_under(&dir));
     assert_eq!(manifest(&project, "customer_totals", D1).unwrap(), before, "readers still see the old snapshot");
     assert_eq!(query(&project, "SELECT sum(amount) AS total FROM customer_totals"), "total\n170.50");
     let staging = project.warehouse().join("_staging");
@@ -266,7 +271,8 @@ fn a_run_killed_before_commit_leaves_no_partial_snapshot_and_the_next_run_cleans
     std::thread::sleep(Duration::from_millis(2500));
     let output = run(&project, &["--as-of", D1, "--rebuild"]);
     assert_exit(&output, 0);
-    assert_eq!(files_under(&dir).len(), 2, "leftovers removed by the next successful run: {:?}", files_under(&dir));
+    // Older than the retention (2 s here): the killed run's file and the replaced one go.
+    assert_eq!(files_under(&dir).len(), 1, "leftovers removed by the next successful run: {:?}", files_under(&dir));
     assert!(!staging.exists(), "and the killed run's staging files: {:?}", files_under(&staging));
     let unlocked = project.keymart(&["unlock"]);
     assert_eq!(stdout(&unlocked).trim(), "the warehouse was not locked", "the lock is released");

@@ -14,8 +14,8 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::support::{
-    KilledOnDrop, SAMPLE_MARTS, TestProject, assert_exit, files_under, free_ports, keymart, manifest_files, repo_root,
-    stderr, stdout, wait_for_port,
+    DeltaLog, KilledOnDrop, SAMPLE_MARTS, TestProject, assert_exit, files_under, free_ports, keymart, manifest_files,
+    repo_root, stderr, stdout, wait_for_port,
 };
 
 pub(crate) const SECRET: &str = "s3cr3t-never-shown";
@@ -186,11 +186,32 @@ pub(crate) fn sample_lake() -> (S3Server, Arc<dyn ObjectStore>) {
     (server, bucket)
 }
 
+/// Every key under a prefix of the bucket.
+fn keys_under(bucket: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<String> {
+    runtime()
+        .block_on(async { futures::TryStreamExt::try_collect::<Vec<_>>(bucket.list(Some(&Key::from(prefix)))).await })
+        .unwrap()
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .collect()
+}
+
+/// A mart's snapshot of a date in a warehouse at `wh/` of the bucket, from its Delta log.
+pub(crate) fn snapshot_on_bucket(bucket: &Arc<dyn ObjectStore>, mart: &str, day: &str) -> Option<serde_json::Value> {
+    let log = format!("wh/marts/{mart}/_delta_log/");
+    let commits = keys_under(bucket, &log)
+        .into_iter()
+        .filter_map(|key| {
+            let version = key.strip_prefix(&log)?.strip_suffix(".json")?.parse().ok()?;
+            Some((version, get(bucket, &key).unwrap()))
+        })
+        .collect();
+    DeltaLog::replay(commits).snapshot(&format!("marts/{mart}"), day)
+}
+
 /// The committed file of a mart and date in a warehouse at `wh/` of the bucket.
 pub(crate) fn committed_on_bucket(bucket: &Arc<dyn ObjectStore>, mart: &str, day: &str) -> Vec<u8> {
-    let manifest_key = format!("wh/marts/{mart}/as_of={day}/_SUCCESS");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&get(bucket, &manifest_key).expect(&manifest_key)).unwrap();
+    let manifest = snapshot_on_bucket(bucket, mart, day).unwrap_or_else(|| panic!("{mart} {day} not committed"));
     manifest_files(&manifest).iter().flat_map(|f| get(bucket, &format!("wh/{f}")).expect(f)).collect()
 }
 
@@ -208,13 +229,8 @@ fn the_sample_on_s3_publishes_the_same_bytes_as_on_local_disk() {
 
     for day in DAYS {
         for mart in SAMPLE_MARTS {
-            let manifest_key = format!("wh/marts/{mart}/as_of={day}/_SUCCESS");
-            let manifest: serde_json::Value =
-                serde_json::from_slice(&get(&bucket, &manifest_key).expect(&manifest_key)).unwrap();
-            let local_manifest: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(local.warehouse().join(format!("marts/{mart}/as_of={day}/_SUCCESS"))).unwrap(),
-            )
-            .unwrap();
+            let manifest = snapshot_on_bucket(&bucket, mart, day).unwrap();
+            let local_manifest = local.snapshot(mart, day).unwrap();
             assert_eq!(manifest["rows"], local_manifest["rows"], "{mart} {day}");
             assert_eq!(manifest["schema_hash"], local_manifest["schema_hash"], "{mart} {day}");
             assert!(
@@ -272,18 +288,12 @@ fn storage_lost_during_publish_fails_cleanly_and_the_rerun_completes() {
     assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
 
     // Nothing committed points at files that are not there.
-    let keys: Vec<String> = runtime()
-        .block_on(async {
-            futures::TryStreamExt::try_collect::<Vec<_>>(bucket.list(Some(&Key::from("wh/marts")))).await
-        })
-        .unwrap()
-        .into_iter()
-        .map(|m| m.location.to_string())
-        .collect();
-    for manifest in keys.iter().filter(|k| k.ends_with("_SUCCESS")) {
-        let body: serde_json::Value = serde_json::from_slice(&get(&bucket, manifest).unwrap()).unwrap();
-        for file in body["files"].as_array().unwrap() {
-            assert!(keys.contains(&format!("wh/{}", file.as_str().unwrap())), "{manifest} names a missing file");
+    let keys = keys_under(&bucket, "wh/marts");
+    for mart in SAMPLE_MARTS {
+        for day in DAYS {
+            for file in snapshot_on_bucket(&bucket, mart, day).map(|s| manifest_files(&s)).unwrap_or_default() {
+                assert!(keys.contains(&format!("wh/{file}")), "the log of {mart} names a missing file {file}");
+            }
         }
     }
 
@@ -292,7 +302,7 @@ fn storage_lost_during_publish_fails_cleanly_and_the_rerun_completes() {
     assert_exit(&keymart_s3(&project, &["unlock"]), 0);
     assert_exit(&keymart_s3(&project, &["run", "--as-of", DAYS[0]]), 0);
     for mart in SAMPLE_MARTS {
-        assert!(get(&bucket, &format!("wh/marts/{mart}/as_of={}/_SUCCESS", DAYS[0])).is_some(), "{mart}");
+        assert!(snapshot_on_bucket(&bucket, mart, DAYS[0]).is_some(), "{mart}");
     }
 }
 

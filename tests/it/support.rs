@@ -106,17 +106,19 @@ impl TestProject {
         rows(&read_parquet(&self.warehouse().join(relative)))
     }
 
-    /// The bytes of a mart's committed files for a date (every file its `_SUCCESS` names, in
-    /// its order, each of which must exist).
+    /// The bytes of a mart's committed files for a date (every file its Delta log names for
+    /// the date, in key order, each of which must exist).
     pub fn committed_file(&self, mart: &str, day: &str) -> Vec<u8> {
-        let manifest = self.warehouse().join(format!("marts/{mart}/as_of={day}/_SUCCESS"));
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&manifest).unwrap_or_else(|e| panic!("{}: {e}", manifest.display())))
-                .unwrap();
+        let manifest = self.snapshot(mart, day).unwrap_or_else(|| panic!("{mart} has no committed snapshot of {day}"));
         manifest_files(&manifest)
             .iter()
             .flat_map(|f| std::fs::read(self.warehouse().join(f)).unwrap_or_else(|e| panic!("{f}: {e}")))
             .collect()
+    }
+
+    /// A mart's committed snapshot of a date as the test reads its Delta log (`DeltaLog`).
+    pub fn snapshot(&self, mart: &str, day: &str) -> Option<serde_json::Value> {
+        DeltaLog::read_dir(&self.warehouse().join(format!("marts/{mart}"))).snapshot(&format!("marts/{mart}"), day)
     }
 
     /// The run ledger that started last.
@@ -245,7 +247,94 @@ pub fn assert_exit(output: &Output, code: i32) {
     );
 }
 
-/// The files a `_SUCCESS` manifest names (at least one: a snapshot without files is a bug).
+/// A mart's Delta log replayed by the test itself, not by delta-rs: the JSON commits in version
+/// order, files added minus files removed, and the newest metadata. A second reading of what
+/// keymart committed, by the protocol's text rather than keymart's code.
+#[derive(Debug, Default)]
+pub struct DeltaLog {
+    /// Live data files (relative to the table) and the `as_of` partition each is in.
+    pub files: std::collections::BTreeMap<String, String>,
+    /// The table's configuration (`metaData.configuration`) at the newest version.
+    pub configuration: serde_json::Map<String, serde_json::Value>,
+    pub version: Option<u64>,
+}
+
+impl DeltaLog {
+    /// Replay commits given as (version, JSON lines), in any order.
+    pub fn replay(mut commits: Vec<(u64, Vec<u8>)>) -> DeltaLog {
+        commits.sort_by_key(|(version, _)| *version);
+        let mut log = DeltaLog::default();
+        for (version, body) in commits {
+            for line in String::from_utf8(body).unwrap().lines().filter(|l| !l.trim().is_empty()) {
+                let action: serde_json::Value = serde_json::from_str(line).unwrap();
+                let decode = |p: &serde_json::Value| percent_decode(p.as_str().expect("a path"));
+                if let Some(add) = action.get("add") {
+                    let as_of = add["partitionValues"]["as_of"].as_str().unwrap_or_default().to_string();
+                    log.files.insert(decode(&add["path"]), as_of);
+                } else if let Some(remove) = action.get("remove") {
+                    log.files.remove(&decode(&remove["path"]));
+                } else if let Some(metadata) = action.get("metaData") {
+                    log.configuration = metadata["configuration"].as_object().cloned().unwrap_or_default();
+                }
+            }
+            log.version = Some(version);
+        }
+        log
+    }
+
+    /// The commits of a table folder on local disk.
+    pub fn read_dir(table: &Path) -> DeltaLog {
+        let Ok(entries) = std::fs::read_dir(table.join("_delta_log")) else { return DeltaLog::default() };
+        let commits = entries
+            .map(|e| e.unwrap().path())
+            .filter_map(|path| {
+                let version = path.file_name()?.to_str()?.strip_suffix(".json")?.parse().ok()?;
+                Some((version, std::fs::read(&path).unwrap()))
+            })
+            .collect();
+        DeltaLog::replay(commits)
+    }
+
+    /// A date's snapshot in the shape keymart's ledger and the tests use: `files` (relative to
+    /// the warehouse, sorted) and the facts keymart recorded (`run_id`, `rows`, `inputs`,
+    /// `committed_at`, `version`, `schema_hash`); `None` when the log has no file of that date.
+    pub fn snapshot(&self, table_dir: &str, day: &str) -> Option<serde_json::Value> {
+        let files: Vec<String> = self
+            .files
+            .iter()
+            .filter(|(_, as_of)| *as_of == day)
+            .map(|(path, _)| format!("{table_dir}/{path}"))
+            .collect();
+        if files.is_empty() {
+            return None;
+        }
+        let facts = self.configuration.get(&format!("keymart.snapshot.{day}")).expect("facts of a committed date");
+        let mut snapshot: serde_json::Value = serde_json::from_str(facts.as_str().unwrap()).unwrap();
+        snapshot["files"] = serde_json::json!(files);
+        Some(snapshot)
+    }
+}
+
+/// `%XX` escapes decoded, as the Delta protocol encodes paths.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The files a snapshot names (at least one: a snapshot without files is a bug).
 pub fn manifest_files(manifest: &serde_json::Value) -> Vec<String> {
     let files: Vec<String> =
         manifest["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
