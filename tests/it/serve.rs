@@ -508,6 +508,66 @@ fn the_http_listener_serves_exact_metrics_and_the_published_reports() {
     assert_eq!(crate::report::figures(&dom), figures);
 }
 
+#[test]
+fn pgjdbc_lists_tables_and_columns_with_remarks_and_runs_a_prepared_statement() {
+    let jar = Path::new("/usr/share/java/postgresql.jar");
+    let java = Command::new("java").arg("-version").output().is_ok_and(|o| o.status.success());
+    assert!(
+        java && jar.exists(),
+        "the pgJDBC test needs a JDK and pgJDBC: apt-get install -y default-jdk-headless libpostgresql-jdbc-java \
+         (.ci/run does)"
+    );
+    let yaml = "warehouse: ./warehouse\nserve:\n  users:\n    - {name: analyst, password: \"${KEYMART_TEST_SERVE_PASSWORD}\"}\n";
+    let project = sample(("2024-06-01", "2024-06-02"), yaml);
+    let server = Server::start(&project, &[("KEYMART_TEST_SERVE_PASSWORD", PASSWORD)]);
+    let output = Command::new("java")
+        .arg("-cp")
+        .arg(jar)
+        .arg(repo_root().join("tests/it/serve/Client.java"))
+        .args([&server.port.to_string(), "analyst", PASSWORD])
+        .output()
+        .expect("run java");
+    let checks = Checks::of("Client.java", &output, &server);
+    let check = |name: &str| checks.get(name);
+
+    assert_eq!(check("connected")["product"], "PostgreSQL", "{}", checks.report);
+    let tables = check("tables");
+    for mart in SAMPLE_MARTS {
+        assert!(tables["tables"].as_array().unwrap().iter().any(|t| t == mart), "{mart} not in {tables}");
+    }
+    assert_eq!(tables["customer_rfm_remarks"], RFM_DESCRIPTION, "{tables}");
+    let columns = check("columns");
+    let column = |name: &str| {
+        columns["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c[0] == name)
+            .unwrap_or_else(|| panic!("{name}: {columns}"))
+            .clone()
+    };
+    // [name, TYPE_NAME, java.sql.Types, REMARKS]
+    assert_eq!(column("monetary"), serde_json::json!(["monetary", "numeric", 2, MONETARY_DESCRIPTION]));
+    assert_eq!(column("customer_id"), serde_json::json!(["customer_id", "text", 12, null]), "{columns}");
+    assert_eq!(column("frequency")[2], -5, "BIGINT: {columns}");
+
+    // The same rows as `keymart query`.
+    let sql = "SELECT customer_id, frequency FROM customer_rfm WHERE frequency >= 2 AND segment <> 'Lost' \
+               ORDER BY customer_id LIMIT 3";
+    let query = project.keymart(&["query", sql, "--format", "csv"]);
+    assert_exit(&query, 0);
+    let expected: Vec<serde_json::Value> = stdout(&query)
+        .lines()
+        .skip(1)
+        .map(|line| line.split_once(',').unwrap())
+        .map(|(id, frequency)| serde_json::json!([id, frequency.parse::<i64>().unwrap()]))
+        .collect();
+    assert_eq!(expected.len(), 3, "{}", stdout(&query));
+    assert_eq!(check("prepared")["rows"], serde_json::Value::Array(expected), "{}", checks.report);
+    assert_eq!(check("query")["count"], 200);
+    assert_eq!(check("write")["sqlstate"], "42501", "{}", checks.report);
+}
+
 /// Run a Python client script; psycopg, SQLAlchemy and pandas must be importable.
 fn python(script: &Path, args: &[&str]) -> Output {
     let check = Command::new("python3").args(["-c", "import psycopg, sqlalchemy, pandas"]).output();
