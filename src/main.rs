@@ -119,12 +119,12 @@ enum Command {
     },
     /// Write synthetic extracts for all four sources in the landing layout (deterministic per seed).
     Generate(GenerateArgs),
-    /// Serve the committed marts over the PostgreSQL protocol (read-only), with /healthz over HTTP.
+    /// Serve the committed marts over the PostgreSQL protocol (read-only); health, metrics and reports over HTTP.
     Serve {
         /// PostgreSQL listener (default: keymart.yaml's serve.listen, else 127.0.0.1:5433).
         #[arg(long, value_name = "ADDR")]
         pg: Option<String>,
-        /// HTTP listener for /healthz (default: serve.http_listen, else 127.0.0.1:8080).
+        /// HTTP listener: /healthz, /metrics, the reports (default: serve.http_listen, else 127.0.0.1:8080).
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
     },

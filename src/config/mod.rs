@@ -93,6 +93,8 @@ pub struct ServeSettings {
     pub max_connections: usize,
     /// Queries running at once; more wait (within their statement timeout) for a slot.
     pub max_concurrent_queries: usize,
+    /// Queries waiting for a slot at once; one more is refused at once (SQLSTATE 53000).
+    pub max_queued_queries: usize,
     /// The memory pool every query shares (spilling sorts and aggregations); default
     /// `memory_limit_mb`.
     pub memory_limit_mb: Option<u64>,
@@ -109,6 +111,7 @@ impl Default for ServeSettings {
             max_statement_timeout_seconds: 600,
             max_connections: 64,
             max_concurrent_queries: 4,
+            max_queued_queries: 64,
             memory_limit_mb: None,
         }
     }

@@ -17,7 +17,7 @@ use pgwire::api::auth::{
     save_startup_parameters_to_metadata,
 };
 use pgwire::api::{
-    ClientInfo, ConnectionManager, METADATA_DATABASE, METADATA_USER, PgWireConnectionState, PidSecretKeyGenerator,
+    ClientInfo, METADATA_DATABASE, METADATA_USER, PgWireConnectionState, PidSecretKeyGenerator,
     RandomPidSecretKeyGenerator,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -26,6 +26,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use ring::{digest, hmac, rand::SecureRandom};
 use tokio::sync::Mutex;
 
+use super::cancel::Cancels;
 use crate::config::ServeUser;
 use crate::error::{Error, Result};
 
@@ -54,13 +55,18 @@ impl Verifier {
         let mut salt = vec![0u8; 16];
         ring::rand::SystemRandom::new().fill(&mut salt).expect("the system's random source");
         let salted = gen_salted_password(password, &salt, ITERATIONS as usize);
-        let client_key = hmac_sha256(&salted, b"Client Key");
         Verifier {
             iterations: ITERATIONS,
             salt,
-            stored_key: digest::digest(&digest::SHA256, &client_key).as_ref().to_vec(),
+            stored_key: stored_key(&salted),
             server_key: hmac_sha256(&salted, b"Server Key"),
         }
+    }
+
+    /// Whether `password` is the one this verifier was made from (HTTP Basic).
+    fn admits(&self, password: &str) -> bool {
+        let salted = gen_salted_password(password, &self.salt, self.iterations as usize);
+        same(&stored_key(&salted), &self.stored_key)
     }
 
     /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (base64), PostgreSQL's format.
@@ -118,6 +124,28 @@ impl Users {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// A user's name and password as HTTP Basic sends them; an unknown user costs the same
+    /// derivation as a wrong password.
+    pub fn check_password(&self, user: &str, password: &str) -> bool {
+        match self.0.get(user) {
+            Some(verifier) => verifier.admits(password),
+            None => {
+                let _ = gen_salted_password(password, user.as_bytes(), ITERATIONS as usize);
+                false
+            }
+        }
+    }
+}
+
+/// SCRAM's StoredKey: H(HMAC(SaltedPassword, "Client Key")).
+fn stored_key(salted: &[u8]) -> Vec<u8> {
+    digest::digest(&digest::SHA256, &hmac_sha256(salted, b"Client Key")).as_ref().to_vec()
+}
+
+/// Equal keys, compared in full whatever differs first, so the time taken says nothing about them.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
@@ -143,13 +171,13 @@ enum Handshake {
 /// One connection's startup: a handler per connection (it holds the SCRAM exchange's state).
 pub struct Startup {
     users: Arc<Users>,
-    connections: Arc<ConnectionManager>,
+    cancels: Arc<Cancels>,
     state: Mutex<Handshake>,
 }
 
 impl Startup {
-    pub fn new(users: Arc<Users>, connections: Arc<ConnectionManager>) -> Startup {
-        Startup { users, connections, state: Mutex::new(Handshake::Started) }
+    pub fn new(users: Arc<Users>, cancels: Arc<Cancels>) -> Startup {
+        Startup { users, cancels, state: Mutex::new(Handshake::Started) }
     }
 
     async fn accept<C>(&self, client: &mut C) -> PgWireResult<()>
@@ -160,10 +188,10 @@ impl Startup {
     {
         let (pid, secret) = RandomPidSecretKeyGenerator::default().generate(&*client);
         client.set_pid_and_secret_key(pid, secret.clone());
-        // Registered for cancel requests, as pgwire's own startup handlers do.
-        let (handle, guard) = self.connections.register(pid, secret);
-        client.session_extensions().insert(handle);
-        client.session_extensions().insert(guard);
+        // Registered for cancel requests, until the session ends.
+        let (requests, registered) = self.cancels.register(pid, secret.to_bytes());
+        client.session_extensions().insert(requests);
+        client.session_extensions().insert(registered);
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.is_superuser = false;
         parameters.default_transaction_read_only = true;
@@ -286,9 +314,7 @@ fn verify(state: &Handshake, client_final: &str) -> PgWireResult<String> {
     }
     let client_key: Vec<u8> = proof.iter().zip(&client_signature).map(|(a, b)| a ^ b).collect();
     let stored_key = digest::digest(&digest::SHA256, &client_key);
-    // Compared in full whatever differs first, so the time taken says nothing about the key.
-    let differences = stored_key.as_ref().iter().zip(&verifier.stored_key).fold(0u8, |d, (a, b)| d | (a ^ b));
-    if differences != 0 {
+    if !same(stored_key.as_ref(), &verifier.stored_key) {
         return Err(wrong());
     }
     let server_signature = hmac_sha256(&verifier.server_key, auth_message.as_bytes());
@@ -332,6 +358,14 @@ mod tests {
         assert!(exchange(&users, "ana", "pencil").unwrap().starts_with("v="));
         assert_eq!(code(exchange(&users, "ana", "pen")), "28P01");
         assert_eq!(code(exchange(&users, "bob", "pencil")), "28P01");
+    }
+
+    #[test]
+    fn http_basic_passwords_are_checked_against_the_verifier() {
+        let users = Users(HashMap::from([("ana".to_string(), Verifier::from_password("pencil"))]));
+        assert!(users.check_password("ana", "pencil"));
+        assert!(!users.check_password("ana", "pen"));
+        assert!(!users.check_password("bob", "pencil"));
     }
 
     #[test]

@@ -7,9 +7,12 @@
 //! runs (`statement`), who connects (`auth`), and how long and how big a query may be.
 
 mod auth;
+mod cancel;
 mod comments;
+mod connection;
 mod functions;
 mod http;
+mod metrics;
 mod session;
 mod snapshots;
 mod statement;
@@ -17,19 +20,18 @@ mod statement;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionConfig;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
-use pgwire::api::cancel::DefaultCancelHandler;
-use pgwire::api::{ConnectionManager, PgWireServerHandlers};
 use pgwire::error::PgWireResult;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Materialized, Project, ServeSettings};
 use crate::engine::{Engine, engine_error, session_parts};
@@ -97,11 +99,14 @@ pub(crate) struct Server {
     config: SessionConfig,
     runtime: Arc<RuntimeEnv>,
     users: Arc<auth::Users>,
-    connections: Arc<ConnectionManager>,
+    cancels: Arc<cancel::Cancels>,
     limits: Limits,
     slots: Arc<Semaphore>,
-    open: AtomicUsize,
+    /// Statements waiting for a slot now, at most `max_queued`.
+    queued: AtomicUsize,
+    max_queued: usize,
     max_connections: usize,
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl Server {
@@ -114,31 +119,6 @@ impl Server {
             .map_err(|e| engine_error("setting up pg_catalog", *e))?;
         functions::register(&engine.ctx);
         Ok(engine)
-    }
-}
-
-/// The handlers of one connection (pgwire takes them per socket).
-struct ConnectionHandlers {
-    handlers: Arc<session::Handlers>,
-    startup: Arc<auth::Startup>,
-    cancel: Arc<DefaultCancelHandler>,
-}
-
-impl PgWireServerHandlers for ConnectionHandlers {
-    fn simple_query_handler(&self) -> Arc<impl pgwire::api::query::SimpleQueryHandler> {
-        self.handlers.clone()
-    }
-
-    fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
-        self.handlers.clone()
-    }
-
-    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        self.startup.clone()
-    }
-
-    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
-        self.cancel.clone()
     }
 }
 
@@ -156,6 +136,12 @@ pub async fn serve(project: &Project, warehouse: &Warehouse, options: &ServeOpti
              Add serve.users to keymart.yaml, or listen on loopback (127.0.0.1)"
         )));
     }
+    if users.is_empty() && !http_addr.ip().is_loopback() {
+        return Err(Error::Usage(format!(
+            "keymart serve would serve the reports and /metrics on {http_addr} with no users to check: \
+             add serve.users to keymart.yaml (HTTP Basic authentication), or listen on loopback (--http 127.0.0.1:8080)"
+        )));
+    }
     let tls = settings.tls.as_ref().map(|tls| tls_acceptor(&project.root, &tls.cert, &tls.key)).transpose()?;
     let server = Arc::new(server(project, warehouse, settings, users.clone())?);
 
@@ -167,15 +153,19 @@ pub async fn serve(project: &Project, warehouse: &Warehouse, options: &ServeOpti
             "keymart serve: no users in keymart.yaml (serve.users): accepting every connection, on loopback only"
         );
     }
+    // Off loopback, the HTTP listener asks for a user's name and password (all but /healthz).
+    let http_access = if http_addr.ip().is_loopback() { http::Access::Open } else { http::Access::Basic };
     tracing::info!(
-        "keymart serve: PostgreSQL protocol on {pg_addr} (database \"{DATABASE}\"{}), HTTP /healthz on {http_addr}; \
-         {} marts",
+        "keymart serve: PostgreSQL protocol on {pg_addr} (database \"{DATABASE}\"{}), HTTP on {http_addr} \
+         (/healthz, /metrics, the reports at / and /as_of/YYYY-MM-DD{}); {} marts",
         if tls.is_some() { ", TLS" } else { "" },
+        if http_access == http::Access::Basic { ", Basic authentication" } else { "" },
         server.marts.len()
     );
 
-    let http_task = tokio::spawn(http::serve(http_listener, server.clone()));
+    let http_task = tokio::spawn(http::serve(http_listener, server.clone(), http_access));
     let mut tasks = tokio::task::JoinSet::new();
+    let stopping = CancellationToken::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -183,27 +173,26 @@ pub async fn serve(project: &Project, warehouse: &Warehouse, options: &ServeOpti
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    let server = server.clone();
-                    let tls = tls.clone();
-                    tasks.spawn(async move { connection(server, socket, peer, tls).await });
+                    tasks.spawn(connection::serve_socket(server.clone(), socket, peer, tls.clone(), stopping.clone()));
                 }
                 Err(e) => tracing::warn!("keymart serve: accepting a connection failed: {e}"),
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
-    tracing::info!(
-        "keymart serve: shutting down; waiting for {} open connection(s) to finish their statement",
-        tasks.len()
-    );
+    // No new connection from here; each session ends once its statement (if any) has answered.
     drop(listener);
-    http_task.abort();
-    // Running statements end by their statement timeout at the latest; idle connections are closed.
+    stopping.cancel();
+    tracing::info!(
+        "keymart serve: shutting down; no new connections; waiting for {} running statement(s)",
+        server.metrics.queries_running()
+    );
+    // Running statements end by their statement timeout at the latest.
     let grace = server.limits.max_timeout + Duration::from_secs(1);
-    server.slots.close();
     if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
         tasks.abort_all();
     }
+    http_task.abort();
     tracing::info!("keymart serve: stopped");
     Ok(())
 }
@@ -229,71 +218,17 @@ fn server(
         config,
         runtime,
         users,
-        connections: Arc::new(ConnectionManager::new()),
+        cancels: Arc::default(),
         limits: Limits {
             default_timeout: Duration::from_secs(settings.statement_timeout_seconds.max(1)).min(max_timeout),
             max_timeout,
         },
         slots: Arc::new(Semaphore::new(settings.max_concurrent_queries.max(1))),
-        open: AtomicUsize::new(0),
+        queued: AtomicUsize::new(0),
+        max_queued: settings.max_queued_queries,
         max_connections: settings.max_connections.max(1),
+        metrics: Arc::default(),
     })
-}
-
-/// One client connection, from the startup message to its end.
-async fn connection(server: Arc<Server>, socket: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>) {
-    let open = server.open.fetch_add(1, Ordering::SeqCst) + 1;
-    let _open = OpenConnection(server.clone());
-    if open > server.max_connections {
-        tracing::warn!("keymart serve: refusing {peer}: {} connections are open (serve.max_connections)", open - 1);
-        refuse(socket).await;
-        return;
-    }
-    let engine = match server.session() {
-        Ok(engine) => engine,
-        Err(e) => {
-            tracing::error!("keymart serve: cannot start a session for {peer}: {e}");
-            return;
-        }
-    };
-    let connection = Arc::new(session::Connection::new(server.clone(), engine));
-    let handlers = ConnectionHandlers {
-        handlers: Arc::new(session::Handlers {
-            connection: connection.clone(),
-            parser: Arc::new(session::Parser(connection)),
-        }),
-        startup: Arc::new(auth::Startup::new(server.users.clone(), server.connections.clone())),
-        cancel: Arc::new(DefaultCancelHandler::new(server.connections.clone())),
-    };
-    if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
-        tracing::debug!("keymart serve: connection from {peer} ended: {e}");
-    }
-}
-
-struct OpenConnection(Arc<Server>);
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Tell a client over the connection limit why, as PostgreSQL does (53300), before the startup.
-async fn refuse(mut socket: TcpStream) {
-    use pgwire::messages::response::ErrorResponse;
-    use tokio::io::AsyncWriteExt;
-    let info = pgwire::error::ErrorInfo::new(
-        "FATAL".into(),
-        "53300".into(),
-        "sorry, too many clients already (serve.max_connections)".into(),
-    );
-    let mut buffer = bytes::BytesMut::new();
-    let message = pgwire::messages::PgWireBackendMessage::ErrorResponse(ErrorResponse::from(info));
-    if message.encode(&mut buffer).is_ok() {
-        // The client's startup packet is not read: it is refused whatever it asks.
-        let _ = socket.write_all(&buffer).await;
-    }
-    let _ = socket.shutdown().await;
 }
 
 fn resolve(addr: &str, flag: &str) -> Result<SocketAddr> {

@@ -33,6 +33,8 @@ use pgwire::messages::data::DataRow;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Server;
+use super::cancel::{Requests, Watch};
+use super::metrics::{self, Metrics};
 use super::statement::{Kind, classify};
 use crate::engine::Engine;
 
@@ -89,9 +91,14 @@ impl Connection {
             .await
             .map_err(|e| error("58030", format!("reading the warehouse: {e}")))?;
         if *registered != Some((fingerprint, as_of)) {
-            super::snapshots::register(&self.engine, &self.server.warehouse, &self.server.marts, as_of)
+            let served = super::snapshots::register(&self.engine, &self.server.warehouse, &self.server.marts, as_of)
                 .await
                 .map_err(|e| error("58030", format!("reading the committed snapshots: {e}")))?;
+            if as_of.is_none() {
+                for (mart, date, version) in served {
+                    self.server.metrics.snapshot_served(&mart, date, version);
+                }
+            }
             super::comments::register(&self.engine, &self.server.docs)
                 .await
                 .map_err(|e| error("XX000", format!("describing the marts: {e}")))?;
@@ -101,7 +108,8 @@ impl Connection {
     }
 
     fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
-        let mut statements = self.parser.parse(sql).map_err(|e| error("42601", e.to_string()))?;
+        let sql = super::statement::qualify_catalog_regclass(sql);
+        let mut statements = self.parser.parse(&sql).map_err(|e| error("42601", e.to_string()))?;
         statements.iter_mut().for_each(super::statement::rewrite_catalog_query);
         Ok(statements)
     }
@@ -122,13 +130,15 @@ impl Connection {
     }
 
     /// Run a reading statement (with its parameters' values, if any) against the snapshots
-    /// committed now: wait for a query slot, plan, execute, stream its rows.
+    /// committed now: wait for a query slot, plan, execute, stream its rows. A cancel request
+    /// or the deadline stops it at any of these steps.
     async fn read(
         &self,
         statement: &Statement,
         values: Option<&ParamValues>,
         format: &Format,
         user: &str,
+        cancel: Cancel,
     ) -> PgWireResult<(QueryResponse, SchemaRef)> {
         let started = Instant::now();
         let (timeout, as_of) = {
@@ -136,12 +146,8 @@ impl Connection {
             (settings.timeout, settings.as_of)
         };
         let deadline = started + timeout;
-        let mut log = QueryLog::new(user, as_of, started);
-        let permit = match tokio::time::timeout_at(deadline.into(), self.server.slots.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(log.fail(error("57P01", "the server is shutting down".into()))),
-            Err(_) => return Err(log.fail(timeout_error())),
-        };
+        let mut log = QueryLog::new(&self.server.metrics, user, as_of, started);
+        let permit = self.slot(deadline, &cancel).await.map_err(|e| log.fail(e))?;
         self.refresh().await.map_err(|e| log.fail(e))?;
         let mut plan = self.plan(statement).await.map_err(|e| log.fail(e))?;
         if let Some(values) = values {
@@ -153,13 +159,34 @@ impl Connection {
             let df = self.engine.ctx.execute_logical_plan(plan).await?;
             df.execute_stream().await
         };
-        let batches = match tokio::time::timeout_at(deadline.into(), execute).await {
-            Ok(Ok(batches)) => batches,
-            Ok(Err(e)) => return Err(log.fail(engine_error(e))),
-            Err(_) => return Err(log.fail(timeout_error())),
-        };
-        log.outcome = "ok";
-        Ok((rows(Running { batches, deadline, _permit: permit, log }, fields), schema))
+        let batches = until(deadline, &cancel, execute)
+            .await
+            .and_then(|executed| executed.map_err(engine_error))
+            .map_err(|e| log.fail(e))?;
+        Ok((rows(Running { batches, deadline, cancel, _permit: permit, log }, fields), schema))
+    }
+
+    /// A query slot (`serve.max_concurrent_queries`): at once when one is free, else after a wait
+    /// in a queue of at most `serve.max_queued_queries`; over that, refused at once (53000).
+    async fn slot(&self, deadline: Instant, cancel: &Cancel) -> PgWireResult<OwnedSemaphorePermit> {
+        let server = &self.server;
+        if let Ok(permit) = server.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let waiting = Queued::join(&server.queued);
+        if waiting.ahead >= server.max_queued {
+            return Err(error(
+                "53000",
+                format!(
+                    "too many queries: every query slot is busy and {} queries are waiting for one \
+                     (serve.max_concurrent_queries and serve.max_queued_queries in keymart.yaml); try again later",
+                    waiting.ahead
+                ),
+            ));
+        }
+        until(deadline, cancel, server.slots.clone().acquire_owned())
+            .await?
+            .map_err(|_| error("57P01", "the server is shutting down".into()))
     }
 
     /// Answer one statement of the simple protocol.
@@ -170,25 +197,34 @@ impl Connection {
     {
         let kind = classify(&statement);
         match kind {
-            Kind::Read => Ok(Response::Query(self.read(&statement, None, &Format::UnifiedText, user).await?.0)),
+            Kind::Read => {
+                let cancel = cancel_signal(client);
+                Ok(Response::Query(self.read(&statement, None, &Format::UnifiedText, user, cancel).await?.0))
+            }
             Kind::Declare { .. } | Kind::Fetch { .. } | Kind::Close(_) => {
                 let store = client
                     .portal_store()
                     .as_any()
                     .downcast_ref::<MemPortalStore<Prepared>>()
                     .ok_or_else(|| error("XX000", "cursors are not available on this connection".into()))?;
-                self.cursor(store, kind, user).await
+                self.cursor(store, kind, user, cancel_signal(client)).await
             }
             other => self.session_command(other, user),
         }
     }
 
     /// DECLARE, FETCH and CLOSE: a cursor is a portal whose rows are fetched as asked.
-    async fn cursor(&self, store: &MemPortalStore<Prepared>, kind: Kind, user: &str) -> PgWireResult<Response> {
+    async fn cursor(
+        &self,
+        store: &MemPortalStore<Prepared>,
+        kind: Kind,
+        user: &str,
+        cancel: Cancel,
+    ) -> PgWireResult<Response> {
         match kind {
             Kind::Declare { name, query } => {
                 let statement = Statement::Query(query);
-                let (response, schema) = self.read(&statement, None, &Format::UnifiedText, user).await?;
+                let (response, schema) = self.read(&statement, None, &Format::UnifiedText, user, cancel).await?;
                 let prepared = Prepared {
                     statement: Some(statement),
                     kind: Kind::Read,
@@ -230,7 +266,7 @@ impl Connection {
     /// SET, RESET, SHOW, transaction control and refusals: answered without the engine (and
     /// logged like every statement).
     fn session_command(&self, kind: Kind, user: &str) -> PgWireResult<Response> {
-        let mut log = QueryLog::new(user, self.settings().as_of, Instant::now());
+        let mut log = QueryLog::new(&self.server.metrics, user, self.settings().as_of, Instant::now());
         let answer = self.answer_session_command(kind).map_err(|e| log.fail(e))?;
         log.outcome = "ok";
         Ok(answer)
@@ -338,6 +374,11 @@ impl Connection {
         Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
     }
 
+    /// A statement refused before it ran (a syntax error), logged and counted.
+    fn rejected(&self, user: &str, e: PgWireError) -> PgWireError {
+        QueryLog::new(&self.server.metrics, user, self.settings().as_of, Instant::now()).fail(e)
+    }
+
     fn cursor_schema(&self, name: &str) -> Option<SchemaRef> {
         self.settings().cursors.get(name).cloned()
     }
@@ -357,7 +398,7 @@ impl SimpleQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let user = user_of(client);
-        let statements = self.parse(query).inspect_err(|_| QueryLog::parse_error(&user))?;
+        let statements = self.parse(query).map_err(|e| self.rejected(&user, e))?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
@@ -381,7 +422,7 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let connection = &self.0;
-        let mut statements = connection.parse(sql).inspect_err(|_| QueryLog::parse_error(&user_of(client)))?;
+        let mut statements = connection.parse(sql).map_err(|e| connection.rejected(&user_of(client), e))?;
         if statements.len() > 1 {
             return Err(error("42601", "cannot insert multiple commands into a prepared statement".into()));
         }
@@ -454,8 +495,9 @@ impl ExtendedQueryHandler for Handlers {
                 let inferred: Vec<Option<&DataType>> = prepared.parameters.iter().map(Option::as_ref).collect();
                 let values: ParamValues = deserialize_parameters(portal, &inferred)?;
                 // Planned again: the snapshots may have moved since Parse.
+                let cancel = cancel_signal(client);
                 let (response, _) =
-                    connection.read(statement, Some(&values), &portal.result_column_format, &user).await?;
+                    connection.read(statement, Some(&values), &portal.result_column_format, &user, cancel).await?;
                 Ok(Response::Query(response))
             }
             kind @ (Kind::Declare { .. } | Kind::Fetch { .. } | Kind::Close(_)) => {
@@ -464,7 +506,7 @@ impl ExtendedQueryHandler for Handlers {
                     .as_any()
                     .downcast_ref::<MemPortalStore<Prepared>>()
                     .ok_or_else(|| error("XX000", "cursors are not available on this connection".into()))?;
-                connection.cursor(store, kind.clone(), &user).await
+                connection.cursor(store, kind.clone(), &user, cancel_signal(client)).await
             }
             other => connection.session_command(other.clone(), &user),
         }
@@ -484,21 +526,71 @@ impl SimpleQueryHandler for Handlers {
     }
 }
 
-/// A running query: its batches, the deadline it must finish by, its query slot and its log line.
+/// The cancel requests for the statement starting now (none before the session is registered).
+type Cancel = Option<Watch>;
+
+fn cancel_signal<C: ClientInfo>(client: &C) -> Cancel {
+    let requests = client.session_extensions().get::<Arc<Requests>>()?;
+    Some(Watch::start(requests.as_ref().clone()))
+}
+
+/// `work`, unless the deadline passes (57014, statement timeout) or the client cancels first
+/// (57014, user request).
+async fn until<T>(deadline: Instant, cancel: &Cancel, work: impl Future<Output = T>) -> PgWireResult<T> {
+    let cancelled = async {
+        match cancel {
+            Some(watch) => watch.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = cancelled => Err(error("57014", "canceling statement due to user request".into())),
+        done = tokio::time::timeout_at(deadline.into(), work) => done.map_err(|_| timeout_error()),
+    }
+}
+
+/// A place in the queue for a query slot, left when dropped.
+struct Queued<'a> {
+    queue: &'a std::sync::atomic::AtomicUsize,
+    /// How many were waiting before this one.
+    ahead: usize,
+}
+
+impl<'a> Queued<'a> {
+    fn join(queue: &'a std::sync::atomic::AtomicUsize) -> Queued<'a> {
+        let ahead = queue.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Queued { queue, ahead }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.queue.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A running query: its batches, the deadline it must finish by, its cancel signal, its query
+/// slot and its log line.
 struct Running {
     batches: SendableRecordBatchStream,
     deadline: Instant,
+    cancel: Cancel,
     _permit: OwnedSemaphorePermit,
     log: QueryLog,
 }
 
 /// The query's rows as they come out of the engine, one batch at a time: nothing is collected.
 fn rows(running: Running, fields: Arc<Vec<FieldInfo>>) -> QueryResponse {
+    let metrics = running.log.metrics.clone();
     let batches = stream::unfold(Some(running), |state| async move {
         let mut running = state?;
-        match tokio::time::timeout_at(running.deadline.into(), running.batches.next()).await {
-            Err(_) => Some((Err(running.log.fail(timeout_error())), None)),
-            Ok(None) => None,
+        match until(running.deadline, &running.cancel, running.batches.next()).await {
+            Err(e) => Some((Err(running.log.fail(e)), None)),
+            Ok(None) => {
+                running.log.outcome = "ok";
+                None
+            }
             Ok(Some(Err(e))) => Some((Err(running.log.fail(engine_error(e))), None)),
             Ok(Some(Ok(batch))) => {
                 running.log.rows += batch.num_rows() as u64;
@@ -509,7 +601,15 @@ fn rows(running: Running, fields: Arc<Vec<FieldInfo>>) -> QueryResponse {
     let encode_fields = fields.clone();
     let rows = batches.flat_map(move |batch| {
         let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send> = match batch {
-            Ok(batch) => encode_recordbatch(encode_fields.clone(), batch),
+            Ok(batch) => {
+                let metrics = metrics.clone();
+                // A DataRow message: its type byte, length and field count, then the fields.
+                Box::new(encode_recordbatch(encode_fields.clone(), batch).inspect(move |row| {
+                    if let Ok(row) = row {
+                        metrics.bytes_sent(7 + row.data.len() as u64);
+                    }
+                }))
+            }
             Err(e) => Box::new(std::iter::once(Err(e))),
         };
         stream::iter(rows)
@@ -519,8 +619,10 @@ fn rows(running: Running, fields: Arc<Vec<FieldInfo>>) -> QueryResponse {
 
 /// One log line per query, written when the query ends (finished, failed, or dropped by a
 /// client that went away): user, seconds, rows, outcome, the snapshot date it read. Never the
-/// SQL's literals or a secret.
+/// SQL's literals or a secret. The same end is counted in `/metrics`.
 struct QueryLog {
+    metrics: Arc<Metrics>,
+    _running: metrics::Running,
     user: String,
     as_of: Option<NaiveDate>,
     started: Instant,
@@ -530,30 +632,43 @@ struct QueryLog {
 }
 
 impl QueryLog {
-    fn new(user: &str, as_of: Option<NaiveDate>, started: Instant) -> QueryLog {
-        QueryLog { user: user.to_string(), as_of, started, rows: 0, outcome: "abandoned", code: None }
+    fn new(metrics: &Arc<Metrics>, user: &str, as_of: Option<NaiveDate>, started: Instant) -> QueryLog {
+        QueryLog {
+            metrics: metrics.clone(),
+            _running: metrics.query_started(),
+            user: user.to_string(),
+            as_of,
+            started,
+            rows: 0,
+            outcome: "abandoned",
+            code: None,
+        }
     }
 
     fn fail(&mut self, e: PgWireError) -> PgWireError {
         self.outcome = "error";
         if let PgWireError::UserError(info) = &e {
+            self.outcome = match info.code.as_str() {
+                "57014" if info.message.contains("user request") => "cancelled",
+                "57014" => "timeout",
+                "53000" | "53300" | "57P01" => "refused",
+                _ => "error",
+            };
             self.code = Some(info.code.clone());
         }
         e
-    }
-
-    fn parse_error(user: &str) {
-        tracing::info!(target: "keymart::serve::query", user, outcome = "error", sqlstate = "42601", "query");
     }
 }
 
 impl Drop for QueryLog {
     fn drop(&mut self) {
         let as_of = self.as_of.map_or("latest".to_string(), |d| d.to_string());
+        let elapsed = self.started.elapsed();
+        self.metrics.query_ended(self.outcome, elapsed, self.rows);
         tracing::info!(
             target: "keymart::serve::query",
             user = %self.user,
-            seconds = self.started.elapsed().as_secs_f64(),
+            seconds = elapsed.as_secs_f64(),
             rows = self.rows,
             outcome = self.outcome,
             sqlstate = self.code.as_deref().unwrap_or("00000"),

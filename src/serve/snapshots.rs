@@ -39,34 +39,46 @@ pub async fn manifests_fingerprint(warehouse: &Warehouse) -> Result<u64> {
 
 /// Register `marts` as of `as_of` (latest when `None`) in `engine`, replacing what an earlier
 /// call registered; a mart without a snapshot by then is left unregistered (an unknown table).
+/// Returns the snapshot each mart now reads: (mart, as_of, version).
 pub async fn register(
     engine: &Engine,
     warehouse: &Warehouse,
     marts: &[String],
     as_of: Option<NaiveDate>,
-) -> Result<()> {
+) -> Result<Vec<(String, NaiveDate, i64)>> {
     for mart in marts {
         for name in [mart.clone(), format!("{mart}{HISTORY_SUFFIX}")] {
             engine.ctx.deregister_table(name.as_str()).map_err(|e| engine_error(format!("replacing {name}"), e))?;
         }
     }
     register_committed_marts(engine, warehouse, marts.iter().map(String::as_str), as_of).await?;
-    let table = snapshots_table(warehouse, marts).await?;
+    let (table, served) = snapshots_table(warehouse, marts, as_of).await?;
     engine.ctx.deregister_table(SNAPSHOTS_TABLE).map_err(|e| engine_error("replacing keymart_snapshots", e))?;
     engine.ctx.register_table(SNAPSHOTS_TABLE, table).map_err(|e| engine_error("registering keymart_snapshots", e))?;
-    Ok(())
+    Ok(served)
 }
 
 /// `keymart_snapshots`: one row per committed snapshot of every mart. `version` is the version of
-/// the mart's Delta table that committed the snapshot.
-async fn snapshots_table(warehouse: &Warehouse, marts: &[String]) -> Result<Arc<MemTable>> {
+/// the mart's Delta table that committed the snapshot. With it, the newest snapshot of each mart
+/// at `until` (the latest when `None`).
+async fn snapshots_table(
+    warehouse: &Warehouse,
+    marts: &[String],
+    until: Option<NaiveDate>,
+) -> Result<(Arc<MemTable>, Vec<(String, NaiveDate, i64)>)> {
     let (mut mart, mut as_of, mut version, mut run_id, mut rows, mut committed_at) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut served = Vec::new();
     for name in marts {
-        for snapshot in warehouse.committed_snapshots(name).await? {
+        let snapshots = warehouse.committed_snapshots(name).await?;
+        let table_version = |v: Option<u64>| v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        if let Some(snapshot) = snapshots.iter().rfind(|s| until.is_none_or(|until| s.as_of <= until)) {
+            served.push((name.clone(), snapshot.as_of, table_version(snapshot.version)));
+        }
+        for snapshot in &snapshots {
             mart.push(name.clone());
             as_of.push(days_since_epoch(snapshot.as_of));
-            version.push(snapshot.version.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)));
+            version.push(table_version(snapshot.version));
             run_id.push(snapshot.run_id.clone());
             rows.push(i64::try_from(snapshot.rows).unwrap_or(i64::MAX));
             committed_at.push(snapshot.committed_at.timestamp_micros());
@@ -89,5 +101,6 @@ async fn snapshots_table(warehouse: &Warehouse, marts: &[String]) -> Result<Arc<
         Arc::new(TimestampMicrosecondArray::from(committed_at).with_timezone("UTC")),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::arrow("keymart_snapshots", e))?;
-    MemTable::try_new(schema, vec![vec![batch]]).map(Arc::new).map_err(|e| engine_error("keymart_snapshots", e))
+    let table = MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| engine_error("keymart_snapshots", e))?;
+    Ok((Arc::new(table), served))
 }

@@ -229,6 +229,32 @@ fn writes_in_set(body: &SetExpr) -> Option<&'static str> {
     }
 }
 
+/// `'pg_class'::regclass` as PostgreSQL resolves it, `'pg_catalog.pg_class'::regclass`: the
+/// emulated catalog looks an unqualified name up in the `public` schema only, where PostgreSQL
+/// searches `pg_catalog` first. pgJDBC's `getTables` joins `pg_description` on it.
+pub fn qualify_catalog_regclass(sql: &str) -> std::borrow::Cow<'_, str> {
+    const CAST: &str = "'::regclass";
+    if !sql.contains(CAST) {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut qualified = String::with_capacity(sql.len() + 32);
+    let mut rest = sql;
+    while let Some(end) = rest.find(CAST) {
+        let (before, after) = rest.split_at(end);
+        let name_start = before.rfind('\'').map_or(before.len(), |quote| quote + 1);
+        let name = &before[name_start..];
+        qualified.push_str(&before[..name_start]);
+        if name.starts_with("pg_") && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            qualified.push_str("pg_catalog.");
+        }
+        qualified.push_str(name);
+        qualified.push_str(CAST);
+        rest = &after[CAST.len()..];
+    }
+    qualified.push_str(rest);
+    std::borrow::Cow::Owned(qualified)
+}
+
 /// PostgreSQL syntax the engine lacks, in a client's catalog query (a statement reading only
 /// `pg_catalog` and `information_schema`), rewritten to what it answers for keymart's tables:
 /// `ARRAY(subquery)` and the storage options psql's `\d+` builds with it from `reloptions` (which
@@ -389,6 +415,16 @@ mod tests {
             assert!(matches!(kind(sql), Kind::Refused(_)), "{sql}: {:?}", kind(sql));
         }
     }
+    #[test]
+    fn a_catalog_table_named_for_regclass_is_looked_up_in_pg_catalog() {
+        assert_eq!(
+            qualify_catalog_regclass("d.classoid = 'pg_class'::regclass AND x = 'customer_rfm'::regclass"),
+            "d.classoid = 'pg_catalog.pg_class'::regclass AND x = 'customer_rfm'::regclass"
+        );
+        assert_eq!(qualify_catalog_regclass("'pg_catalog.pg_class'::regclass"), "'pg_catalog.pg_class'::regclass");
+        assert_eq!(qualify_catalog_regclass("SELECT 1"), "SELECT 1");
+    }
+
     #[test]
     fn array_of_a_subquery_in_a_catalog_query_is_rewritten() {
         let parser = datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser::new();

@@ -101,7 +101,7 @@ fn tags_with<'a>(html: &'a str, attribute: &str) -> Vec<&'a str> {
 }
 
 /// Every `data-key` → `data-value` of the page.
-fn figures(html: &str) -> BTreeMap<String, String> {
+pub(crate) fn figures(html: &str) -> BTreeMap<String, String> {
     tags_with(html, "data-key")
         .into_iter()
         .filter_map(|tag| Some((attribute(tag, "data-key")?, attribute(tag, "data-value")?)))

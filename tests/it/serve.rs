@@ -12,6 +12,10 @@ use crate::support::{
 };
 
 const PASSWORD: &str = "s3rve-pa55word-never-logged";
+/// pipelines/nightly.yaml's descriptions of customer_rfm and its `monetary` column.
+const RFM_DESCRIPTION: &str =
+    "Recency, frequency, monetary value, their quintile scores, RFM segment and Pareto class.";
+const MONETARY_DESCRIPTION: &str = "net amount of completed lines in the window";
 
 /// The sample project, run for `days` (first to last).
 fn sample(days: (&str, &str), keymart_yaml: &str) -> TestProject {
@@ -24,7 +28,7 @@ fn sample(days: (&str, &str), keymart_yaml: &str) -> TestProject {
 
 /// A running `keymart serve`, killed when dropped; its log goes to a file.
 struct Server {
-    _process: KilledOnDrop,
+    process: KilledOnDrop,
     port: u16,
     http_port: u16,
     log: std::path::PathBuf,
@@ -32,6 +36,11 @@ struct Server {
 
 impl Server {
     fn start(project: &TestProject, env: &[(&str, &str)]) -> Server {
+        Server::start_with_http_on(project, env, "127.0.0.1")
+    }
+
+    /// With the HTTP listener bound to `http_host` (the PostgreSQL one stays on loopback).
+    fn start_with_http_on(project: &TestProject, env: &[(&str, &str)], http_host: &str) -> Server {
         let ports = free_ports(2);
         let log = project.path().join("serve.log");
         let child = keymart()
@@ -40,13 +49,13 @@ impl Server {
             .args(["--log-format", "json", "serve", "--pg"])
             .arg(format!("127.0.0.1:{}", ports[0]))
             .arg("--http")
-            .arg(format!("127.0.0.1:{}", ports[1]))
+            .arg(format!("{http_host}:{}", ports[1]))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start keymart serve");
-        let server = Server { _process: KilledOnDrop(child), port: ports[0], http_port: ports[1], log };
+        let server = Server { process: KilledOnDrop(child), port: ports[0], http_port: ports[1], log };
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", server.port)).is_err() {
             assert!(started.elapsed() < Duration::from_secs(60), "keymart serve did not listen: {}", server.log());
@@ -74,13 +83,77 @@ impl Server {
 
     /// An HTTP GET on the server's HTTP port: the status line and the body.
     fn http_get(&self, path: &str) -> (String, String) {
+        let (status, _, body) = self.http_request(path, "");
+        (status, body)
+    }
+
+    /// An HTTP GET with extra header lines: the status line, the headers and the body.
+    fn http_request(&self, path: &str, headers: &str) -> (String, String, String) {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n").unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let response = String::from_utf8(response).unwrap();
         let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+        let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+        (status.to_string(), headers.to_string(), body.to_string())
+    }
+
+    /// One sample of `/metrics`, by its name with labels.
+    fn metric(&self, name: &str) -> f64 {
+        let (status, page) = self.http_get("/metrics");
+        assert_eq!(status, "HTTP/1.1 200 OK", "{page}");
+        let line = page.lines().find(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ')));
+        line.unwrap_or_else(|| panic!("no {name} in\n{page}")).rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    /// Wait (bounded) for the process to exit after a signal; its status.
+    fn exit_status(&mut self) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.process.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "keymart serve did not stop:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Run tests/it/serve/operations.py's `command` against this server: its checks by name.
+    fn operations(&self, command: &str) -> Checks {
+        let script = repo_root().join("tests/it/serve/operations.py");
+        let (port, http_port, pid) =
+            (self.port.to_string(), self.http_port.to_string(), self.process.0.id().to_string());
+        Checks::of(&format!("operations.py {command}"), &python(&script, &[command, &port, &http_port, &pid]), self)
+    }
+}
+
+/// What a client program printed, one `{"check": name, …}` line per check, after it succeeded.
+struct Checks {
+    by_name: std::collections::HashMap<String, serde_json::Value>,
+    report: String,
+}
+
+impl Checks {
+    fn of(program: &str, output: &Output, server: &Server) -> Checks {
+        let report = stdout(output);
+        assert!(
+            output.status.success(),
+            "{program} failed:\n{report}\n{}\nserver log:\n{}",
+            stderr(output),
+            server.log()
+        );
+        let by_name = report
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .map(|v| (v["check"].as_str().unwrap().to_string(), v))
+            .collect();
+        Checks { by_name, report }
+    }
+
+    fn get(&self, name: &str) -> serde_json::Value {
+        self.by_name.get(name).unwrap_or_else(|| panic!("no {name} in\n{}", self.report)).clone()
     }
 }
 
@@ -149,25 +222,30 @@ fn psql_lists_describes_and_queries_the_marts_and_sees_a_new_publish() {
 fn python_clients_query_with_scram_and_get_each_error_as_its_sqlstate() {
     let yaml = "warehouse: ./warehouse\nserve:\n  memory_limit_mb: 16\n  users:\n    - {name: analyst, password: \"${KEYMART_TEST_SERVE_PASSWORD}\"}\n";
     let project = sample(("2024-06-01", "2024-06-02"), yaml);
-    let server = Server::start(&project, &[("KEYMART_TEST_SERVE_PASSWORD", PASSWORD)]);
+    // The HTTP listener off loopback: it asks for a user's credentials.
+    let server = Server::start_with_http_on(&project, &[("KEYMART_TEST_SERVE_PASSWORD", PASSWORD)], "0.0.0.0");
+    let basic = |user: &str, password: &str| {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Authorization: Basic {encoded}\r\n")
+    };
+    for path in ["/metrics", "/", "/as_of/2024-06-01"] {
+        let (status, headers, _) = server.http_request(path, "");
+        assert_eq!(status, "HTTP/1.1 401 Unauthorized", "{path}");
+        assert!(headers.contains("WWW-Authenticate: Basic realm=\"keymart\""), "{headers}");
+        let (status, _, _) = server.http_request(path, &basic("analyst", "not-the-password"));
+        assert_eq!(status, "HTTP/1.1 401 Unauthorized", "{path}");
+        let (status, _, body) = server.http_request(path, &basic("analyst", PASSWORD));
+        assert_eq!(status, "HTTP/1.1 200 OK", "{path}: {body}");
+    }
+    assert_eq!(server.http_get("/healthz").0, "HTTP/1.1 200 OK", "/healthz stays open for probes");
 
     let script = repo_root().join("tests/it/serve/clients.py");
     let raw = project.warehouse().join("raw/erp_orders/load_date=2024-06-01/part-0.parquet");
     assert!(raw.exists(), "{}", raw.display());
     let output = python(&script, &[&server.port.to_string(), "analyst", PASSWORD, &raw.display().to_string()]);
-    let report = stdout(&output);
-    assert!(
-        output.status.success(),
-        "clients.py failed:\n{report}\n{}\nserver log:\n{}",
-        stderr(&output),
-        server.log()
-    );
-    let checks: std::collections::HashMap<String, serde_json::Value> = report
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .map(|v| (v["check"].as_str().unwrap().to_string(), v))
-        .collect();
-    let check = |name: &str| checks.get(name).unwrap_or_else(|| panic!("no {name} in\n{report}")).clone();
+    let checks = Checks::of("clients.py", &output, &server);
+    let check = |name: &str| checks.get(name);
 
     assert_eq!(check("simple_count")["rows"], 200);
     let extended = check("extended_count");
@@ -207,6 +285,11 @@ fn python_clients_query_with_scram_and_get_each_error_as_its_sqlstate() {
         assert!(columns.contains(&format!("\"{column}\"")), "{column} not in {columns}");
     }
     assert_eq!(check("pandas")["customers"], 200);
+    let comments = check("sqlalchemy_comments");
+    assert_eq!(comments["table"], RFM_DESCRIPTION, "{comments}");
+    assert_eq!(comments["columns"]["monetary"], MONETARY_DESCRIPTION, "{comments}");
+    assert_eq!(comments["columns"]["as_of"], "the snapshot's date", "{comments}");
+    assert_eq!(check("descriptions")["rows"], serde_json::json!([[RFM_DESCRIPTION, MONETARY_DESCRIPTION]]));
 
     let wrong = check("wrong_password");
     assert!(
@@ -228,6 +311,9 @@ fn listening_beyond_loopback_without_users_is_a_configuration_error() {
     let output = project.keymart(&["serve", "--pg", "0.0.0.0:0"]);
     assert_exit(&output, 2);
     assert!(stderr(&output).contains("with no users"), "{}", stderr(&output));
+    let output = project.keymart(&["serve", "--http", "0.0.0.0:0"]);
+    assert_exit(&output, 2);
+    assert!(stderr(&output).contains("with no users to check"), "{}", stderr(&output));
 
     std::fs::write(
         project.path().join("keymart.yaml"),
@@ -241,6 +327,245 @@ fn listening_beyond_loopback_without_users_is_a_configuration_error() {
         "{}",
         stderr(&output)
     );
+}
+
+#[test]
+fn sigterm_lets_the_statement_in_flight_finish_refuses_new_ones_and_exits_0() {
+    let project = sample(("2024-06-01", "2024-06-01"), "warehouse: ./warehouse\n");
+    let mut server = Server::start(&project, &[]);
+    let checks = server.operations("shutdown");
+    let check = |name: &str| checks.get(name);
+
+    // The query computing when SIGTERM came finished, with its result.
+    let in_flight = check("in_flight");
+    assert_eq!(in_flight["finished"], true, "{in_flight}");
+    assert_eq!(in_flight["value"], in_flight["expected"], "{in_flight}");
+    // No new connection, and the sessions are closed once their statement has answered.
+    let refused = check("new_connection");
+    assert!(refused["message"].as_str().unwrap_or_default().contains("refused"), "{refused}");
+    for session in ["idle_session", "busy_session_after"] {
+        let closed = check(session);
+        assert!(closed.get("value").is_none(), "{session} still answers: {closed}");
+        let notified = closed["notices"].as_array().unwrap().iter().any(|n| n == "57P01");
+        assert!(notified || closed["sqlstate"] == "57P01", "{session}: {closed}");
+    }
+    let status = server.exit_status();
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+    let log = server.log();
+    assert!(log.contains("keymart serve: stopped"), "{log}");
+    let shutting_down = log.find("shutting down").unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        log[shutting_down..].lines().any(|l| l.contains("\"outcome\":\"ok\"") && l.contains("\"rows\":1")),
+        "{log}"
+    );
+}
+
+#[test]
+fn cancel_requests_stop_a_computing_and_a_streaming_query_with_57014() {
+    let project = sample(("2024-06-01", "2024-06-01"), "warehouse: ./warehouse\n");
+    let server = Server::start(&project, &[]);
+    let checks = server.operations("cancel");
+    let check = |name: &str| checks.get(name);
+    for cancelled in ["cancel_computing", "cancel_streaming"] {
+        let cancelled = check(cancelled);
+        assert_eq!(cancelled["sqlstate"], "57014", "{cancelled}");
+        assert!(
+            cancelled["message"].as_str().unwrap().contains("canceling statement due to user request"),
+            "{cancelled}"
+        );
+    }
+    assert_eq!(check("after_cancel_computing")["value"], 42);
+    assert_eq!(check("after_cancel_streaming")["value"], 42);
+    assert_eq!(server.metric("keymart_serve_queries_total{outcome=\"cancelled\"}"), 2.0);
+
+    // psql sends a cancel request on SIGINT.
+    let psql = Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "analyst", "-d", "keymart", "-c"])
+        .arg("SELECT sum(a.value * b.value) FROM generate_series(1, 60000) a CROSS JOIN generate_series(1, 30000) b")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run psql");
+    let started = Instant::now();
+    while server.metric("keymart_serve_queries_running") < 1.0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "psql's query did not start: {}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(Command::new("kill").args(["-INT", &psql.id().to_string()]).status().unwrap().success());
+    let output = psql.wait_with_output().unwrap();
+    assert!(stderr(&output).contains("canceling statement due to user request"), "{}", stderr(&output));
+    assert_eq!(server.metric("keymart_serve_queries_total{outcome=\"cancelled\"}"), 3.0);
+}
+
+#[test]
+fn a_full_server_refuses_with_53300_and_53000_and_a_killed_client_gives_its_slot_back() {
+    let yaml =
+        "warehouse: ./warehouse\nserve:\n  max_connections: 3\n  max_concurrent_queries: 1\n  max_queued_queries: 1\n";
+    let project = sample(("2024-06-01", "2024-06-01"), yaml);
+    let server = Server::start(&project, &[]);
+    let checks = server.operations("limits");
+    let check = |name: &str| checks.get(name);
+    assert_eq!(check("sessions_open")["value"], 3.0);
+    let over = check("over_max_connections");
+    assert!(over["message"].as_str().unwrap().contains("too many clients already"), "{over}");
+    let wire = check("over_max_connections_wire");
+    assert_eq!(
+        (&wire["severity"], &wire["sqlstate"]),
+        (&serde_json::json!("FATAL"), &serde_json::json!("53300")),
+        "{wire}"
+    );
+    assert!(wire["message"].as_str().unwrap().contains("serve.max_connections"), "{wire}");
+    let queue = check("over_the_queue");
+    assert_eq!(queue["sqlstate"], "53000", "{queue}");
+    assert!(queue["message"].as_str().unwrap().contains("serve.max_queued_queries"), "{queue}");
+    // The killed client's slot went to the waiting query, its session to a new connection.
+    let queued = check("queued_after_kill");
+    assert_eq!(queued["alive"], false, "{queued}");
+    let count = project.keymart(&["query", "SELECT count(*) AS customers FROM customer_rfm", "--format", "csv"]);
+    assert_eq!(queued["value"].to_string(), stdout(&count).lines().nth(1).unwrap_or_default(), "{queued}");
+    assert_eq!(check("session_after_kill")["value"], 7);
+    let metrics = check("metrics");
+    assert_eq!(metrics["refused_sessions"], 2.0, "{metrics}");
+    assert_eq!(metrics["refused_queries"], 1.0, "{metrics}");
+    assert_eq!(metrics["running"], 0.0, "{metrics}");
+}
+
+#[test]
+fn the_http_listener_serves_exact_metrics_and_the_published_reports() {
+    let project = sample(("2024-06-01", "2024-06-02"), "warehouse: ./warehouse\n");
+    let server = Server::start(&project, &[]);
+
+    // Known statements: two answered (200 rows and 1), one refused by the parser.
+    let ids = psql_ok(&server, &["-A", "-t", "-c", "SELECT customer_id FROM customer_rfm"]);
+    assert_eq!(psql_ok(&server, &["-A", "-t", "-c", "SELECT count(*) FROM customer_rfm"]).trim(), "200");
+    assert!(!server.psql(&["-c", "SELEC 1"]).status.success());
+    let started = Instant::now();
+    while server.metric("keymart_serve_connections") > 0.0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "sessions stay open: {}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A DataRow in text: type byte, length, field count, then each field's length and text.
+    let id_bytes: usize = ids.lines().map(|id| 7 + 4 + id.len()).sum();
+    for (metric, value) in [
+        ("keymart_serve_connections_total", 3.0),
+        ("keymart_serve_connections_refused_total", 0.0),
+        ("keymart_serve_queries_total{outcome=\"ok\"}", 2.0),
+        ("keymart_serve_queries_total{outcome=\"error\"}", 1.0),
+        ("keymart_serve_queries_total{outcome=\"timeout\"}", 0.0),
+        ("keymart_serve_query_duration_seconds_count", 3.0),
+        ("keymart_serve_query_duration_seconds_bucket{le=\"+Inf\"}", 3.0),
+        ("keymart_serve_rows_sent_total", 201.0),
+        ("keymart_serve_bytes_sent_total", (id_bytes + 7 + 4 + "200".len()) as f64),
+        // 2024-06-02T00:00:00Z, the second of the two snapshots.
+        ("keymart_serve_snapshot_as_of_seconds{mart=\"customer_rfm\"}", 1_717_286_400.0),
+        ("keymart_serve_snapshot_version{mart=\"customer_rfm\"}", 2.0),
+    ] {
+        assert_eq!(server.metric(metric), value, "{metric}");
+    }
+    let (_, headers, _) = server.http_request("/metrics", "");
+    assert!(headers.contains("Content-Type: text/plain; version=0.0.4"), "{headers}");
+
+    // The reports `keymart run` published: the newest at /, each night at /as_of/D.
+    let warehouse = project.warehouse();
+    for (path, file) in [("/", "reports/latest.html"), ("/as_of/2024-06-01", "reports/as_of=2024-06-01/index.html")] {
+        let (status, headers, body) = server.http_request(path, "");
+        assert_eq!(status, "HTTP/1.1 200 OK", "{path}: {body}");
+        assert!(headers.contains("Content-Type: text/html; charset=utf-8"), "{headers}");
+        assert_eq!(body, std::fs::read_to_string(warehouse.join(file)).unwrap(), "{path}");
+    }
+    assert_ne!(server.http_get("/").1, server.http_get("/as_of/2024-06-01").1, "/ is the newest night's");
+    assert_eq!(server.http_get("/").1, server.http_get("/as_of/2024-06-02/").1);
+    for path in [
+        "/as_of/2024-05-31",
+        "/as_of/2024-6-1",
+        "/as_of/2024-06-01/../../keymart.yaml",
+        "/as_of/..%2F..%2Fkeymart.yaml",
+        "/../keymart.yaml",
+        "/reports/latest.html",
+        "/as_of/",
+    ] {
+        let (status, _) = server.http_get(path);
+        assert_eq!(status, "HTTP/1.1 404 Not Found", "{path}");
+    }
+
+    // A browser renders the page served over HTTP, scripts and all.
+    let chromium =
+        std::env::var_os("KEYMART_CHROMIUM").map_or_else(|| std::path::PathBuf::from("/usr/bin/chromium"), Into::into);
+    assert!(chromium.exists(), "the serve tests need headless Chromium (apt-get install -y chromium; .ci/run does)");
+    let output = Command::new(&chromium)
+        .args(["--headless", "--disable-gpu", "--no-sandbox", "--no-first-run", "--disable-extensions"])
+        .arg(format!("--user-data-dir={}", project.path().join("chromium-profile").display()))
+        .arg("--dump-dom")
+        .arg(format!("http://127.0.0.1:{}/as_of/2024-06-01", server.http_port))
+        .output()
+        .expect("run chromium");
+    let dom = stdout(&output);
+    assert!(dom.contains("data-script=\"ready\""), "{dom}\n{}", stderr(&output));
+    // Every headline figure of that night, as the browser shows it.
+    let night = std::fs::read_to_string(warehouse.join("reports/as_of=2024-06-01/index.html")).unwrap();
+    let figures = crate::report::figures(&night);
+    assert!(figures.len() > 3, "{figures:?}");
+    assert_eq!(crate::report::figures(&dom), figures);
+}
+
+#[test]
+fn pgjdbc_lists_tables_and_columns_with_remarks_and_runs_a_prepared_statement() {
+    let jar = Path::new("/usr/share/java/postgresql.jar");
+    let java = Command::new("java").arg("-version").output().is_ok_and(|o| o.status.success());
+    assert!(
+        java && jar.exists(),
+        "the pgJDBC test needs a JDK and pgJDBC: apt-get install -y default-jdk-headless libpostgresql-jdbc-java \
+         (.ci/run does)"
+    );
+    let yaml = "warehouse: ./warehouse\nserve:\n  users:\n    - {name: analyst, password: \"${KEYMART_TEST_SERVE_PASSWORD}\"}\n";
+    let project = sample(("2024-06-01", "2024-06-02"), yaml);
+    let server = Server::start(&project, &[("KEYMART_TEST_SERVE_PASSWORD", PASSWORD)]);
+    let output = Command::new("java")
+        .arg("-cp")
+        .arg(jar)
+        .arg(repo_root().join("tests/it/serve/Client.java"))
+        .args([&server.port.to_string(), "analyst", PASSWORD])
+        .output()
+        .expect("run java");
+    let checks = Checks::of("Client.java", &output, &server);
+    let check = |name: &str| checks.get(name);
+
+    assert_eq!(check("connected")["product"], "PostgreSQL", "{}", checks.report);
+    let tables = check("tables");
+    for mart in SAMPLE_MARTS {
+        assert!(tables["tables"].as_array().unwrap().iter().any(|t| t == mart), "{mart} not in {tables}");
+    }
+    assert_eq!(tables["customer_rfm_remarks"], RFM_DESCRIPTION, "{tables}");
+    let columns = check("columns");
+    let column = |name: &str| {
+        columns["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c[0] == name)
+            .unwrap_or_else(|| panic!("{name}: {columns}"))
+            .clone()
+    };
+    // [name, TYPE_NAME, java.sql.Types, REMARKS]
+    assert_eq!(column("monetary"), serde_json::json!(["monetary", "numeric", 2, MONETARY_DESCRIPTION]));
+    assert_eq!(column("customer_id"), serde_json::json!(["customer_id", "text", 12, null]), "{columns}");
+    assert_eq!(column("frequency")[2], -5, "BIGINT: {columns}");
+
+    // The same rows as `keymart query`.
+    let sql = "SELECT customer_id, frequency FROM customer_rfm WHERE frequency >= 2 AND segment <> 'Lost' \
+               ORDER BY customer_id LIMIT 3";
+    let query = project.keymart(&["query", sql, "--format", "csv"]);
+    assert_exit(&query, 0);
+    let expected: Vec<serde_json::Value> = stdout(&query)
+        .lines()
+        .skip(1)
+        .map(|line| line.split_once(',').unwrap())
+        .map(|(id, frequency)| serde_json::json!([id, frequency.parse::<i64>().unwrap()]))
+        .collect();
+    assert_eq!(expected.len(), 3, "{}", stdout(&query));
+    assert_eq!(check("prepared")["rows"], serde_json::Value::Array(expected), "{}", checks.report);
+    assert_eq!(check("query")["count"], 200);
+    assert_eq!(check("write")["sqlstate"], "42501", "{}", checks.report);
 }
 
 /// Run a Python client script; psycopg, SQLAlchemy and pandas must be importable.

@@ -7,7 +7,6 @@ inspector and pandas.read_sql, and the errors a client must get: each check prin
 {"check": name, ...}; an error is reported with its SQLSTATE, never raised.
 """
 
-import json
 import sys
 from decimal import Decimal
 
@@ -15,22 +14,13 @@ import pandas
 import psycopg
 import sqlalchemy
 
+from checks import report, sqlstate_of
+
 PORT, USER, PASSWORD, RAW_FILE = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 
 
 def conninfo(dbname="keymart", password=PASSWORD):
     return f"host=127.0.0.1 port={PORT} dbname={dbname} user={USER} password={password} sslmode=disable"
-
-
-def report(check, **fields):
-    print(json.dumps({"check": check, **fields}, default=str), flush=True)
-
-
-def sqlstate_of(error):
-    state = getattr(error, "sqlstate", None)
-    if state is None and getattr(error, "diag", None) is not None:
-        state = error.diag.sqlstate
-    return state
 
 
 def failing(check, run):
@@ -126,6 +116,19 @@ tables = inspector.get_table_names()
 columns = inspector.get_columns("customer_rfm")
 report("sqlalchemy_tables", tables=sorted(tables))
 report("sqlalchemy_columns", columns=[(c["name"], str(c["type"])) for c in columns])
+# The pipeline's descriptions, as the comments Superset shows next to tables and columns.
+report(
+    "sqlalchemy_comments",
+    table=inspector.get_table_comment("customer_rfm")["text"],
+    columns={c["name"]: c.get("comment") for c in columns},
+)
+with engine.connect() as connection:
+    described = connection.exec_driver_sql(
+        "SELECT obj_description(c.oid, 'pg_class'), col_description(c.oid, a.attnum) "
+        "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid "
+        "WHERE c.relname = 'customer_rfm' AND a.attname = 'monetary'"
+    ).fetchall()
+report("descriptions", rows=[list(r) for r in described])
 frame = pandas.read_sql("SELECT segment, count(*) AS customers FROM customer_rfm GROUP BY segment", engine)
 report("pandas", customers=int(frame["customers"].sum()), segments=len(frame))
 engine.dispose()
