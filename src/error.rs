@@ -6,73 +6,100 @@ use std::fmt;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug, thiserror::Error)]
+pub mod secrets;
+
+/// Every variant's message passes through [`secrets::scrub`] when it is shown (`Display`): no
+/// credential reaches stderr, a summary or the ledger, whatever store or engine the error came
+/// from.
+#[derive(Debug)]
 pub enum Error {
     /// The project's YAML is invalid (every problem listed).
-    #[error("{0}")]
     Config(Diagnostics),
 
     /// A command was called with arguments that cannot work.
-    #[error("{0}")]
     Usage(String),
 
     /// Landing data could not be accepted: a file unreadable as declared, or more rejected rows
     /// than a source allows. The message lists each failed source.
-    #[error("{0}")]
     InputRejected(String),
 
     /// Another run holds the warehouse lock.
-    #[error("{0}")]
     Locked(String),
 
     /// The run lost the warehouse lock (taken over, released by an operator, or not renewed in
     /// time): it stopped before its next commit or delete.
-    #[error("{0}")]
     LockLost(String),
 
     /// A data test with severity `error` failed: the affected marts were not published.
-    #[error("{0}")]
     TestsFailed(String),
 
-    #[error("{context}: {}", one_line(&source.to_string()))]
     Storage {
         context: String,
-        #[source]
         source: object_store::Error,
     },
 
-    #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
 
-    #[error("{context}: {source}")]
     Parquet {
         context: String,
-        #[source]
         source: datafusion::parquet::errors::ParquetError,
     },
 
-    #[error("{context}: {source}")]
     Arrow {
         context: String,
-        #[source]
         source: datafusion::arrow::error::ArrowError,
     },
 
     /// The query engine failed (planning or executing SQL).
-    #[error("{context}: {source}")]
     Engine {
         context: String,
-        #[source]
         source: Box<datafusion::error::DataFusionError>,
     },
 
     /// A bug or an unexpected state: the message says which.
-    #[error("{0}")]
     Internal(String),
+}
+
+impl Error {
+    /// The message as its parts say it, before scrubbing.
+    fn unscrubbed(&self) -> String {
+        match self {
+            Error::Config(diagnostics) => diagnostics.to_string(),
+            Error::Usage(message)
+            | Error::InputRejected(message)
+            | Error::Locked(message)
+            | Error::LockLost(message)
+            | Error::TestsFailed(message)
+            | Error::Internal(message) => message.clone(),
+            Error::Storage { context, source } => format!("{context}: {}", one_line(&source.to_string())),
+            Error::Io { path, source } => format!("{}: {source}", path.display()),
+            Error::Parquet { context, source } => format!("{context}: {source}"),
+            Error::Arrow { context, source } => format!("{context}: {source}"),
+            Error::Engine { context, source } => format!("{context}: {source}"),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&secrets::scrub(&self.unscrubbed()))
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Storage { source, .. } => Some(source),
+            Error::Io { source, .. } => Some(source),
+            Error::Parquet { source, .. } => Some(source),
+            Error::Arrow { source, .. } => Some(source),
+            Error::Engine { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
 }
 
 /// What kind of failure an error is; each kind has its own exit code.

@@ -8,6 +8,7 @@ use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
 use keymart::config::ReportLang;
 use keymart::engine::ballista;
+use keymart::error::secrets::scrub;
 use keymart::generate::GenerateOptions;
 use keymart::generate::population::{BgNbdParams, GammaGammaParams};
 use keymart::progress::Progress;
@@ -297,7 +298,7 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
                 request.full = original.full || request.full;
             }
             let report = run::run(&session, &request).await?;
-            println!("{report}");
+            say(&report);
             report.outcome()
         }
         Command::Dag { pipeline, format } => {
@@ -326,33 +327,33 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
                 Some(out) => {
                     let written = report::write_report(&engine, &session.warehouse, as_of, lang, &out).await?;
                     match written.night {
-                        Some(night) => println!("report of {night} written to {}", out.display()),
-                        None => println!("report (no committed marts yet) written to {}", out.display()),
+                        Some(night) => say(&format!("report of {night} written to {}", out.display())),
+                        None => say(&format!("report (no committed marts yet) written to {}", out.display())),
                     }
                 }
-                None => println!("{}", report::publish_report(&engine, &session.warehouse, as_of, lang).await?),
+                None => say(&report::publish_report(&engine, &session.warehouse, as_of, lang).await?),
             }
             Ok(())
         }
         Command::Runs { limit } => {
             let session = Session::open(&cli.project, &overrides, progress)?;
-            println!("{}", run::runs(&session, limit).await?);
+            say(&run::runs(&session, limit).await?);
             Ok(())
         }
         Command::Unlock => {
             let session = Session::open(&cli.project, &overrides, progress)?;
-            println!("{}", run::unlock(&session).await?);
+            say(&run::unlock(&session).await?);
             Ok(())
         }
         Command::Check => {
-            println!("{}", run::check(&cli.project)?);
+            say(&run::check(&cli.project)?);
             Ok(())
         }
         Command::Ingest { as_of, sources, pipeline, workers } => {
             let session = Session::open(&cli.project, &overrides, progress)?;
             let workers = workers.unwrap_or_else(default_workers);
             let report = run::ingest(&session, &IngestRequest { pipeline, as_of, sources, workers }).await?;
-            println!("{report}");
+            say(&report);
             report.outcome()
         }
         Command::Generate(args) => {
@@ -379,6 +380,12 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
         Command::Ballista(BallistaCommand::Scheduler(options)) => ballista::run_scheduler(options).await,
         Command::Ballista(BallistaCommand::Executor(options)) => ballista::run_executor(options).await,
     }
+}
+
+/// Print a summary or message on stdout, scrubbed of credentials (a model's or a load's failure
+/// in a summary may quote a store's error). Query results are data and are printed as they are.
+fn say(text: &impl std::fmt::Display) {
+    println!("{}", scrub(&text.to_string()));
 }
 
 /// The dates a run covers: one date (default yesterday) or an inclusive range.
