@@ -33,6 +33,10 @@ pub enum Error {
     /// A data test with severity `error` failed: the affected marts were not published.
     TestsFailed(String),
 
+    /// A bounded wait ran out: the Ballista cluster had no live executor in time, or a query
+    /// passed its `--timeout`.
+    TimedOut(String),
+
     Storage {
         context: String,
         source: object_store::Error,
@@ -73,6 +77,7 @@ impl Error {
             | Error::Locked(message)
             | Error::LockLost(message)
             | Error::TestsFailed(message)
+            | Error::TimedOut(message)
             | Error::Internal(message) => message.clone(),
             Error::Storage { context, source } => format!("{context}: {}", one_line(&source.to_string())),
             Error::Io { path, source } => format!("{}: {source}", path.display()),
@@ -113,6 +118,7 @@ pub enum ErrorKind {
     TestsFailed,
     /// The warehouse or landing store could not be reached or refused access.
     Storage,
+    TimedOut,
     RunFailed,
 }
 
@@ -126,6 +132,7 @@ impl Error {
             Error::LockLost(_) => ErrorKind::LockLost,
             Error::TestsFailed(_) => ErrorKind::TestsFailed,
             Error::Storage { .. } => ErrorKind::Storage,
+            Error::TimedOut(_) => ErrorKind::TimedOut,
             Error::Io { .. }
             | Error::Parquet { .. }
             | Error::Arrow { .. }
@@ -155,6 +162,13 @@ impl Error {
 /// which setting raises it (DataFusion's own advice names its setting, not keymart.yaml's).
 pub fn engine_error(context: impl Into<String>, e: datafusion::error::DataFusionError) -> Error {
     let mut context = context.into();
+    // A bounded wait that ran out inside the engine (a Ballista cluster without executors) keeps
+    // its kind, and its exit code.
+    if let datafusion::error::DataFusionError::External(inner) = e.find_root()
+        && let Some(Error::TimedOut(message)) = inner.downcast_ref::<Error>()
+    {
+        return Error::TimedOut(format!("{context}: {message}"));
+    }
     if matches!(e.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_)) {
         context.push_str(" (out of the query engine's memory: raise `memory_limit_mb` in keymart.yaml)");
     }

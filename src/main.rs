@@ -26,6 +26,7 @@ const EXIT_LOCKED: u8 = 4;
 const EXIT_TESTS_FAILED: u8 = 5;
 const EXIT_STORAGE: u8 = 6;
 const EXIT_LOCK_LOST: u8 = 7;
+const EXIT_TIMED_OUT: u8 = 8;
 
 #[derive(Parser)]
 #[command(name = "keymart", version, about = "Nightly ERP/SCM/call-centre extracts → key-account marts")]
@@ -82,6 +83,9 @@ enum Command {
         pipeline: Option<String>,
         #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
         format: QueryFormat,
+        /// Cancel the query if it still runs after this many seconds (exit 8).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<f64>,
     },
     /// List recent runs from the ledger.
     Runs {
@@ -268,6 +272,7 @@ fn main() -> ExitCode {
                 ErrorKind::LockLost => EXIT_LOCK_LOST,
                 ErrorKind::TestsFailed => EXIT_TESTS_FAILED,
                 ErrorKind::Storage => EXIT_STORAGE,
+                ErrorKind::TimedOut => EXIT_TIMED_OUT,
                 ErrorKind::RunFailed => EXIT_RUN_FAILED,
             })
         }
@@ -305,15 +310,24 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
             print!("{}", run::dag(&cli.project, pipeline.as_deref(), matches!(format, DagFormat::Dot))?);
             Ok(())
         }
-        Command::Query { sql, as_of, pipeline, format } => {
+        Command::Query { sql, as_of, pipeline, format, timeout } => {
             let session = Session::open(&cli.project, &overrides, progress)?;
             let format = match format {
                 QueryFormat::Table => OutputFormat::Table,
                 QueryFormat::Csv => OutputFormat::Csv,
                 QueryFormat::Json => OutputFormat::Json,
             };
-            println!("{}", run::query::query(&session, pipeline.as_deref(), &sql, as_of, format).await?);
-            Ok(())
+            let timeout = match timeout {
+                Some(seconds) => Some(
+                    std::time::Duration::try_from_secs_f64(seconds)
+                        .ok()
+                        .filter(|t| !t.is_zero())
+                        .ok_or_else(|| Error::Usage(format!("--timeout {seconds}: a number of seconds above 0")))?,
+                ),
+                None => None,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            run::query::query(&session, pipeline.as_deref(), &sql, as_of, format, timeout, &mut out).await
         }
         Command::Report { as_of, lang, out } => {
             let session = Session::open(&cli.project, &overrides, progress)?;

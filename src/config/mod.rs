@@ -57,6 +57,10 @@ pub struct Settings {
     /// Where the models run: `local` (this process) or `ballista://HOST:PORT` (a Ballista cluster).
     #[serde(default)]
     pub engine: Option<Located<String>>,
+    /// How long a run on a Ballista cluster waits for a live executor (before each model, and
+    /// while one runs) before it fails.
+    #[serde(default = "default_ballista_wait")]
+    pub ballista_wait_seconds: Located<u64>,
     /// What one landing file may hold before ingest refuses it (exit 3).
     #[serde(default)]
     pub limits: Limits,
@@ -203,6 +207,14 @@ fn default_lock_ttl() -> Located<u64> {
     Located { value: 120, position: Position::default() }
 }
 
+fn default_ballista_wait() -> Located<u64> {
+    Located { value: 60, position: Position::default() }
+}
+
+/// The range `keymart check` accepts for `ballista_wait_seconds`: an executor's first
+/// heartbeat takes a second; past an hour a run without a cluster only holds the lock.
+pub const BALLISTA_WAIT_SECONDS: std::ops::RangeInclusive<u64> = 1..=3600;
+
 /// The range `keymart check` accepts for `lock_ttl_seconds`: a lock must outlive a renewal's
 /// round trip, and a dead run's lock must not hold the warehouse for more than a day.
 pub const LOCK_TTL_SECONDS: std::ops::RangeInclusive<u64> = 2..=86_400;
@@ -225,6 +237,7 @@ impl Default for Settings {
             storage: Located::default(),
             memory_limit_mb: default_memory_limit_mb(),
             engine: None,
+            ballista_wait_seconds: default_ballista_wait(),
             limits: Limits::default(),
             report: ReportSettings::default(),
             serve: ServeSettings::default(),
