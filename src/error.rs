@@ -6,82 +6,114 @@ use std::fmt;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug, thiserror::Error)]
+pub mod secrets;
+
+/// Every variant's message passes through [`secrets::scrub`] when it is shown (`Display`): no
+/// credential reaches stderr, a summary or the ledger, whatever store or engine the error came
+/// from.
+#[derive(Debug)]
 pub enum Error {
     /// The project's YAML is invalid (every problem listed).
-    #[error("{0}")]
     Config(Diagnostics),
 
     /// A command was called with arguments that cannot work.
-    #[error("{0}")]
     Usage(String),
 
     /// Landing data could not be accepted: a file unreadable as declared, or more rejected rows
     /// than a source allows. The message lists each failed source.
-    #[error("{0}")]
     InputRejected(String),
 
     /// Another run holds the warehouse lock.
-    #[error("{0}")]
     Locked(String),
 
     /// The run lost the warehouse lock (taken over, released by an operator, or not renewed in
     /// time): it stopped before its next commit or delete.
-    #[error("{0}")]
     LockLost(String),
 
     /// A data test with severity `error` failed: the affected marts were not published.
-    #[error("{0}")]
     TestsFailed(String),
 
-    #[error("{context}: {}", one_line(&source.to_string()))]
+    /// A bounded wait ran out: the Ballista cluster had no live executor in time, or a query
+    /// passed its `--timeout`.
+    TimedOut(String),
+
     Storage {
         context: String,
-        #[source]
         source: object_store::Error,
     },
 
     /// A mart's Delta table could not be read or committed; a commit that lost the race to
     /// another writer's is one (nothing of it was committed).
-    #[error("{context}: {}", one_line(&source.to_string()))]
     Table {
         context: String,
-        #[source]
         source: Box<deltalake::DeltaTableError>,
     },
 
-    #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
 
-    #[error("{context}: {source}")]
     Parquet {
         context: String,
-        #[source]
         source: datafusion::parquet::errors::ParquetError,
     },
 
-    #[error("{context}: {source}")]
     Arrow {
         context: String,
-        #[source]
         source: datafusion::arrow::error::ArrowError,
     },
 
     /// The query engine failed (planning or executing SQL).
-    #[error("{context}: {source}")]
     Engine {
         context: String,
-        #[source]
         source: Box<datafusion::error::DataFusionError>,
     },
 
     /// A bug or an unexpected state: the message says which.
-    #[error("{0}")]
     Internal(String),
+}
+
+impl Error {
+    /// The message as its parts say it, before scrubbing.
+    fn unscrubbed(&self) -> String {
+        match self {
+            Error::Config(diagnostics) => diagnostics.to_string(),
+            Error::Usage(message)
+            | Error::InputRejected(message)
+            | Error::Locked(message)
+            | Error::LockLost(message)
+            | Error::TestsFailed(message)
+            | Error::TimedOut(message)
+            | Error::Internal(message) => message.clone(),
+            Error::Storage { context, source } => format!("{context}: {}", one_line(&source.to_string())),
+            Error::Table { context, source } => format!("{context}: {}", one_line(&source.to_string())),
+            Error::Io { path, source } => format!("{}: {source}", path.display()),
+            Error::Parquet { context, source } => format!("{context}: {source}"),
+            Error::Arrow { context, source } => format!("{context}: {source}"),
+            Error::Engine { context, source } => format!("{context}: {source}"),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&secrets::scrub(&self.unscrubbed()))
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Storage { source, .. } => Some(source),
+            Error::Table { source, .. } => Some(source.as_ref()),
+            Error::Io { source, .. } => Some(source),
+            Error::Parquet { source, .. } => Some(source),
+            Error::Arrow { source, .. } => Some(source),
+            Error::Engine { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
 }
 
 /// What kind of failure an error is; each kind has its own exit code.
@@ -95,6 +127,7 @@ pub enum ErrorKind {
     TestsFailed,
     /// The warehouse or landing store could not be reached or refused access.
     Storage,
+    TimedOut,
     RunFailed,
 }
 
@@ -108,6 +141,7 @@ impl Error {
             Error::LockLost(_) => ErrorKind::LockLost,
             Error::TestsFailed(_) => ErrorKind::TestsFailed,
             Error::Storage { .. } => ErrorKind::Storage,
+            Error::TimedOut(_) => ErrorKind::TimedOut,
             Error::Table { source, .. } if matches!(**source, deltalake::DeltaTableError::ObjectStore { .. }) => {
                 ErrorKind::Storage
             }
@@ -141,6 +175,13 @@ impl Error {
 /// which setting raises it (DataFusion's own advice names its setting, not keymart.yaml's).
 pub fn engine_error(context: impl Into<String>, e: datafusion::error::DataFusionError) -> Error {
     let mut context = context.into();
+    // A bounded wait that ran out inside the engine (a Ballista cluster without executors) keeps
+    // its kind, and its exit code.
+    if let datafusion::error::DataFusionError::External(inner) = e.find_root()
+        && let Some(Error::TimedOut(message)) = inner.downcast_ref::<Error>()
+    {
+        return Error::TimedOut(format!("{context}: {message}"));
+    }
     if matches!(e.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_)) {
         context.push_str(" (out of the query engine's memory: raise `memory_limit_mb` in keymart.yaml)");
     }

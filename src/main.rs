@@ -8,6 +8,7 @@ use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
 use keymart::config::ReportLang;
 use keymart::engine::ballista;
+use keymart::error::secrets::scrub;
 use keymart::generate::GenerateOptions;
 use keymart::generate::population::{BgNbdParams, GammaGammaParams};
 use keymart::progress::Progress;
@@ -25,6 +26,7 @@ const EXIT_LOCKED: u8 = 4;
 const EXIT_TESTS_FAILED: u8 = 5;
 const EXIT_STORAGE: u8 = 6;
 const EXIT_LOCK_LOST: u8 = 7;
+const EXIT_TIMED_OUT: u8 = 8;
 
 #[derive(Parser)]
 #[command(name = "keymart", version, about = "Nightly ERP/SCM/call-centre extracts → key-account marts")]
@@ -81,6 +83,9 @@ enum Command {
         pipeline: Option<String>,
         #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
         format: QueryFormat,
+        /// Cancel the query if it still runs after this many seconds (exit 8).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<f64>,
     },
     /// List recent runs from the ledger.
     Runs {
@@ -269,6 +274,7 @@ fn main() -> ExitCode {
                 ErrorKind::LockLost => EXIT_LOCK_LOST,
                 ErrorKind::TestsFailed => EXIT_TESTS_FAILED,
                 ErrorKind::Storage => EXIT_STORAGE,
+                ErrorKind::TimedOut => EXIT_TIMED_OUT,
                 ErrorKind::RunFailed => EXIT_RUN_FAILED,
             })
         }
@@ -299,22 +305,31 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
                 request.full = original.full || request.full;
             }
             let report = run::run(&session, &request).await?;
-            println!("{report}");
+            say(&report);
             report.outcome()
         }
         Command::Dag { pipeline, format } => {
             print!("{}", run::dag(&cli.project, pipeline.as_deref(), matches!(format, DagFormat::Dot))?);
             Ok(())
         }
-        Command::Query { sql, as_of, pipeline, format } => {
+        Command::Query { sql, as_of, pipeline, format, timeout } => {
             let session = Session::open(&cli.project, &overrides, progress)?;
             let format = match format {
                 QueryFormat::Table => OutputFormat::Table,
                 QueryFormat::Csv => OutputFormat::Csv,
                 QueryFormat::Json => OutputFormat::Json,
             };
-            println!("{}", run::query::query(&session, pipeline.as_deref(), &sql, as_of, format).await?);
-            Ok(())
+            let timeout = match timeout {
+                Some(seconds) => Some(
+                    std::time::Duration::try_from_secs_f64(seconds)
+                        .ok()
+                        .filter(|t| !t.is_zero())
+                        .ok_or_else(|| Error::Usage(format!("--timeout {seconds}: a number of seconds above 0")))?,
+                ),
+                None => None,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            run::query::query(&session, pipeline.as_deref(), &sql, as_of, format, timeout, &mut out).await
         }
         Command::Report { as_of, lang, out } => {
             let session = Session::open(&cli.project, &overrides, progress)?;
@@ -328,22 +343,22 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
                 Some(out) => {
                     let written = report::write_report(&engine, &session.warehouse, as_of, lang, &out).await?;
                     match written.night {
-                        Some(night) => println!("report of {night} written to {}", out.display()),
-                        None => println!("report (no committed marts yet) written to {}", out.display()),
+                        Some(night) => say(&format!("report of {night} written to {}", out.display())),
+                        None => say(&format!("report (no committed marts yet) written to {}", out.display())),
                     }
                 }
-                None => println!("{}", report::publish_report(&engine, &session.warehouse, as_of, lang).await?),
+                None => say(&report::publish_report(&engine, &session.warehouse, as_of, lang).await?),
             }
             Ok(())
         }
         Command::Runs { limit } => {
             let session = Session::open(&cli.project, &overrides, progress)?;
-            println!("{}", run::runs(&session, limit).await?);
+            say(&run::runs(&session, limit).await?);
             Ok(())
         }
         Command::Unlock => {
             let session = Session::open(&cli.project, &overrides, progress)?;
-            println!("{}", run::unlock(&session).await?);
+            say(&run::unlock(&session).await?);
             Ok(())
         }
         Command::Migrate => {
@@ -352,14 +367,14 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
             Ok(())
         }
         Command::Check => {
-            println!("{}", run::check(&cli.project)?);
+            say(&run::check(&cli.project)?);
             Ok(())
         }
         Command::Ingest { as_of, sources, pipeline, workers } => {
             let session = Session::open(&cli.project, &overrides, progress)?;
             let workers = workers.unwrap_or_else(default_workers);
             let report = run::ingest(&session, &IngestRequest { pipeline, as_of, sources, workers }).await?;
-            println!("{report}");
+            say(&report);
             report.outcome()
         }
         Command::Generate(args) => {
@@ -386,6 +401,12 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
         Command::Ballista(BallistaCommand::Scheduler(options)) => ballista::run_scheduler(options).await,
         Command::Ballista(BallistaCommand::Executor(options)) => ballista::run_executor(options).await,
     }
+}
+
+/// Print a summary or message on stdout, scrubbed of credentials (a model's or a load's failure
+/// in a summary may quote a store's error). Query results are data and are printed as they are.
+fn say(text: &impl std::fmt::Display) {
+    println!("{}", scrub(&text.to_string()));
 }
 
 /// The dates a run covers: one date (default yesterday) or an inclusive range.

@@ -84,11 +84,15 @@ pub struct LogWriter {
     bars: Option<Arc<MultiProgress>>,
 }
 
+/// Each log line is scrubbed of credentials (`error::secrets`): a line may quote a store's or
+/// an engine's error that never became a keymart error.
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let line = crate::error::secrets::scrub(&text);
         match &self.bars {
-            Some(bars) => bars.suspend(|| std::io::stderr().write_all(buf)).map(|_| buf.len()),
-            None => std::io::stderr().write_all(buf).map(|_| buf.len()),
+            Some(bars) => bars.suspend(|| std::io::stderr().write_all(line.as_bytes())).map(|_| buf.len()),
+            None => std::io::stderr().write_all(line.as_bytes()).map(|_| buf.len()),
         }
     }
 

@@ -34,7 +34,7 @@ import udfs  # noqa: E402
 DIALECT = [
     ("stg_customer_purchase_summary", "first_value(net_amount ORDER BY purchase_date)", "arg_min(net_amount, purchase_date)",
      "DuckDB's ordered first value is arg_min(value, ordering)"),
-    ("customer_value", "round(CAST(coalesce(c.service_seconds, 0) AS DECIMAL(18, 2)) / 60 * $service_cost_per_minute, 2)",
+    ("customer_value", "round(CAST(coalesce(c.service_seconds, 0) AS DECIMAL(38, 2)) / 60 * $service_cost_per_minute, 2)",
      "div_round2(coalesce(c.service_seconds, 0) * $service_cost_per_minute, 60)",
      "DuckDB divides decimals in DOUBLE: round(x / 60, 2) would round some exact halves down"),
     ("customer_value", "round(c.revenue / c.order_count, 2)", "div_round2(c.revenue, c.order_count)",

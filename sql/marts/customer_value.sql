@@ -46,14 +46,17 @@ expected AS (
     CROSS JOIN months h
     GROUP BY h.x, h.t_x, h.t_cal
 )
+-- Minutes are priced in DECIMAL(38, ·), never narrower than the seconds' sum: no value the
+-- contracts admit overflows before the mart's own decimal(28,2) (README, "Numbers that cannot
+-- overflow").
 SELECT
     c.customer_id,
     coalesce(c.revenue, 0) AS revenue,
     coalesce(c.gross_margin, 0) AS gross_margin,
     coalesce(c.freight_cost, 0) AS freight_cost,
-    round(CAST(coalesce(c.service_seconds, 0) AS DECIMAL(18, 2)) / 60 * $service_cost_per_minute, 2) AS service_cost,
+    round(CAST(coalesce(c.service_seconds, 0) AS DECIMAL(38, 2)) / 60 * $service_cost_per_minute, 2) AS service_cost,
     coalesce(c.gross_margin, 0) - coalesce(c.freight_cost, 0)
-        - round(CAST(coalesce(c.service_seconds, 0) AS DECIMAL(18, 2)) / 60 * $service_cost_per_minute, 2) AS net_value,
+        - round(CAST(coalesce(c.service_seconds, 0) AS DECIMAL(38, 2)) / 60 * $service_cost_per_minute, 2) AS net_value,
     c.order_count,
     CASE WHEN c.order_count > 0 THEN round(c.revenue / c.order_count, 2) END AS avg_order_value,
     CASE WHEN c.delivered > 0 THEN CAST(c.on_time AS DOUBLE) / c.delivered END AS on_time_rate,

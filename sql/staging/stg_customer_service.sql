@@ -2,6 +2,8 @@
 -- service_quality's figures over service_window_days, the complaints customer_churn counts over
 -- churn_window_days, and the minutes customer_value charges over value_window_days. One row per
 -- customer with a contact; the windows are conditions, not a filter, so one grouping serves all.
+-- Seconds are summed as DECIMAL(38, 0): a BIGINT sum wraps silently past 2^63 (two contacts of
+-- the largest `int` the contract admits), a 38-digit one holds 10^19 of them.
 SELECT
     customer_id,
     count(CASE WHEN in_service_window THEN 1 END) AS contacts,
@@ -17,7 +19,7 @@ SELECT
         THEN (extract(epoch FROM resolved_at) - extract(epoch FROM started_at)) / 3600.0 END) AS median_resolution_hours,
     avg(CASE WHEN in_service_window THEN CAST(satisfaction AS DOUBLE) END) AS mean_satisfaction,
     count(CASE WHEN is_complaint AND contact_date > $as_of - $churn_window_days THEN 1 END) AS recent_complaints,
-    sum(CASE WHEN contact_date > $as_of - $value_window_days THEN duration_sec END) AS service_seconds
+    sum(CASE WHEN contact_date > $as_of - $value_window_days THEN CAST(duration_sec AS DECIMAL(38, 0)) END) AS service_seconds
 FROM (
     SELECT *, contact_date > $as_of - $service_window_days AS in_service_window
     FROM stg_interactions

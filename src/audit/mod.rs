@@ -53,6 +53,7 @@ impl TestOutcome {
 /// before (the transform watches for it as it writes); a `unique` test on the key then needs no
 /// query when there were none.
 pub async fn run_tests(engine: &Engine, model: &Model, key_repeats: Option<u64>) -> Result<Vec<TestOutcome>> {
+    engine.ready().await?;
     let mut outcomes = Vec::with_capacity(model.tests.len());
     for test in &model.tests {
         let outcome = match key_repeats {

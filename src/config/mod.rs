@@ -62,6 +62,10 @@ pub struct Settings {
     /// Where the models run: `local` (this process) or `ballista://HOST:PORT` (a Ballista cluster).
     #[serde(default)]
     pub engine: Option<Located<String>>,
+    /// How long a run on a Ballista cluster waits for a live executor (before each model, and
+    /// while one runs) before it fails.
+    #[serde(default = "default_ballista_wait")]
+    pub ballista_wait_seconds: Located<u64>,
     /// What one landing file may hold before ingest refuses it (exit 3).
     #[serde(default)]
     pub limits: Limits,
@@ -217,6 +221,13 @@ fn default_file_retention() -> Located<u64> {
 
 /// The range `keymart check` accepts for `file_retention_seconds` (at least `lock_ttl_seconds` too).
 pub const FILE_RETENTION_SECONDS: std::ops::RangeInclusive<u64> = 2..=366 * 24 * 3600;
+fn default_ballista_wait() -> Located<u64> {
+    Located { value: 60, position: Position::default() }
+}
+
+/// The range `keymart check` accepts for `ballista_wait_seconds`: an executor's first
+/// heartbeat takes a second; past an hour a run without a cluster only holds the lock.
+pub const BALLISTA_WAIT_SECONDS: std::ops::RangeInclusive<u64> = 1..=3600;
 
 /// The range `keymart check` accepts for `lock_ttl_seconds`: a lock must outlive a renewal's
 /// round trip, and a dead run's lock must not hold the warehouse for more than a day.
@@ -241,6 +252,7 @@ impl Default for Settings {
             storage: Located::default(),
             memory_limit_mb: default_memory_limit_mb(),
             engine: None,
+            ballista_wait_seconds: default_ballista_wait(),
             limits: Limits::default(),
             report: ReportSettings::default(),
             serve: ServeSettings::default(),

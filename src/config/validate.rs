@@ -33,6 +33,7 @@ pub(super) fn project(project: &Project, d: &mut Diagnostics) {
         (&settings.lock_ttl_seconds, super::LOCK_TTL_SECONDS, " seconds"),
         (&settings.memory_limit_mb, super::MEMORY_LIMIT_MB, " MB"),
         (&settings.file_retention_seconds, super::FILE_RETENTION_SECONDS, " seconds"),
+        (&settings.ballista_wait_seconds, super::BALLISTA_WAIT_SECONDS, " seconds"),
     ] {
         if !range.contains(&setting.value) {
             let message = format!("must be between {} and {}{unit}", range.start(), range.end());

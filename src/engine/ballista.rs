@@ -8,7 +8,9 @@
 //! back to the keymart process, which writes the files and keeps the commit protocol, the lock
 //! and the ledger.
 
+use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,11 +23,16 @@ use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::start_server;
+use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
 use object_store::ObjectStore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use url::Url;
 
 use super::{Engine, SchedulerUrl, engine_error, register_functions, session_parts, with_keymart_options};
@@ -33,9 +40,17 @@ use crate::error::{Error, Result};
 use crate::warehouse::{Location, StorageSettings};
 
 impl Engine {
-    /// A session whose queries run on the Ballista cluster behind `scheduler`.
-    pub async fn ballista(scheduler: &SchedulerUrl, location: &Location, memory_limit_bytes: usize) -> Result<Engine> {
+    /// A session whose queries run on the Ballista cluster behind `scheduler`, once it has a
+    /// live executor (waiting up to `executor_wait` for one).
+    pub async fn ballista(
+        scheduler: &SchedulerUrl,
+        location: &Location,
+        memory_limit_bytes: usize,
+        executor_wait: Duration,
+    ) -> Result<Engine> {
         reachable(scheduler).await?;
+        let cluster = ClusterWatch { scheduler: scheduler.clone(), wait: executor_wait };
+        cluster.ready().await?;
         let (config, runtime) = session_parts(memory_limit_bytes)?;
         let state = SessionStateBuilder::new()
             .with_config(ballista_options(with_keymart_options(config.upgrade_for_ballista())))
@@ -48,7 +63,102 @@ impl Engine {
         ctx.register_object_store(&location.store_url, location.store.clone());
         // Ballista's session replaces the function lists with its own; keymart's go back in.
         register_functions(&ctx);
-        Ok(Engine { ctx, name: scheduler.to_string() })
+        Ok(Engine { ctx, name: scheduler.to_string(), cluster: Some(cluster) })
+    }
+}
+
+/// A Ballista job waits, without a word, for as long as the cluster has no live executor (the
+/// scheduler only logs "no alive executors"). keymart asks the scheduler's readiness probe
+/// (`GET /readyz`: 200 with at least one live executor, else 503 "not ready: 0/1 executors
+/// registered") before each model and every second while one runs, and fails with
+/// [`Error::TimedOut`] once the cluster has had no live executor for `wait`.
+#[derive(Debug, Clone)]
+pub struct ClusterWatch {
+    scheduler: SchedulerUrl,
+    wait: Duration,
+}
+
+/// How often a running model's cluster is asked whether it still has an executor.
+const PROBE_INTERVAL: Duration = Duration::from_millis(1000);
+
+impl ClusterWatch {
+    /// Wait until the cluster has a live executor, at most `wait`.
+    pub async fn ready(&self) -> Result<()> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let answer = self.probe().await;
+            match answer {
+                Ok(()) => return Ok(()),
+                Err(said) if started.elapsed() >= self.wait => return Err(self.no_executor(&said)),
+                Err(_) => tokio::time::sleep(PROBE_INTERVAL / 4).await,
+            }
+        }
+    }
+
+    /// Resolves once the cluster has had no live executor for `wait` (never while it has one).
+    async fn lost(&self) -> Error {
+        let mut last_ready = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(PROBE_INTERVAL).await;
+            match self.probe().await {
+                Ok(()) => last_ready = tokio::time::Instant::now(),
+                Err(said) if last_ready.elapsed() >= self.wait => return self.no_executor(&said),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// `stream`, failing with [`Error::TimedOut`] if the cluster loses its last executor for
+    /// `wait` while the stream is read.
+    pub fn watched(&self, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+        let schema = stream.schema();
+        let lost: Pin<Box<dyn Future<Output = Error> + Send>> = Box::pin({
+            let watch = self.clone();
+            async move { watch.lost().await }
+        });
+        let batches = futures::stream::unfold(Some((stream, lost)), |state| async move {
+            let (mut stream, mut lost) = state?;
+            tokio::select! {
+                batch = stream.next() => batch.map(|batch| (batch, Some((stream, lost)))),
+                e = &mut lost => Some((Err(DataFusionError::External(Box::new(e))), None)),
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+    }
+
+    fn no_executor(&self, said: &str) -> Error {
+        Error::TimedOut(format!(
+            "the Ballista cluster at {} has had no live executor for {} s (ballista_wait_seconds): {said}; \
+             start an executor (`keymart ballista executor --scheduler-host … --scheduler-port {}`) and run again",
+            self.scheduler,
+            self.wait.as_secs(),
+            self.scheduler.port
+        ))
+    }
+
+    /// Ok when the scheduler says it has a live executor; else what it said, in one line.
+    async fn probe(&self) -> std::result::Result<(), String> {
+        let address = format!("{}:{}", self.scheduler.host, self.scheduler.port);
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(&address).await?;
+            let request =
+                format!("GET /readyz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nUser-Agent: keymart\r\n\r\n");
+            stream.write_all(request.as_bytes()).await?;
+            let mut response = Vec::new();
+            stream.take(64 * 1024).read_to_end(&mut response).await?;
+            std::io::Result::Ok(String::from_utf8_lossy(&response).into_owned())
+        };
+        let response = match tokio::time::timeout(PROBE_INTERVAL * 5, exchange).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return Err(format!("the scheduler's readiness probe failed: {e}")),
+            Err(_) => return Err("the scheduler did not answer its readiness probe in 5 s".into()),
+        };
+        let status = response.lines().next().unwrap_or_default();
+        if status.split_whitespace().nth(1) == Some("200") {
+            return Ok(());
+        }
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or(status).trim();
+        Err(format!("the scheduler says `{}`", body.lines().next().unwrap_or(status)))
     }
 }
 

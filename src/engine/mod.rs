@@ -13,6 +13,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser;
@@ -38,6 +39,8 @@ pub struct Engine {
     pub ctx: SessionContext,
     /// Where the queries run: `local`, or the Ballista scheduler's URL (recorded in the ledger).
     pub name: String,
+    /// On a Ballista cluster: the watch that bounds the wait for a live executor.
+    pub cluster: Option<ballista::ClusterWatch>,
 }
 
 impl Engine {
@@ -54,7 +57,25 @@ impl Engine {
         let ctx = SessionContext::new_with_config_rt(with_keymart_options(config), runtime);
         ctx.register_object_store(&location.store_url, location.store.clone());
         register_functions(&ctx);
-        Engine { ctx, name: "local".into() }
+        Engine { ctx, name: "local".into(), cluster: None }
+    }
+
+    /// Wait (bounded) until the engine can run a query: at once locally; on a Ballista cluster,
+    /// until it has a live executor ([`ballista::ClusterWatch`]).
+    pub async fn ready(&self) -> Result<()> {
+        match &self.cluster {
+            Some(cluster) => cluster.ready().await,
+            None => Ok(()),
+        }
+    }
+
+    /// A query's output stream, failing instead of waiting forever when a Ballista cluster
+    /// loses its last executor while it runs.
+    pub fn watched(&self, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+        match &self.cluster {
+            Some(cluster) => cluster.watched(stream),
+            None => stream,
+        }
     }
 
     /// Parquet reading with the session's options (a bare `ParquetFormat::default()` would read
@@ -302,6 +323,7 @@ mod tests {
         let engine = Engine {
             ctx: SessionContext::new_with_config_rt(with_keymart_options(config), runtime),
             name: "local".into(),
+            cluster: None,
         };
         // A hash join's build side cannot spill: 300k rows do not fit in 1 MB.
         let df = engine
@@ -326,7 +348,8 @@ mod tests {
     async fn a_grouping_under_a_tiny_memory_limit_finishes_instead_of_hanging() {
         let (config, runtime) = session_parts(2 << 20).unwrap();
         let config = with_keymart_options(config).with_target_partitions(2).with_batch_size(64);
-        let engine = Engine { ctx: SessionContext::new_with_config_rt(config, runtime), name: "local".into() };
+        let engine =
+            Engine { ctx: SessionContext::new_with_config_rt(config, runtime), name: "local".into(), cluster: None };
         let table = "CREATE TABLE t AS SELECT value % 13 AS g, md5(CAST(value % 337 AS VARCHAR)) AS trace_id \
                      FROM generate_series(1, 40000)";
         engine.ctx.sql(table).await.unwrap().collect().await.unwrap();
@@ -340,7 +363,7 @@ mod tests {
 
     #[tokio::test]
     async fn placeholders_are_bound_as_typed_values() {
-        let engine = Engine { ctx: SessionContext::new(), name: "local".into() };
+        let engine = Engine { ctx: SessionContext::new(), name: "local".into(), cluster: None };
         let vars = vec![
             ("window_days".to_string(), VarSpec::Plain(Scalar::Int(30))),
             (

@@ -143,8 +143,11 @@ impl Ledger {
 
     pub async fn save(&self, warehouse: &Warehouse) -> Result<()> {
         let key = warehouse.layout().run_ledger(&self.run_id);
-        let json = serde_json::to_vec_pretty(self).expect("ledger serializes");
-        warehouse.location.put_own(&key, json).await
+        let json = serde_json::to_string_pretty(self).expect("ledger serializes");
+        // A step's or load's message may quote a store's error that never became a keymart
+        // error: the whole document is scrubbed of credentials.
+        let json = crate::error::secrets::scrub(&json).into_owned();
+        warehouse.location.put_own(&key, json.into_bytes()).await
     }
 }
 

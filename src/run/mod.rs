@@ -10,6 +10,7 @@ pub mod summary;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono::NaiveDate;
 
@@ -85,7 +86,10 @@ impl Session {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         match &self.engine {
             EngineSpec::Local => Engine::local(&self.warehouse.location, limit),
-            EngineSpec::Ballista(scheduler) => Engine::ballista(scheduler, &self.warehouse.location, limit).await,
+            EngineSpec::Ballista(scheduler) => {
+                let wait = Duration::from_secs(self.project.settings.ballista_wait_seconds.value);
+                Engine::ballista(scheduler, &self.warehouse.location, limit, wait).await
+            }
         }
     }
 

@@ -260,8 +260,10 @@ impl Transform<'_> {
         started: Instant,
     ) -> Result<Materialization> {
         let schema = schema_lines(&planned);
-        let (plan, mut streams) =
+        self.engine.ready().await?;
+        let (plan, streams) =
             start(planned, per_partition).await.map_err(|e| in_model(model, engine_error("running", e)))?;
+        let mut streams: Vec<_> = streams.into_iter().map(|stream| self.engine.watched(stream)).collect();
         // A mart is one stream sorted by its key (shape_mart): its key is watched as it is written.
         let key_watch = if per_partition {
             None

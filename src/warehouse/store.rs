@@ -18,7 +18,7 @@ use url::Url;
 
 pub use crate::config::StorageSettings;
 use crate::config::expand_env;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, secrets};
 
 impl StorageSettings {
     /// Problems with the options, for `keymart check` (unknown keys, unset variables).
@@ -63,8 +63,10 @@ fn is_known_key(key: &str) -> bool {
         || key.parse::<ClientConfigKey>().is_ok()
 }
 
-/// The store for a URL and the key prefix of the URL's path inside it.
+/// The store for a URL and the key prefix of the URL's path inside it. Its credentials are
+/// registered first, so no message about it (a builder's, a request's) can show them.
 pub fn open(url: &Url, settings: &StorageSettings) -> Result<(Arc<dyn ObjectStore>, Path)> {
+    register_secrets(url, settings);
     let shown = without_secrets(url);
     let (scheme, path) = ObjectStoreScheme::parse(url).map_err(|e| Error::Usage(format!("cannot use {shown}: {e}")))?;
     let bad = |e: object_store::Error| Error::Usage(format!("cannot use {shown}: {e}"));
@@ -108,6 +110,25 @@ pub fn open(url: &Url, settings: &StorageSettings) -> Result<(Arc<dyn ObjectStor
         other => return Err(Error::Usage(format!("cannot use {shown}: {other:?} is not supported"))),
     };
     Ok((store, path))
+}
+
+/// The secret values a store opened from `url` with `settings` may use: the URL's own, the
+/// credential options (after `${VAR}` expansion), and the providers' credential variables in
+/// the environment, which the builders read (`…Builder::from_env`); URLs among the options and
+/// variables (an endpoint with `user:password@`) give theirs.
+fn register_secrets(url: &Url, settings: &StorageSettings) {
+    secrets::register_url(url);
+    let providers = ["AWS_", "AZURE_", "GOOGLE_", "OBJECT_STORE_"];
+    let from_env = std::env::vars().filter(|(name, _)| providers.iter().any(|p| name.starts_with(p)));
+    let options = settings.options.iter().filter_map(|(key, value)| Some((key.clone(), expand_env(value).ok()?)));
+    for (name, value) in from_env.chain(options) {
+        if secrets::is_secret_name(&name) {
+            secrets::register(&value);
+        }
+        if let Ok(url) = Url::parse(&value) {
+            secrets::register_url(&url);
+        }
+    }
 }
 
 /// A URL as it may be shown: user name, password and query (tokens, SAS signatures) removed.

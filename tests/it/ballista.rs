@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::s3::{SECRET, committed_on_bucket, keymart_s3, s3_project, sample_lake};
 use crate::support::{
-    KilledOnDrop, SAMPLE_MARTS, TestProject, assert_exit, free_ports, keymart, repo_root, stderr, wait_for_port,
+    KilledOnDrop, SAMPLE_MARTS, TestProject, assert_exit, free_ports, keymart, output_within, repo_root, stderr,
+    wait_for_port,
 };
 
 const DAYS: [&str; 3] = ["2024-06-01", "2024-06-02", "2024-06-03"];
@@ -209,4 +210,37 @@ fn with_the_warehouse_on_s3_the_executors_read_it_and_the_marts_match_the_local_
             assert!(on_bucket == local.committed_file(mart, day), "{mart} {day}: the bucket's file differs");
         }
     }
+}
+
+/// The sample project waiting at most `seconds` for a live executor.
+fn project_waiting(seconds: u64) -> TestProject {
+    let project = sample_project();
+    let settings = std::fs::read_to_string(project.path().join("keymart.yaml")).unwrap();
+    std::fs::write(project.path().join("keymart.yaml"), format!("{settings}\nballista_wait_seconds: {seconds}\n"))
+        .unwrap();
+    project
+}
+
+#[test]
+fn a_scheduler_without_a_live_executor_fails_the_run_after_ballista_wait_seconds_with_exit_code_8() {
+    let cluster = Cluster::start(0);
+    let project = project_waiting(2);
+    let mut command = keymart();
+    command.arg("--project").arg(project.path()).args(["-q", "run", "--as-of", DAYS[0], "--engine", &cluster.engine()]);
+    let output = output_within(command, Duration::from_secs(120));
+    assert_exit(&output, 8);
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!(
+            "the Ballista cluster at {} has had no live executor for 2 s (ballista_wait_seconds): the scheduler says `not ready: 0/1 executors registered`",
+            cluster.engine()
+        )),
+        "{message}"
+    );
+    assert!(!project.warehouse().join("marts").exists());
+    // The run released its lock and recorded why it stopped.
+    let ledger = project.last_ledger();
+    assert_eq!(ledger["status"], "failed", "{ledger}");
+    assert!(ledger["error"].as_str().unwrap().contains("no live executor"), "{ledger}");
+    assert_exit(&project.keymart(&["run", "--as-of", DAYS[0]]), 0);
 }

@@ -99,7 +99,7 @@ fn numeric_settings_out_of_range_are_each_named_by_check() {
     let project = TestProject::new("sources: {}\n");
     std::fs::write(
         project.path().join("keymart.yaml"),
-        "warehouse: ./warehouse\nlock_ttl_seconds: 99999999999999\nmemory_limit_mb: 0\n",
+        "warehouse: ./warehouse\nlock_ttl_seconds: 99999999999999\nmemory_limit_mb: 0\nballista_wait_seconds: 0\n",
     )
     .unwrap();
     let output = project.keymart(&["check"]);
@@ -107,4 +107,8 @@ fn numeric_settings_out_of_range_are_each_named_by_check() {
     let message = stderr(&output);
     assert!(message.contains("keymart.yaml:2:19: lock_ttl_seconds: must be between 2 and 86400 seconds"), "{message}");
     assert!(message.contains("keymart.yaml:3:18: memory_limit_mb: must be between 64 and 1048576 MB"), "{message}");
+    assert!(
+        message.contains("keymart.yaml:4:24: ballista_wait_seconds: must be between 1 and 3600 seconds"),
+        "{message}"
+    );
 }

@@ -7,6 +7,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
 use crate::run::{D1, manifest, project, run};
+use crate::s3::{S3Server, SECRET, get};
 use crate::support::{TestProject, assert_exit, keymart, manifest_files, stderr};
 
 /// `keymart run --as-of D1 --rebuild` in the background.
@@ -93,4 +94,40 @@ fn of_three_contenders_for_a_dead_lock_exactly_one_runs() {
     assert_eq!(codes.iter().filter(|c| **c == Some(4)).count(), 2, "{codes:?}");
     let winner = outputs.iter().find(|o| o.status.code() == Some(0)).unwrap();
     committed_whole_by(&project, winner);
+}
+
+/// The same race on S3 (moto's server): the lock's links are created with `If-None-Match: *`
+/// (`PutMode::Create`), which the server must refuse for all but the first contender.
+#[test]
+fn of_three_contenders_for_a_dead_lock_on_s3_exactly_one_runs() {
+    let server = S3Server::start(&[]);
+    server.create_bucket("lake");
+    let bucket = server.bucket("lake");
+    let project = project();
+    let settings = format!(
+        "warehouse: s3://lake/wh\nlanding: \"{}\"\nlock_ttl_seconds: 2\nstorage:\n  max_retries: 1\n  retry_timeout_seconds: 2\n  options:\n    aws_endpoint: {}\n    aws_allow_http: \"true\"\n    aws_region: us-east-1\n    aws_access_key_id: testing\n    aws_secret_access_key: {SECRET}\n",
+        project.landing().display(),
+        server.endpoint()
+    );
+    std::fs::write(project.path().join("keymart.yaml"), settings).unwrap();
+    assert_exit(&run(&project, &["--as-of", D1]), 0);
+    let (mut dead, _) = project.start_paused(&["--as-of", D1, "--rebuild"], &[]);
+    dead.kill().unwrap(); // SIGKILL: its lock stays behind in the bucket
+    dead.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let contenders: Vec<Child> = (0..3).map(|_| start_run(&project, &[])).collect();
+    let outputs: Vec<Output> = contenders.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let codes: Vec<Option<i32>> = outputs.iter().map(|o| o.status.code()).collect();
+    let shown: Vec<String> = outputs.iter().map(stderr).collect();
+    assert_eq!(codes.iter().filter(|c| **c == Some(0)).count(), 1, "{codes:?} {shown:?}");
+    assert_eq!(codes.iter().filter(|c| **c == Some(4)).count(), 2, "{codes:?} {shown:?}");
+    let winner = outputs.iter().find(|o| o.status.code() == Some(0)).unwrap();
+    let key = format!("wh/marts/customer_totals/as_of={D1}/_SUCCESS");
+    let manifest: serde_json::Value = serde_json::from_slice(&get(&bucket, &key).expect(&key)).unwrap();
+    for file in manifest_files(&manifest) {
+        assert!(get(&bucket, &format!("wh/{file}")).is_some(), "{file} is named by the manifest but missing");
+    }
+    let run_id = manifest["run_id"].as_str().unwrap();
+    let summary = String::from_utf8_lossy(&winner.stdout);
+    assert!(summary.contains(&format!("run {run_id} ")), "committed by {run_id}, not by the winner: {summary}");
 }

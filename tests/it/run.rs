@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{TestProject, assert_exit, files_under, manifest_files, stderr, stdout};
+use crate::support::{TestProject, assert_exit, files_under, keymart, manifest_files, output_within, stderr, stdout};
 
 const PIPELINE: &str = r#"
 vars:
@@ -345,6 +345,61 @@ fn query_is_read_only() {
     // Files by path are readable too.
     let raw = project.warehouse().join("raw/orders/load_date=2024-06-01/part-0.parquet");
     assert_eq!(query(&project, &format!("SELECT count(*) AS n FROM '{}'", raw.display())), "n\n2");
+}
+
+/// `query` streams: a result of many batches comes out whole and in order in every format (a
+/// table per 8 192 rows).
+#[test]
+fn a_large_query_result_streams_out_whole_in_every_format() {
+    let project = project();
+    const ROWS: usize = 50_000;
+    let sql = format!("SELECT value AS n, value * 2 AS twice FROM generate_series(1, {ROWS}) ORDER BY n");
+    let printed = |format: &str| {
+        let output = project.keymart(&["query", &sql, "--format", format]);
+        assert_exit(&output, 0);
+        stdout(&output)
+    };
+
+    let csv = printed("csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), ROWS + 1);
+    assert_eq!(lines[0], "n,twice");
+    for (i, line) in lines[1..].iter().enumerate() {
+        assert_eq!(*line, format!("{},{}", i + 1, 2 * (i + 1)));
+    }
+
+    let json: Vec<serde_json::Value> = serde_json::from_str(&printed("json")).unwrap();
+    assert_eq!(json.len(), ROWS);
+    assert_eq!(json[ROWS - 1], serde_json::json!({"n": ROWS, "twice": 2 * ROWS}));
+
+    let table = printed("table");
+    let headers = table.lines().filter(|l| l.split('|').map(str::trim).collect::<Vec<_>>() == ["", "n", "twice", ""]);
+    assert_eq!(headers.count(), ROWS.div_ceil(8192));
+    let rows: Vec<u64> =
+        table.lines().filter_map(|l| l.split('|').nth(1).and_then(|cell| cell.trim().parse().ok())).collect();
+    assert_eq!(rows, (1..=ROWS as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_query_past_its_timeout_is_cancelled_with_exit_code_8() {
+    let project = project();
+    let mut command = keymart();
+    command.arg("--project").arg(project.path()).args([
+        "-q",
+        "query",
+        "SELECT sum(value % 7) AS s FROM generate_series(1, 1000000000000)",
+        "--timeout",
+        "1",
+    ]);
+    let output = output_within(command, Duration::from_secs(120));
+    assert_exit(&output, 8);
+    assert_eq!(
+        stderr(&output).trim(),
+        "error: query: cancelled after --timeout 1 s (rows printed before it are a partial result)"
+    );
+    let zero = project.keymart(&["query", "SELECT 1", "--timeout", "0"]);
+    assert_exit(&zero, 2);
+    assert!(stderr(&zero).contains("--timeout 0: a number of seconds above 0"), "{}", stderr(&zero));
 }
 
 #[test]

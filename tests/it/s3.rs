@@ -327,3 +327,78 @@ fn storage_problems_are_one_line_naming_the_url_with_exit_code_6() {
         assert!(!message.contains(SECRET), "{what}: {message}");
     }
 }
+
+/// Credentials given every way a store takes them, each a distinct string.
+const URL_PASSWORD: &str = "urlpass-0451-never-shown";
+const URL_SIGNATURE: &str = "urlsig-0451-never-shown";
+const ENDPOINT_PASSWORD: &str = "endpointpass-0451-never-shown";
+const OPTION_SECRET: &str = "optionsecret-0451-never-shown";
+const EXPANDED_TOKEN: &str = "expandedtoken-0451-never-shown";
+const ENV_ACCESS_KEY: &str = "ENVKEY0451NEVERSHOWN";
+const ENV_SECRET: &str = "envsecret-0451-never-shown";
+const ALL_SECRETS: [&str; 7] =
+    [URL_PASSWORD, URL_SIGNATURE, ENDPOINT_PASSWORD, OPTION_SECRET, EXPANDED_TOKEN, ENV_ACCESS_KEY, ENV_SECRET];
+
+/// On every storage failure path (wrong credentials, missing bucket, unreachable endpoint), for
+/// the warehouse and for the landing zone, with a secret in the URL (`user:password@`, a
+/// signature), in the endpoint URL, in `storage.options` (as written and from `${VAR}`) and in
+/// the environment: none reaches stdout, stderr (logs included) or the ledger, and the error
+/// still names the store that failed.
+#[test]
+fn no_credential_reaches_any_output_on_any_storage_failure() {
+    let strict = S3Server::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "1")]);
+    strict.create_bucket("lake");
+    let open = S3Server::start(&[]);
+    let unreachable = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let failures = [
+        ("wrong credentials", strict.endpoint().replace("http://", ""), "lake"),
+        ("missing bucket", open.endpoint().replace("http://", ""), "nothere"),
+        ("unreachable endpoint", unreachable, "lake"),
+    ];
+    for (failure, host, bucket) in failures {
+        let with_secrets = format!("s3://urluser:{URL_PASSWORD}@{bucket}");
+        let signed = format!("?X-Amz-Signature={URL_SIGNATURE}");
+        let endpoint = format!("http://{host}");
+        // An endpoint with `user:password@` fails every request before it is sent: a case of its own.
+        let endpoint_with_secret = format!("http://epuser:{ENDPOINT_PASSWORD}@{host}");
+        for (store, warehouse, landing, endpoint, named) in [
+            ("warehouse", format!("{with_secrets}/wh{signed}"), format!("s3://{bucket}/landing"), &endpoint, "s3://"),
+            ("landing", "./warehouse".to_string(), format!("{with_secrets}/landing{signed}"), &endpoint, "landing"),
+            ("landing", "./warehouse".to_string(), format!("s3://{bucket}/landing"), &endpoint_with_secret, "landing"),
+        ] {
+            let project = TestProject::shipped();
+            let settings = format!(
+                "warehouse: \"{warehouse}\"\nlanding: \"{landing}\"\nstorage:\n  max_retries: 1\n  retry_timeout_seconds: 2\n  options:\n    aws_endpoint: \"{endpoint}\"\n    aws_allow_http: \"true\"\n    aws_region: us-east-1\n    aws_secret_access_key: {OPTION_SECRET}\n    aws_session_token: ${{KEYMART_TEST_TOKEN}}\n"
+            );
+            std::fs::write(project.path().join("keymart.yaml"), settings).unwrap();
+            let output = keymart()
+                .arg("--project")
+                .arg(project.path())
+                .args(["-v", "run", "--as-of", DAYS[0]])
+                .env("KEYMART_TEST_TOKEN", EXPANDED_TOKEN)
+                .env("AWS_ACCESS_KEY_ID", ENV_ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", ENV_SECRET)
+                .output()
+                .unwrap();
+            let password = if endpoint.contains('@') { ", the endpoint with a password" } else { "" };
+            let case = format!("{failure}, {store} on S3{password}");
+            let code = output.status.code();
+            assert!(matches!(code, Some(3 | 6)), "{case}: exit {code:?}\n{}", stderr(&output));
+            let error = stderr(&output).lines().filter(|l| l.starts_with("error: ")).collect::<Vec<_>>().join("\n");
+            assert!(error.contains(named) && error.contains(bucket), "{case}: names the store: {error}");
+            let mut outputs = vec![("stdout", stdout(&output)), ("stderr", stderr(&output))];
+            for file in files_under(&project.warehouse().join("_runs")) {
+                let text = std::fs::read_to_string(project.warehouse().join("_runs").join(&file)).unwrap_or_default();
+                outputs.push(("ledger", text));
+            }
+            if store == "landing" {
+                assert!(outputs.iter().any(|(what, _)| *what == "ledger"), "{case}: a ledger is written");
+            }
+            for (what, text) in &outputs {
+                for secret in ALL_SECRETS {
+                    assert!(!text.contains(secret), "{case}: {secret} in {what}:\n{text}");
+                }
+            }
+        }
+    }
+}
