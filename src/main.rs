@@ -426,8 +426,11 @@ fn init_logging(cli: &Cli, progress: &Progress) {
         (false, 1) => "debug",
         _ => "trace",
     };
+    // delta-rs logs as errors what keymart handles (a mart table not created yet) and returns
+    // every failure it has as an error keymart reports itself.
+    const QUIET_CRATES: &str = "deltalake_core=off,buoyant_kernel=off,buoyant_kernel_engine=off";
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYMART_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("keymart={level},warn")));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("keymart={level},{QUIET_CRATES},warn")));
     let builder =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(progress.log_writer()).with_target(false);
     match cli.log_format {

@@ -37,6 +37,9 @@ const CHECKPOINT_INTERVAL: &str = "10";
 
 /// Commit a tested mart snapshot: one Delta commit, then the cleanup of expired files.
 pub async fn commit(warehouse: &Warehouse, snapshot: Snapshot<'_>, retention: Duration) -> Result<SnapshotManifest> {
+    // A run whose lock was taken over may have had its files removed by the run that took it:
+    // it stops here, before reading them again.
+    warehouse.location.fence.check(&format!("committing `{}` as of {}", snapshot.table, snapshot.as_of))?;
     let table = match warehouse.open_mart_table(snapshot.table).await? {
         Some(table) => table,
         None => {

@@ -122,10 +122,9 @@ fn of_three_contenders_for_a_dead_lock_on_s3_exactly_one_runs() {
     assert_eq!(codes.iter().filter(|c| **c == Some(0)).count(), 1, "{codes:?} {shown:?}");
     assert_eq!(codes.iter().filter(|c| **c == Some(4)).count(), 2, "{codes:?} {shown:?}");
     let winner = outputs.iter().find(|o| o.status.code() == Some(0)).unwrap();
-    let key = format!("wh/marts/customer_totals/as_of={D1}/_SUCCESS");
-    let manifest: serde_json::Value = serde_json::from_slice(&get(&bucket, &key).expect(&key)).unwrap();
+    let manifest = crate::s3::snapshot_on_bucket(&bucket, "customer_totals", D1).expect("a committed snapshot");
     for file in manifest_files(&manifest) {
-        assert!(get(&bucket, &format!("wh/{file}")).is_some(), "{file} is named by the manifest but missing");
+        assert!(get(&bucket, &format!("wh/{file}")).is_some(), "{file} is named by the log but missing");
     }
     let run_id = manifest["run_id"].as_str().unwrap();
     let summary = String::from_utf8_lossy(&winner.stdout);
