@@ -76,7 +76,7 @@ async fn commit_to(warehouse: &Warehouse, table: &DeltaTable, snapshot: Snapshot
         .add_config_key(SnapshotFacts::key(snapshot.as_of), serde_json::to_string(&facts).expect("facts serialize"))
         .map_err(|e| warehouse.table_error(mart, "recording the snapshot in", e.into()))?;
 
-    let replaced = warehouse.table_files(mart, &table).await?.into_iter().filter(|f| f.as_of == Some(snapshot.as_of));
+    let replaced = warehouse.table_files(mart, table).await?.into_iter().filter(|f| f.as_of == Some(snapshot.as_of));
     let mut actions = vec![Action::Metadata(metadata)];
     actions.extend(replaced.map(|file| Action::Remove(remove(file, snapshot.as_of))));
     for key in &snapshot.files {
