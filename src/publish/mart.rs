@@ -88,25 +88,17 @@ async fn commit_to(warehouse: &Warehouse, table: &DeltaTable, snapshot: Snapshot
         actions.push(Action::Add(add(path, snapshot.as_of, size, rows)));
     }
 
-    warehouse.location.fence.check(&format!("committing {dir} as of {}", snapshot.as_of))?;
     let app_metadata = [
         ("keymart.run_id".to_string(), serde_json::json!(snapshot.run_id)),
         ("keymart.as_of".to_string(), serde_json::json!(snapshot.as_of.to_string())),
     ];
-    CommitBuilder::from(CommitProperties::default().with_max_retries(0))
-        .with_actions(actions)
-        .with_app_metadata(app_metadata.into_iter().collect())
-        .build(
-            Some(state as &dyn TableReference),
-            table.log_store(),
-            DeltaOperation::Write {
-                mode: SaveMode::Overwrite,
-                partition_by: Some(vec![PARTITION_COLUMN.to_string()]),
-                predicate: Some(format!("{PARTITION_COLUMN} = '{}'", snapshot.as_of)),
-            },
-        )
-        .await
-        .map_err(|e| commit_error(warehouse, mart, version, e))?;
+    let operation = DeltaOperation::Write {
+        mode: SaveMode::Overwrite,
+        partition_by: Some(vec![PARTITION_COLUMN.to_string()]),
+        predicate: Some(format!("{PARTITION_COLUMN} = '{}'", snapshot.as_of)),
+    };
+    let doing = format!("committing {dir} as of {}", snapshot.as_of);
+    commit_once(warehouse, mart, table, (actions, app_metadata.into_iter().collect()), operation, &doing).await?;
     Ok(SnapshotManifest {
         table: mart.to_string(),
         as_of: snapshot.as_of,
@@ -151,18 +143,32 @@ pub async fn prune(
         }
     }
     let dates: Vec<String> = dropped.iter().map(|d| format!("'{d}'")).collect();
+    let operation = DeltaOperation::Delete { predicate: Some(format!("{PARTITION_COLUMN} IN ({})", dates.join(", "))) };
+    let doing = format!("pruning the snapshots of `{mart}`");
+    commit_once(warehouse, mart, &table, (actions, Default::default()), operation, &doing).await?;
+    Ok(dropped.into_iter().collect())
+}
+
+/// One commit on the version of the table read in `table`, fenced by the run's lock and never
+/// retried: a writer that committed in between makes it fail (`commit_error`).
+async fn commit_once(
+    warehouse: &Warehouse,
+    mart: &str,
+    table: &DeltaTable,
+    (actions, app_metadata): (Vec<Action>, std::collections::HashMap<String, serde_json::Value>),
+    operation: DeltaOperation,
+    doing: &str,
+) -> Result<()> {
+    let state = table.snapshot().map_err(|e| warehouse.table_error(mart, "reading", e))?;
     let version = state.version() + 1;
-    warehouse.location.fence.check(&format!("pruning the snapshots of `{mart}`"))?;
+    warehouse.location.fence.check(doing)?;
     CommitBuilder::from(CommitProperties::default().with_max_retries(0))
         .with_actions(actions)
-        .build(
-            Some(state as &dyn TableReference),
-            table.log_store(),
-            DeltaOperation::Delete { predicate: Some(format!("{PARTITION_COLUMN} IN ({})", dates.join(", "))) },
-        )
+        .with_app_metadata(app_metadata)
+        .build(Some(state as &dyn TableReference), table.log_store(), operation)
         .await
         .map_err(|e| commit_error(warehouse, mart, version, e))?;
-    Ok(dropped.into_iter().collect())
+    Ok(())
 }
 
 /// The table's first version: its schema (from the first snapshot's files), the `as_of`

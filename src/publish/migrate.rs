@@ -8,12 +8,11 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 
 use super::{Snapshot, mart};
 use crate::error::{Error, Result};
 use crate::warehouse::snapshot::SnapshotManifest;
-use crate::warehouse::{Shelf, Warehouse, is_manifest};
+use crate::warehouse::{Shelf, Warehouse, is_manifest, snapshot_date};
 
 /// What a migration did.
 #[derive(Debug, Default, PartialEq)]
@@ -62,19 +61,10 @@ async fn read_manifests(warehouse: &Warehouse, mart: &str) -> Result<Vec<Snapsho
     let dir = warehouse.layout().table_dir(Shelf::Marts, mart);
     let mut manifests = Vec::new();
     for object in warehouse.location.list(&dir).await?.iter().filter(|o| is_manifest(&o.location)) {
-        let url = warehouse.location.url_of(&object.location);
-        let bytes = warehouse
-            .location
-            .store
-            .get(&object.location)
-            .await
-            .map_err(|e| Error::storage(format!("reading {url}"), e))?
-            .bytes()
-            .await
-            .map_err(|e| Error::storage(format!("reading {url}"), e))?;
-        let manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Internal(format!("{url} is not a snapshot manifest: {e}")))?;
-        manifests.push(manifest);
+        let date = snapshot_date(&warehouse.location.relative(&object.location));
+        if let Some(manifest) = date.map(|d| warehouse.shelved_manifest(Shelf::Marts, mart, d)) {
+            manifests.extend(manifest.await?);
+        }
     }
     Ok(manifests)
 }

@@ -40,7 +40,13 @@ impl Warehouse {
         Ok(self.committed_mart_snapshots(mart).await?.into_iter().find(|s| s.as_of == as_of))
     }
 
-    async fn shelved_manifest(&self, shelf: Shelf, table: &str, as_of: NaiveDate) -> Result<Option<SnapshotManifest>> {
+    /// The `_SUCCESS` manifest of one date of a table, if any.
+    pub async fn shelved_manifest(
+        &self,
+        shelf: Shelf,
+        table: &str,
+        as_of: NaiveDate,
+    ) -> Result<Option<SnapshotManifest>> {
         let key = self.layout().manifest_key(shelf, table, as_of);
         match self.location.store.get(&key).await {
             Ok(result) => {
