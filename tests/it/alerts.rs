@@ -10,7 +10,6 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
@@ -252,7 +251,7 @@ fn slipped(project: &TestProject, night: &str, before: &str) -> Vec<Slipped> {
             .collect();
     let rows = query(
         project,
-        "SELECT k.customer_id, k.status, CAST(k.net_value AS VARCHAR) AS net_value, c.churn_reasons
+        "SELECT k.customer_id, k.status, CAST(k.net_value AS VARCHAR) AS value_text, c.churn_reasons
          FROM key_accounts k LEFT JOIN customer_churn c ON c.customer_id = k.customer_id
          WHERE k.status IN ('at_risk', 'lost')
          ORDER BY k.net_value DESC, k.customer_id",
@@ -262,7 +261,7 @@ fn slipped(project: &TestProject, night: &str, before: &str) -> Vec<Slipped> {
         .map(|r| Slipped {
             customer_id: r["customer_id"].as_str().unwrap().to_string(),
             status: r["status"].as_str().unwrap().to_string(),
-            net_value: r["net_value"].as_str().unwrap().to_string(),
+            net_value: r["value_text"].as_str().unwrap().to_string(),
             churn_reasons: r.get("churn_reasons").and_then(|s| s.as_str()).map(String::from),
         })
         .filter(|s| {
@@ -602,7 +601,7 @@ alerts:
     kind: dingtalk
     url: https://oapi.dingtalk.com/robot/send?access_token=${T}
     secret: SEC0123literal
-    on: []
+    "on": []
   - name: mail
     kind: email
     host: smtp.example.com
@@ -627,7 +626,7 @@ alerts:
         "keymart.yaml:4:11: alerts[0].kind: a `slack` target needs `url`",
         "keymart.yaml:5:11: alerts[1].name: a second target named `ops`",
         "keymart.yaml:8:13: alerts[1].secret: a secret comes from the environment: write `${VAR}`",
-        "keymart.yaml:9:9: alerts[1].on: names no status (at_risk, lost, new)",
+        "keymart.yaml:9:11: alerts[1].on: names no status (at_risk, lost, new)",
         "keymart.yaml:13:10: alerts[2].tls: `none` sends the password and the accounts in clear",
         "keymart.yaml:14:11: alerts[2].from: `not an address` is not an e-mail address",
         "keymart.yaml:16:15: alerts[2].password: `user` and `password` go together",
