@@ -253,7 +253,7 @@ fn slipped(project: &TestProject, night: &str, before: &str) -> Vec<Slipped> {
         project,
         "SELECT k.customer_id, k.status, CAST(k.net_value AS VARCHAR) AS value_text, c.churn_reasons
          FROM key_accounts k LEFT JOIN customer_churn c ON c.customer_id = k.customer_id
-         WHERE k.status IN ('at_risk', 'lost')
+         WHERE k.status IN ('at_risk', 'lost', 'new')
          ORDER BY k.net_value DESC, k.customer_id",
         night,
     );
@@ -309,21 +309,26 @@ fn every_kind_of_target_gets_the_key_accounts_that_slipped_once() {
 alerts:
   - name: crm
     kind: webhook
+    "on": [at_risk, lost, new]
     url: ${{KM_WEBHOOK_URL}}
     headers: {{Authorization: "Bearer ${{KM_WEBHOOK_TOKEN}}"}}
   - name: sales-slack
     kind: slack
+    "on": [at_risk, lost, new]
     url: ${{KM_SLACK_URL}}
   - name: kam-dingtalk
     kind: dingtalk
+    "on": [at_risk, lost, new]
     url: {}?access_token=${{KM_DINGTALK_TOKEN}}
     secret: ${{KM_DINGTALK_SECRET}}
   - name: kam-wecom
     kind: wecom
+    "on": [at_risk, lost, new]
     url: {}?key=${{KM_WECOM_KEY}}
     max_accounts: 1
   - name: kam-mail
     kind: email
+    "on": [at_risk, lost, new]
     host: 127.0.0.1
     port: {}
     tls: none
@@ -357,7 +362,7 @@ alerts:
     let report_url = format!("{BASE_URL}/as_of={D3}/index.html");
     let count = |status: &str| expected.iter().filter(|a| a.status == status).count();
     let title = {
-        let counts: Vec<String> = [("at_risk", "at risk"), ("lost", "lost")]
+        let counts: Vec<String> = [("at_risk", "at risk"), ("lost", "lost"), ("new", "new")]
             .iter()
             .filter(|(s, _)| count(s) > 0)
             .map(|(s, label)| format!("{} {label}", count(s)))
@@ -388,7 +393,7 @@ alerts:
     let top: Vec<Slipped> = expected.iter().take(10).cloned().collect();
     assert_eq!(accounts, top);
     assert_eq!(body["more"], expected.len().saturating_sub(10));
-    for status in ["at_risk", "lost"] {
+    for status in ["at_risk", "lost", "new"] {
         assert_eq!(body["counts"].get(status).and_then(|c| c.as_u64()).unwrap_or(0), count(status) as u64, "{status}");
     }
 
@@ -526,17 +531,20 @@ fn a_failing_receiver_is_tried_again_and_a_dead_one_is_recorded_without_failing_
         r#"alerts:
   - name: flaky
     kind: webhook
+    "on": [at_risk, lost, new]
     url: ${KM_FLAKY_URL}
     attempts: 3
     backoff_ms: 50
   - name: dead
     kind: slack
+    "on": [at_risk, lost, new]
     url: ${KM_DEAD_URL}
     attempts: 2
     backoff_ms: 50
     timeout_seconds: 2
   - name: unset
     kind: wecom
+    "on": [at_risk, lost, new]
     url: ${KM_NOT_SET}
 "#,
     );
