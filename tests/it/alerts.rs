@@ -19,7 +19,6 @@ use crate::support::{
 
 const D1: &str = "2024-06-01";
 const D2: &str = "2024-06-02";
-const D3: &str = "2024-06-03";
 const BASE_URL: &str = "https://bi.example.com/keymart/reports";
 
 /// Secrets the targets are given through the environment: none may show in output or ledgers.
@@ -299,7 +298,7 @@ fn every_kind_of_target_gets_the_key_accounts_that_slipped_once() {
     let project = sample_project();
     let http = Receiver::start(&[]);
     let smtp = SmtpServer::start(project.path());
-    assert_exit(&project.keymart(&["run", "--from", D1, "--to", D2]), 0);
+    assert_exit(&project.keymart(&["run", "--as-of", D1]), 0);
     add_settings(
         &project,
         &format!(
@@ -353,13 +352,13 @@ alerts:
         ("KM_SMTP_PASSWORD", SMTP_PASSWORD.to_string()),
     ];
     let started_ms = chrono::Utc::now().timestamp_millis();
-    let output = keymart_with(&project, &env, &["run", "--as-of", D3]);
+    let output = keymart_with(&project, &env, &["run", "--as-of", D2]);
     assert_exit(&output, 0);
     let mut printed = format!("{}{}", stdout(&output), stderr(&output));
 
-    let expected = slipped(&project, D3, D2);
-    assert!(!expected.is_empty(), "the sample has key accounts that slip on {D3}");
-    let report_url = format!("{BASE_URL}/as_of={D3}/index.html");
+    let expected = slipped(&project, D2, D1);
+    assert!(!expected.is_empty(), "the sample has key accounts that slip on {D2}");
+    let report_url = format!("{BASE_URL}/as_of={D2}/index.html");
     let count = |status: &str| expected.iter().filter(|a| a.status == status).count();
     let title = {
         let counts: Vec<String> = [("at_risk", "at risk"), ("lost", "lost"), ("new", "new")]
@@ -367,7 +366,7 @@ alerts:
             .filter(|(s, _)| count(s) > 0)
             .map(|(s, label)| format!("{} {label}", count(s)))
             .collect();
-        format!("Key accounts {D3}: {}", counts.join(", "))
+        format!("Key accounts {D2}: {}", counts.join(", "))
     };
 
     // keymart's JSON: the facts, the bearer token in its header.
@@ -376,7 +375,7 @@ alerts:
     assert_eq!(crm[0].headers["authorization"], format!("Bearer {WEBHOOK_TOKEN}"));
     let body = &crm[0].body;
     assert_eq!(body["event"], "key_accounts_changed");
-    assert_eq!((body["as_of"].as_str(), body["previous"].as_str()), (Some(D3), Some(D2)));
+    assert_eq!((body["as_of"].as_str(), body["previous"].as_str()), (Some(D2), Some(D1)));
     assert_eq!(body["title"], title.as_str());
     assert_eq!(body["report_url"], report_url.as_str());
     let accounts: Vec<Slipped> = body["accounts"]
@@ -482,11 +481,11 @@ alerts:
             ("kam-mail", "delivered")
         ]
     );
-    assert!(steps.iter().all(|s| s["accounts"] == expected.len() && s["tries"] == 1 && s["as_of"] == D3), "{steps:?}");
+    assert!(steps.iter().all(|s| s["accounts"] == expected.len() && s["tries"] == 1 && s["as_of"] == D2), "{steps:?}");
 
     // A rerun of the night (skipped: same inputs) and a rebuild of it send nothing again.
     let requests = http.received().len();
-    for args in [&["run", "--as-of", D3][..], &["run", "--as-of", D3, "--rebuild"]] {
+    for args in [&["run", "--as-of", D2][..], &["run", "--as-of", D2, "--rebuild"]] {
         let output = keymart_with(&project, &env, args);
         assert_exit(&output, 0);
         printed.push_str(&stderr(&output));
@@ -496,20 +495,20 @@ alerts:
     assert!(printed.contains("not sent again: delivered by run"), "{printed}");
 
     // On request: refused for a night already delivered, saying so; sent again with --resend.
-    let output = keymart_with(&project, &env, &["-q", "alerts", "--as-of", D3]);
+    let output = keymart_with(&project, &env, &["-q", "alerts", "--as-of", D2]);
     assert_exit(&output, 2);
     assert!(
-        stderr(&output).contains(&format!("the alerts of {D3} were delivered already to `crm` (run ")),
+        stderr(&output).contains(&format!("the alerts of {D2} were delivered already to `crm` (run ")),
         "{}",
         stderr(&output)
     );
     assert!(stderr(&output).contains("--resend sends them again"));
-    let output = keymart_with(&project, &env, &["-q", "alerts", "--as-of", D3, "--resend"]);
+    let output = keymart_with(&project, &env, &["-q", "alerts", "--as-of", D2, "--resend"]);
     assert_exit(&output, 0);
     printed.push_str(&stdout(&output));
     assert!(
         stdout(&output)
-            .contains(&format!("alert of {D3} sent to `kam-dingtalk` (dingtalk, http://127.0.0.1:{}/…)", http.port))
+            .contains(&format!("alert of {D2} sent to `kam-dingtalk` (dingtalk, http://127.0.0.1:{}/…)", http.port))
     );
     assert_eq!(http.received().len(), requests + 4);
     assert_eq!(smtp.messages().len(), 2);
@@ -525,7 +524,7 @@ fn a_failing_receiver_is_tried_again_and_a_dead_one_is_recorded_without_failing_
     let project = sample_project();
     let http = Receiver::start(&[("/flaky", &[500, 503])]);
     let dead_port = free_ports(1)[0];
-    assert_exit(&project.keymart(&["run", "--from", D1, "--to", D2]), 0);
+    assert_exit(&project.keymart(&["run", "--as-of", D1]), 0);
     add_settings(
         &project,
         r#"alerts:
@@ -552,10 +551,10 @@ fn a_failing_receiver_is_tried_again_and_a_dead_one_is_recorded_without_failing_
         ("KM_FLAKY_URL", http.url("/flaky")),
         ("KM_DEAD_URL", format!("http://127.0.0.1:{dead_port}/services/{DEAD_TOKEN}?token={DEAD_TOKEN}")),
     ];
-    let output = keymart_with(&project, &env, &["-v", "run", "--as-of", D3]);
+    let output = keymart_with(&project, &env, &["-v", "run", "--as-of", D2]);
     assert_exit(&output, 0);
     let printed = format!("{}{}", stdout(&output), stderr(&output));
-    assert!(!slipped(&project, D3, D2).is_empty());
+    assert!(!slipped(&project, D2, D1).is_empty());
 
     // 500, 503, then 200: three tries, delivered.
     assert_eq!(http.to("/flaky").len(), 3);
@@ -570,7 +569,7 @@ fn a_failing_receiver_is_tried_again_and_a_dead_one_is_recorded_without_failing_
     assert!(steps[1]["error"].as_str().unwrap().contains("could not connect"), "{}", steps[1]);
     assert_eq!(steps[1]["to"], format!("http://127.0.0.1:{dead_port}/…"));
     let warning = format!(
-        "alert of {D3} to `dead` (slack, http://127.0.0.1:{dead_port}/…) failed after 2 tries: could not connect"
+        "alert of {D2} to `dead` (slack, http://127.0.0.1:{dead_port}/…) failed after 2 tries: could not connect"
     );
     assert!(printed.contains(&warning), "{printed}");
 
@@ -580,7 +579,7 @@ fn a_failing_receiver_is_tried_again_and_a_dead_one_is_recorded_without_failing_
     assert_eq!(project.last_ledger()["status"], "succeeded");
 
     // A rebuild of the night tries the failed targets again, not the delivered one.
-    let output = keymart_with(&project, &env, &["-q", "run", "--as-of", D3, "--rebuild"]);
+    let output = keymart_with(&project, &env, &["-q", "run", "--as-of", D2, "--rebuild"]);
     assert_exit(&output, 0);
     assert_eq!(http.to("/flaky").len(), 3);
     let retried: Vec<String> =
@@ -588,7 +587,7 @@ fn a_failing_receiver_is_tried_again_and_a_dead_one_is_recorded_without_failing_
     assert_eq!(retried, ["dead", "unset"]);
 
     // On request, a failure is the command's failure (exit 1), still without the secret.
-    let output = keymart_with(&project, &env, &["-q", "alerts", "--as-of", D3]);
+    let output = keymart_with(&project, &env, &["-q", "alerts", "--as-of", D2]);
     assert_exit(&output, 1);
     assert!(stderr(&output).contains("failed after 2 tries"), "{}", stderr(&output));
 
