@@ -70,6 +70,11 @@ pub enum Error {
         source: Box<datafusion::error::DataFusionError>,
     },
 
+    /// An alert could not be delivered (`keymart alerts`; a night only warns). The message names
+    /// the targets, never a secret.
+    #[error("{0}")]
+    AlertsFailed(String),
+
     /// A bug or an unexpected state: the message says which.
     Internal(String),
 }
@@ -150,6 +155,7 @@ impl Error {
             | Error::Parquet { .. }
             | Error::Arrow { .. }
             | Error::Engine { .. }
+            | Error::AlertsFailed(_)
             | Error::Internal(_) => ErrorKind::RunFailed,
         }
     }

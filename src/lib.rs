@@ -9,11 +9,12 @@
 //! - the stages → the ground floor, where everything two stages share lives: [`engine`] →
 //!   [`warehouse`] (every key in `warehouse::layout`) → [`config`] → [`error`], with [`models`],
 //!   [`key_rows`] and [`progress`] beside them;
-//! - the consumers of the committed marts ([`report`]) sit beside [`run`] and read only the
-//!   ground floor.
+//! - the consumers of the committed marts ([`report`], [`alerts`]) sit beside [`run`] and read
+//!   only the ground floor.
 //!
 //! The `keymart` binary is a thin layer over [`run`] that maps [`error::ErrorKind`] to exit codes.
 
+pub mod alerts;
 pub mod audit;
 pub mod config;
 pub mod engine;

@@ -122,6 +122,15 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Send a committed night's key-account alerts to the targets of keymart.yaml's `alerts:`.
+    Alerts {
+        /// The night whose alerts to send.
+        #[arg(long, value_name = "DATE")]
+        as_of: NaiveDate,
+        /// Send to targets that had this night's alerts already.
+        #[arg(long)]
+        resend: bool,
+    },
     /// Write synthetic extracts for all four sources in the landing layout (deterministic per seed).
     Generate(GenerateArgs),
     /// Serve the committed marts over the PostgreSQL protocol (read-only); health, metrics and reports over HTTP.
@@ -349,6 +358,11 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
                 }
                 None => say(&report::publish_report(&engine, &session.warehouse, as_of, lang).await?),
             }
+            Ok(())
+        }
+        Command::Alerts { as_of, resend } => {
+            let session = Session::open(&cli.project, &overrides, progress)?;
+            println!("{}", run::alerts::alerts(&session, as_of, resend).await?);
             Ok(())
         }
         Command::Runs { limit } => {

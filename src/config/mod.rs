@@ -1,6 +1,7 @@
 //! The project: `keymart.yaml` and `pipelines/*.yaml`, parsed into typed structs and validated as a
 //! whole. Every problem is reported at once as `file:line:column: field: message`.
 
+mod alerts;
 pub mod contract;
 mod engine_spec;
 pub mod model;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use crate::error::{Diagnostic, Diagnostics};
+pub use alerts::{AlertKind, AlertStatus, AlertTarget, MAX_ACCOUNTS as ALERT_MAX_ACCOUNTS, SmtpTls, is_loopback_host};
 pub use contract::{
     ColumnSpec, ColumnType, CsvOptions, Encoding, FileFormat, LoadMode, Reference, SourceContract, ValueOptions,
     XlsxOptions,
@@ -75,6 +77,9 @@ pub struct Settings {
     /// `keymart serve`: listeners, users, TLS and limits.
     #[serde(default)]
     pub serve: ServeSettings,
+    /// Where the key accounts that slipped tonight are sent after the marts are published.
+    #[serde(default)]
+    pub alerts: Each<Located<AlertTarget>>,
 }
 
 /// `serve:` in keymart.yaml: how `keymart serve` listens, who may connect, and the bounds every
@@ -256,6 +261,7 @@ impl Default for Settings {
             limits: Limits::default(),
             report: ReportSettings::default(),
             serve: ServeSettings::default(),
+            alerts: Each::default(),
         }
     }
 }

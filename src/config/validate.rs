@@ -24,6 +24,7 @@ pub(super) fn project(project: &Project, d: &mut Diagnostics) {
     {
         d.at(settings_file, &base_url.position, "must be an absolute http(s) URL (where reports/ is served)");
     }
+    super::alerts::validate(&project.settings.alerts.entries, settings_file, d);
     let ratio = &project.settings.defaults.max_reject_ratio;
     if !(0.0..=1.0).contains(&ratio.value) {
         d.at(settings_file, &ratio.position, "must be between 0 and 1");

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::alerts::{Delivery, DeliveryStatus};
 use crate::audit::TestOutcome;
 use crate::error::Result;
 use crate::ingest::SourceLoad;
@@ -69,6 +70,8 @@ pub enum Step {
         mart: String,
         dates: Vec<NaiveDate>,
     },
+    /// A night's alert to one target: sent, nothing to send, or failed (why, secrets masked).
+    Alert(Delivery),
 }
 
 /// What was asked for, so that `keymart run --retry` can replay it exactly.
@@ -167,20 +170,54 @@ pub struct LedgerSummary {
 
 /// Every ledger in the warehouse, newest first.
 pub async fn list(warehouse: &Warehouse) -> Result<Vec<LedgerSummary>> {
-    let location = &warehouse.location;
-    let mut ledgers = Vec::new();
-    for object in location.list(warehouse.layout().runs_dir()).await? {
-        let relative = location.relative(&object.location);
-        if relative.matches('/').count() != 1 || !relative.ends_with(".json") {
-            continue;
-        }
-        let bytes = location.get_bytes(&object.location).await?;
-        if let Ok(summary) = serde_json::from_slice::<LedgerSummary>(&bytes) {
-            ledgers.push(summary);
-        }
-    }
+    let mut ledgers: Vec<LedgerSummary> =
+        stored(warehouse).await?.iter().filter_map(|bytes| serde_json::from_slice(bytes).ok()).collect();
     ledgers.sort_by_key(|l| std::cmp::Reverse(l.started_at));
     Ok(ledgers)
+}
+
+/// The text of every ledger stored under `_runs/`.
+async fn stored(warehouse: &Warehouse) -> Result<Vec<bytes::Bytes>> {
+    let location = &warehouse.location;
+    let mut found = Vec::new();
+    for object in location.list(warehouse.layout().runs_dir()).await? {
+        let relative = location.relative(&object.location);
+        if relative.matches('/').count() == 1 && relative.ends_with(".json") {
+            found.push(location.get_bytes(&object.location).await?);
+        }
+    }
+    Ok(found)
+}
+
+/// The steps of a stored ledger that record alerts.
+#[derive(Debug, Deserialize)]
+struct AlertSteps {
+    run_id: String,
+    #[serde(default)]
+    steps: Vec<serde_json::Value>,
+}
+
+/// Every (target, night) whose alert was settled — delivered, or found with nothing to send —
+/// with the run that settled it (the first, by run id).
+pub async fn settled_alerts(warehouse: &Warehouse) -> Result<BTreeMap<(String, NaiveDate), String>> {
+    let mut settled = BTreeMap::new();
+    for bytes in stored(warehouse).await? {
+        let Ok(ledger) = serde_json::from_slice::<AlertSteps>(&bytes) else {
+            continue;
+        };
+        for step in ledger.steps.into_iter().filter(|s| s["step"] == "alert") {
+            if let Ok(delivery) = serde_json::from_value::<Delivery>(step)
+                && delivery.status != DeliveryStatus::Failed
+            {
+                let key = (delivery.target, delivery.as_of);
+                let run_id = settled.entry(key).or_insert_with(|| ledger.run_id.clone());
+                if ledger.run_id < *run_id {
+                    run_id.clone_from(&ledger.run_id);
+                }
+            }
+        }
+    }
+    Ok(settled)
 }
 
 /// A run id sorts by start time (to the millisecond) and is unique per process:

@@ -1,6 +1,7 @@
 //! One command, end to end: open the project and warehouse, run the stages, write the ledger.
 //! The binary calls these functions and prints what they return.
 
+pub mod alerts;
 mod failpoint;
 mod inputs;
 pub mod ledger;

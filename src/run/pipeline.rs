@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::ledger::{self, Ledger, Request, RunStatus, Step};
 use super::summary::{DateReport, DateStatus, ModelLine, ModelOutcome, RunReport};
-use super::{Session, failpoint, inputs};
+use super::{Session, alerts, failpoint, inputs};
 use crate::audit::{self, TestOutcome};
 use crate::config::{Materialized, Model, Pipeline};
 use crate::engine::Params;
@@ -156,6 +156,9 @@ impl Plan<'_> {
 
         self.publish_marts(&fingerprint, &mut night, ledger).await?;
         self.publish_report(as_of).await;
+        if self.alerts_due(&night) {
+            alerts::after_publish(session, as_of, ledger).await;
+        }
         let status = if night.blocked.is_empty() { DateStatus::Published } else { DateStatus::TestsFailed };
         Ok(DateReport { as_of, status, models: night.lines })
     }
@@ -348,6 +351,16 @@ impl Plan<'_> {
             Ok(published) => tracing::info!("{published}"),
             Err(e) => tracing::warn!("the report of {as_of} was not written: {e}"),
         }
+    }
+
+    /// Whether tonight published what alerts read: `key_accounts` (the statuses) and
+    /// `customer_churn` (the reasons). A selection without them changed no status.
+    fn alerts_due(&self, night: &Night<'_>) -> bool {
+        crate::alerts::ALERT_MARTS.iter().all(|mart| {
+            self.pipeline.is_mart(mart)
+                && !night.blocked.contains(*mart)
+                && (*mart != "key_accounts" || night.written.iter().any(|m| m.model == *mart))
+        })
     }
 
     /// The snapshot a tested model's output commits as.

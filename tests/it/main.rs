@@ -1,5 +1,6 @@
 //! One integration-test binary (the DataFusion tree is linked once): modules by subject.
 
+mod alerts;
 mod ballista;
 mod bench;
 mod cli;
