@@ -678,7 +678,10 @@ impl Drop for QueryLog {
     }
 }
 
+/// An error for the client. Its message is scrubbed like every other output: an engine error can
+/// quote a storage URL or option.
 pub fn error(code: &str, message: String) -> PgWireError {
+    let message = crate::error::secrets::scrub(&message).into_owned();
     PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)))
 }
 
@@ -709,4 +712,22 @@ fn engine_error(e: DataFusionError) -> PgWireError {
         _ => "XX000",
     };
     error(code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_sent_to_a_client_carries_no_secret() {
+        crate::error::secrets::register("serve-client-s3cr3t");
+        let failed = engine_error(DataFusionError::Execution(
+            "reading s3://lake/wh/marts/x.parquet?aws_secret=serve-client-s3cr3t from http://u:pw-9f8e7d@host/".into(),
+        ));
+        let PgWireError::UserError(info) = failed else { panic!("a user error") };
+        assert_eq!(info.code, "22000");
+        assert!(!info.message.contains("serve-client-s3cr3t"), "{}", info.message);
+        assert!(!info.message.contains("pw-9f8e7d"), "{}", info.message);
+        assert!(info.message.contains("s3://lake/wh/marts/x.parquet"), "{}", info.message);
+    }
 }
