@@ -12,6 +12,7 @@ use crate::warehouse::Warehouse;
 /// Register `marts` as of `as_of` (the latest committed snapshot when `None`): `<mart>` is the
 /// newest snapshot at or before that date, `<mart>_history` every committed snapshot up to it. A
 /// mart with no such snapshot is not registered, so a query naming it fails as an unknown table.
+/// Columns the mart gained after a snapshot read as NULL in it, as in any Delta reader.
 pub async fn register_committed_marts<'a>(
     engine: &Engine,
     warehouse: &Warehouse,
@@ -22,9 +23,11 @@ pub async fn register_committed_marts<'a>(
         let snapshots = warehouse.committed_snapshots(mart).await?;
         let visible: Vec<_> = snapshots.iter().filter(|s| as_of.is_none_or(|d| s.as_of <= d)).collect();
         if let Some(current) = visible.last() {
-            engine.register_files(mart, &warehouse.file_urls(&current.files), None).await?;
+            let table = current.table_schema.as_deref();
+            engine.register_snapshot_files(mart, &warehouse.file_urls(&current.files), table).await?;
             let all: Vec<String> = visible.iter().flat_map(|s| s.files.clone()).collect();
-            engine.register_files(&format!("{mart}{HISTORY_SUFFIX}"), &warehouse.file_urls(&all), None).await?;
+            let history = format!("{mart}{HISTORY_SUFFIX}");
+            engine.register_snapshot_files(&history, &warehouse.file_urls(&all), table).await?;
         }
     }
     Ok(())

@@ -6,7 +6,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::config::Dialect;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -87,12 +87,7 @@ impl Engine {
     /// Register Parquet files (full URLs) as one table; the schema is read from the files
     /// unless given.
     pub async fn register_files(&self, name: &str, urls: &[String], schema: Option<SchemaRef>) -> Result<()> {
-        let paths = urls
-            .iter()
-            .map(|u| ListingTableUrl::parse(u).map_err(|e| engine_error(format!("table {name}: {u}"), e)))
-            .collect::<Result<Vec<_>>>()?;
-        let options = ListingOptions::new(self.parquet_format()).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(paths).with_listing_options(options);
+        let config = self.listing_config(name, urls)?;
         let config = match schema {
             Some(schema) => config.with_schema(schema),
             None => {
@@ -102,6 +97,42 @@ impl Engine {
         let table = ListingTable::try_new(config).map_err(|e| engine_error(format!("table {name}"), e))?;
         self.ctx.register_table(name, Arc::new(table)).map_err(|e| engine_error(format!("registering {name}"), e))?;
         Ok(())
+    }
+
+    /// Register a mart snapshot's files (full URLs) as one table: the columns read from the files,
+    /// then the columns of `table` (its Delta table's schema) they do not have, as NULL: the
+    /// columns the mart gained after those files were written.
+    pub async fn register_snapshot_files(&self, name: &str, urls: &[String], table: Option<&Schema>) -> Result<()> {
+        let inferred = self.file_schema(name, urls).await?;
+        let gained: Vec<Field> = table
+            .map(|t| t.fields().iter().filter(|f| inferred.field_with_name(f.name()).is_err()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let schema = if gained.is_empty() {
+            inferred
+        } else {
+            Arc::new(Schema::new(inferred.fields().iter().map(|f| f.as_ref().clone()).chain(gained).collect::<Vec<_>>()))
+        };
+        self.register_files(name, urls, Some(schema)).await
+    }
+
+    /// The schema of Parquet files (full URLs) read as one table.
+    async fn file_schema(&self, name: &str, urls: &[String]) -> Result<SchemaRef> {
+        let config = self.listing_config(name, urls)?;
+        let config =
+            config.infer_schema(&self.ctx.state()).await.map_err(|e| engine_error(format!("reading {name}"), e))?;
+        config.file_schema.ok_or_else(|| Error::Internal(format!("{name}: no schema inferred")))
+    }
+
+    fn listing_config(&self, name: &str, urls: &[String]) -> Result<ListingTableConfig> {
+        let paths = urls
+            .iter()
+            .map(|u| ListingTableUrl::parse(u).map_err(|e| engine_error(format!("table {name}: {u}"), e)))
+            .collect::<Result<Vec<_>>>()?;
+        let options = ListingOptions::new(self.parquet_format()).with_file_extension(".parquet");
+        Ok(ListingTableConfig::new_with_multi_paths(paths).with_listing_options(options))
     }
 
     /// Register a folder of hive-partitioned Parquet (`<dir>/<column>=<value>/…`) as one table

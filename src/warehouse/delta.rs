@@ -151,9 +151,8 @@ impl Warehouse {
         }
         let snapshot = table.snapshot().map_err(|e| self.table_error(mart, "reading", e))?;
         let configuration: &HashMap<String, String> = snapshot.metadata().configuration();
-        let schema: Vec<String> = snapshot
-            .snapshot()
-            .arrow_schema()
+        let table_schema = snapshot.snapshot().arrow_schema();
+        let schema: Vec<String> = table_schema
             .fields()
             .iter()
             .map(|f| format!("{} {}", f.name(), f.data_type()))
@@ -179,6 +178,7 @@ impl Warehouse {
                     inputs: facts.inputs,
                     committed_at: facts.committed_at,
                     version: Some(facts.version),
+                    table_schema: Some(table_schema.clone()),
                 })
             })
             .collect()

@@ -32,6 +32,10 @@ pub struct SnapshotManifest {
     /// The mart table's version that committed it (a state's manifest has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// A mart's: the schema of its table's latest version, which has every column a snapshot's
+    /// files have and those the mart gained after it (read as NULL in older snapshots).
+    #[serde(skip)]
+    pub table_schema: Option<datafusion::arrow::datatypes::SchemaRef>,
 }
 
 impl Warehouse {

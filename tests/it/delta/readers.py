@@ -45,12 +45,14 @@ def by_duckdb(con, table, as_of):
 
 
 def by_replay(table, as_of):
-    """Adds minus removes of the JSON commits, then pyarrow on the files of the partition."""
+    """Adds minus removes of the JSON commits, then pyarrow on the files of the partition; a
+    column of the table's schema that a file lacks (added after it was written) reads as NULL."""
     log = os.path.join(table, "_delta_log")
     commits = sorted(f for f in os.listdir(log) if f.endswith(".json"))
     versions = [int(f[: -len(".json")]) for f in commits]
     assert versions == list(range(len(versions))), f"{log}: commits are not 0..n: {versions}"
     live = {}
+    columns = []
     for name in commits:
         with open(os.path.join(log, name), encoding="utf-8") as f:
             for line in f:
@@ -62,9 +64,19 @@ def by_replay(table, as_of):
                     live[urllib.parse.unquote(add["path"])] = add["partitionValues"].get("as_of")
                 elif "remove" in action:
                     live.pop(urllib.parse.unquote(action["remove"]["path"]), None)
+                elif "metaData" in action:
+                    schema = json.loads(action["metaData"]["schemaString"])
+                    columns = [field["name"] for field in schema["fields"]]
     files = sorted(path for path, day in live.items() if day == as_of)
-    tables = [pq.read_table(os.path.join(table, path)) for path in files]
+    tables = [with_columns(pq.read_table(os.path.join(table, path)), columns) for path in files]
     return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
+def with_columns(t, columns):
+    for name in columns:
+        if name not in t.column_names:
+            t = t.append_column(name, pa.nulls(t.num_rows))
+    return t
 
 
 def plain(t):
