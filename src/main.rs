@@ -192,6 +192,10 @@ struct RunArgs {
     /// Recompute dates already committed from the same inputs.
     #[arg(long)]
     rebuild: bool,
+    /// Start MART's Delta table anew from the first date's snapshot: its earlier snapshots leave
+    /// the table (the way out of a column that changed type or was removed); repeatable.
+    #[arg(long, value_name = "MART")]
+    rebuild_table: Vec<String>,
     /// Compute incremental models from all history instead of from their previous state.
     #[arg(long)]
     full: bool,
@@ -303,6 +307,7 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
                 select: args.select,
                 rebuild: args.rebuild,
                 full: args.full,
+                rebuild_tables: args.rebuild_table,
                 workers: args.workers.unwrap_or_else(default_workers),
             };
             if let Some(retry) = args.retry {
@@ -312,6 +317,7 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
                 request.select = original.select;
                 request.rebuild = original.rebuild || request.rebuild;
                 request.full = original.full || request.full;
+                request.rebuild_tables.extend(original.rebuild_tables);
             }
             let report = run::run(&session, &request).await?;
             say(&report);

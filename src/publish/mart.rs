@@ -28,7 +28,7 @@ use super::Snapshot;
 use crate::config::Retention;
 use crate::error::{Error, Result};
 use crate::warehouse::Warehouse;
-use crate::warehouse::delta::{PARTITION_COLUMN, SnapshotFacts, TableFile};
+use crate::warehouse::delta::{FACTS_KEY_PREFIX, PARTITION_COLUMN, SnapshotFacts, TableFile};
 use crate::warehouse::snapshot::SnapshotManifest;
 
 /// Commits written between checkpoints: a table of years of nightly commits opens from its last
@@ -72,13 +72,24 @@ async fn commit_to(warehouse: &Warehouse, table: &DeltaTable, snapshot: Snapshot
         committed_at: Utc::now(),
         version,
     };
-    let metadata = evolved_metadata(state.metadata().clone(), &state.snapshot().arrow_schema(), &schema, mart)?
-        .add_config_key(SnapshotFacts::key(snapshot.as_of), serde_json::to_string(&facts).expect("facts serialize"))
-        .map_err(|e| warehouse.table_error(mart, "recording the snapshot in", e.into()))?;
+    let metadata = if snapshot.replaces_table {
+        started_anew(state.metadata().clone(), &schema, mart)?
+    } else {
+        evolved_metadata(state.metadata().clone(), &state.snapshot().arrow_schema(), &schema, mart)?
+    }
+    .add_config_key(SnapshotFacts::key(snapshot.as_of), serde_json::to_string(&facts).expect("facts serialize"))
+    .map_err(|e| warehouse.table_error(mart, "recording the snapshot in", e.into()))?;
 
-    let replaced = warehouse.table_files(mart, table).await?.into_iter().filter(|f| f.as_of == Some(snapshot.as_of));
+    let replaced = warehouse
+        .table_files(mart, table)
+        .await?
+        .into_iter()
+        .filter(|f| snapshot.replaces_table || f.as_of == Some(snapshot.as_of));
     let mut actions = vec![Action::Metadata(metadata)];
-    actions.extend(replaced.map(|file| Action::Remove(remove(file, snapshot.as_of))));
+    actions.extend(replaced.map(|file| {
+        let as_of = file.as_of.unwrap_or(snapshot.as_of);
+        Action::Remove(remove(file, as_of))
+    }));
     for key in &snapshot.files {
         let path = key
             .strip_prefix(&format!("{dir}/"))
@@ -95,7 +106,7 @@ async fn commit_to(warehouse: &Warehouse, table: &DeltaTable, snapshot: Snapshot
     let operation = DeltaOperation::Write {
         mode: SaveMode::Overwrite,
         partition_by: Some(vec![PARTITION_COLUMN.to_string()]),
-        predicate: Some(format!("{PARTITION_COLUMN} = '{}'", snapshot.as_of)),
+        predicate: (!snapshot.replaces_table).then(|| format!("{PARTITION_COLUMN} = '{}'", snapshot.as_of)),
     };
     let doing = format!("committing {dir} as of {}", snapshot.as_of);
     commit_once(warehouse, mart, table, (actions, app_metadata.into_iter().collect()), operation, &doing).await?;
@@ -110,6 +121,7 @@ async fn commit_to(warehouse: &Warehouse, table: &DeltaTable, snapshot: Snapshot
         inputs: facts.inputs,
         committed_at: facts.committed_at,
         version: Some(version),
+        table_schema: None,
     })
 }
 
@@ -199,8 +211,8 @@ fn evolved_metadata(metadata: Metadata, table: &SchemaRef, schema: &SchemaRef, m
     };
     let (table, new) = (kernel(table)?, kernel(schema)?);
     let way_out = format!(
-        "the table keeps its snapshots' schema; to start it anew without its history, delete marts/{mart}/ \
-         (keymart has no `--rebuild` yet)"
+        "the table keeps its snapshots' schema; to start it anew from tonight's snapshot, without the \
+         earlier ones, run again with `--rebuild-table {mart}`"
     );
     for old in table.fields() {
         match new.field(old.name()) {
@@ -232,6 +244,23 @@ fn evolved_metadata(metadata: Metadata, table: &SchemaRef, schema: &SchemaRef, m
     let evolved = StructType::try_new(table.fields().cloned().chain(added))
         .map_err(|e| Error::Internal(format!("mart `{mart}`: evolving its schema: {e}")))?;
     metadata.with_schema(&evolved).map_err(|e| Error::Internal(format!("mart `{mart}`: evolving its schema: {e}")))
+}
+
+/// The table's metadata when it starts anew from a snapshot of `schema`: that schema, and none
+/// of the earlier snapshots' facts. The earlier versions stay in the log for time travel until
+/// their files expire.
+fn started_anew(metadata: Metadata, schema: &SchemaRef, mart: &str) -> Result<Metadata> {
+    let columns = StructType::try_from_arrow(schema.as_ref())
+        .map_err(|e| Error::arrow(format!("mart `{mart}` as a Delta table"), e))?;
+    let earlier: Vec<String> =
+        metadata.configuration().keys().filter(|k| k.starts_with(FACTS_KEY_PREFIX)).cloned().collect();
+    let mut metadata =
+        metadata.with_schema(&columns).map_err(|e| Error::Internal(format!("mart `{mart}`: replacing its schema: {e}")))?;
+    for key in earlier {
+        metadata =
+            metadata.remove_config_key(&key).map_err(|e| Error::Internal(format!("mart `{mart}`: starting anew: {e}")))?;
+    }
+    Ok(metadata)
 }
 
 fn add(path: &str, as_of: NaiveDate, size: u64, rows: Option<u64>) -> Add {
@@ -388,6 +417,7 @@ mod tests {
             rows: 2,
             schema: vec!["customer_id Utf8".into()],
             inputs: "inputs".into(),
+            replaces_table: false,
         }
     }
 

@@ -46,6 +46,7 @@ pub async fn migrate(warehouse: &Warehouse, retention: Duration) -> Result<Migra
                     rows: manifest.rows,
                     schema: manifest.schema.clone(),
                     inputs: manifest.inputs.clone(),
+                    replaces_table: false,
                 };
                 mart::commit(warehouse, snapshot, retention).await?;
                 migrated.committed += 1;

@@ -29,6 +29,9 @@ pub struct Snapshot<'a> {
     pub rows: u64,
     pub schema: Vec<String>,
     pub inputs: String,
+    /// A mart's table starts anew from this snapshot (`keymart run --rebuild-table`): its other
+    /// snapshots leave the table's current version, and its schema is this snapshot's.
+    pub replaces_table: bool,
 }
 
 /// Commit a snapshot: a mart's to its Delta table (files older than `retention` that no version
@@ -58,6 +61,7 @@ async fn commit_state(warehouse: &Warehouse, snapshot: Snapshot<'_>) -> Result<S
         inputs: snapshot.inputs,
         committed_at: Utc::now(),
         version: None,
+        table_schema: None,
     };
     let key = warehouse.layout().manifest_key(snapshot.shelf, snapshot.table, snapshot.as_of);
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");

@@ -104,7 +104,7 @@ pub async fn alerts(session: &Session, as_of: NaiveDate, resend: bool) -> Result
     }
     let run_id = ledger::new_run_id();
     let request =
-        Request { pipeline: String::new(), dates: vec![as_of], select: Vec::new(), rebuild: resend, full: false };
+        Request { pipeline: String::new(), dates: vec![as_of], rebuild: resend, ..Request::default() };
     let mut ledger =
         Ledger::start(&run_id, "alerts", request, &session.warehouse.location.display, &session.landing.display);
     let sent = send(session, as_of, resend, &mut ledger).await;

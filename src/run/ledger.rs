@@ -75,7 +75,7 @@ pub enum Step {
 }
 
 /// What was asked for, so that `keymart run --retry` can replay it exactly.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Request {
     pub pipeline: String,
     pub dates: Vec<NaiveDate>,
@@ -86,6 +86,9 @@ pub struct Request {
     /// Incremental models computed from all history (`--full`).
     #[serde(default)]
     pub full: bool,
+    /// Marts whose tables start anew from the first date (`--rebuild-table`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rebuild_tables: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -245,8 +245,7 @@ pub async fn ingest(session: &Session, request: &IngestRequest) -> Result<Ingest
         pipeline: pipeline.name.clone(),
         dates: vec![request.as_of],
         select: request.sources.clone(),
-        rebuild: false,
-        full: false,
+        ..Request::default()
     };
     let mut ledger =
         Ledger::start(&run_id, "ingest", recorded, &session.warehouse.location.display, &session.landing.display);

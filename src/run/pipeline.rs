@@ -30,6 +30,9 @@ pub struct RunRequest {
     pub rebuild: bool,
     /// Compute incremental models from all history, not from their previous state.
     pub full: bool,
+    /// Marts whose tables start anew from the first date's snapshot, without their earlier
+    /// snapshots (the way out of a column that changed type or disappeared).
+    pub rebuild_tables: Vec<String>,
     pub workers: usize,
 }
 
@@ -38,6 +41,14 @@ pub async fn run(session: &Session, request: &RunRequest) -> Result<RunReport> {
     let pipeline = project.select_pipeline(request.pipeline.as_deref()).map_err(Error::Usage)?;
     let dag = Dag::build(pipeline).map_err(Error::Config)?;
     let selected = dag.select(&request.select).map_err(Error::Usage)?;
+    for mart in &request.rebuild_tables {
+        if !pipeline.is_mart(mart) || !selected.contains(mart) {
+            return Err(Error::Usage(format!(
+                "--rebuild-table {mart}: not a mart this run builds in pipeline `{}`",
+                pipeline.name
+            )));
+        }
+    }
     let run_id = ledger::new_run_id();
     let lock = RunLock::acquire(&session.warehouse.location, &run_id, "run", project.lock_ttl()).await?;
     let recorded = Request {
@@ -46,6 +57,7 @@ pub async fn run(session: &Session, request: &RunRequest) -> Result<RunReport> {
         select: request.select.clone(),
         rebuild: request.rebuild,
         full: request.full,
+        rebuild_tables: request.rebuild_tables.clone(),
     };
     let mut ledger =
         Ledger::start(&run_id, "run", recorded, &session.warehouse.location.display, &session.landing.display);
@@ -118,7 +130,8 @@ impl Plan<'_> {
     async fn run_date(&self, as_of: NaiveDate, ledger: &mut Ledger) -> Result<DateReport> {
         let Plan { session, pipeline, dag, selected, request, run_id } = *self;
         let fingerprint = inputs::fingerprint(session, &session.project, pipeline, dag, as_of).await?;
-        if !request.rebuild && self.all_committed_with(as_of, &fingerprint).await? {
+        let rebuild = request.rebuild || !request.rebuild_tables.is_empty();
+        if !rebuild && self.all_committed_with(as_of, &fingerprint).await? {
             ledger.steps.push(Step::Skip { as_of, reason: "every mart is committed from the same inputs".into() });
             return Ok(DateReport { as_of, status: DateStatus::Skipped, models: Vec::new() });
         }
@@ -315,8 +328,11 @@ impl Plan<'_> {
             night.written.iter().filter(|m| m.materialized == Materialized::Mart && !night.blocked.contains(&m.model));
         for mart in publishable {
             failpoint::pause("before_commit");
-            let snapshot = self.snapshot(Shelf::Marts, mart, as_of, fingerprint.to_string());
+            let mut snapshot = self.snapshot(Shelf::Marts, mart, as_of, fingerprint.to_string());
+            snapshot.replaces_table =
+                self.request.rebuild_tables.contains(&mart.model) && self.request.dates.first() == Some(&as_of);
             let manifest = publish::commit(warehouse, snapshot, self.session.project.file_retention()).await?;
+            failpoint::pause("after_commit");
             if let Some(line) = night.lines.iter_mut().find(|l| l.model == mart.model) {
                 line.outcome = ModelOutcome::Published;
             }
@@ -380,6 +396,7 @@ impl Plan<'_> {
             rows: written.rows.unwrap_or(0),
             schema: written.schema.clone(),
             inputs,
+            replaces_table: false,
         }
     }
 }

@@ -3,8 +3,9 @@
 //! Writes that must not become visible (a failing test, a killed run) and two writers racing for
 //! one version.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use crate::support::{DeltaLog, SAMPLE_MARTS, TestProject, assert_exit, repo_root, stderr, stdout};
 
@@ -27,14 +28,24 @@ fn sample_project() -> TestProject {
 /// Run the independent readers on every (mart, date) given, each against what `keymart query
 /// --as-of` prints for it; their report lines.
 fn independent_readers_agree(project: &TestProject, cases: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    readers_agree(&|args| project.keymart(args), &project.warehouse(), cases)
+}
+
+/// The readers on the tables under `warehouse/marts/` (a copy of a bucket's, for S3), against
+/// `keymart query` as `keymart` runs it.
+fn readers_agree(
+    keymart: &dyn Fn(&[&str]) -> Output,
+    warehouse: &Path,
+    cases: &[(&str, &str)],
+) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().unwrap();
     let mut listed = Vec::new();
     for (n, (mart, day)) in cases.iter().enumerate() {
-        let output = project.keymart(&["query", &format!("SELECT * FROM {mart}"), "--as-of", day, "--format", "csv"]);
+        let output = keymart(&["query", &format!("SELECT * FROM {mart}"), "--as-of", day, "--format", "csv"]);
         assert_exit(&output, 0);
         let csv = dir.path().join(format!("{n}.csv"));
         std::fs::write(&csv, &output.stdout).unwrap();
-        let table = project.warehouse().join(format!("marts/{mart}"));
+        let table = warehouse.join(format!("marts/{mart}"));
         listed.push(serde_json::json!({ "table": table, "as_of": day, "csv": csv }));
     }
     let cases_file = dir.path().join("cases.json");
@@ -170,4 +181,173 @@ fn with_one_day_kept_old_snapshots_leave_the_tables_and_history_marts_are_unchan
     let pruned: Vec<_> = ledger["steps"].as_array().unwrap().iter().filter(|s| s["step"] == "prune").collect();
     assert_eq!(pruned.len(), SAMPLE_MARTS.len(), "{ledger}");
     assert_eq!(pruned[0]["dates"], serde_json::json!([DAYS[1]]));
+}
+
+/// Each mart's run id for each of `days` (`None`: no snapshot of that date), from a Delta log.
+fn run_ids(
+    snapshot: impl Fn(&str, &str) -> Option<serde_json::Value>,
+    days: &[&str],
+) -> BTreeMap<String, Vec<Option<String>>> {
+    SAMPLE_MARTS
+        .iter()
+        .map(|mart| {
+            let ids = days.iter().map(|d| snapshot(mart, d).map(|s| s["run_id"].as_str().unwrap().to_string()));
+            (mart.to_string(), ids.collect())
+        })
+        .collect()
+}
+
+/// The marts whose entries differ between two `run_ids`.
+fn changed(before: &BTreeMap<String, Vec<Option<String>>>, after: &BTreeMap<String, Vec<Option<String>>>) -> Vec<String> {
+    before.keys().filter(|m| before[*m] != after[*m]).cloned().collect()
+}
+
+#[test]
+fn killed_after_its_first_commit_a_run_leaves_whole_versions_and_the_rerun_completes() {
+    let project = sample_project();
+    assert_exit(&project.keymart(&["run", "--as-of", DAYS[0]]), 0);
+    let snapshot = |mart: &str, day: &str| project.snapshot(mart, day);
+    let before = run_ids(snapshot, &DAYS[..2]);
+
+    let (mut child, _marker) = project.start_paused_at("after_commit", &["--as-of", DAYS[1]], &[]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = run_ids(snapshot, &DAYS[..2]);
+    let committed = changed(&before, &killed);
+    assert_eq!(committed.len(), 1, "one mart committed before the kill: {killed:?}");
+    assert!(killed[&committed[0]][1].is_some(), "{killed:?}");
+    // Every table reads as a whole version: the first night everywhere, the second in one.
+    let mut cases: Vec<(&str, &str)> = SAMPLE_MARTS.iter().map(|m| (*m, DAYS[0])).collect();
+    cases.push((committed[0].as_str(), DAYS[1]));
+    independent_readers_agree(&project, &cases);
+
+    assert_exit(&project.keymart(&["unlock"]), 0);
+    assert_exit(&project.keymart(&["run", "--as-of", DAYS[1]]), 0);
+    let rerun = run_ids(snapshot, &DAYS[..2]);
+    assert!(rerun.values().all(|ids| ids[1].is_some()), "{rerun:?}");
+    let cases: Vec<(&str, &str)> = SAMPLE_MARTS.iter().map(|m| (*m, DAYS[1])).collect();
+    independent_readers_agree(&project, &cases);
+}
+
+#[test]
+fn on_s3_a_failed_test_and_kills_around_the_commit_leave_whole_versions() {
+    use crate::s3::{SECRET, download, keymart_s3, s3_project, sample_lake, snapshot_on_bucket};
+    let (server, bucket) = sample_lake();
+    let project = s3_project(&server.endpoint(), "lake", "");
+    let env = [("KEYMART_TEST_SECRET", SECRET)];
+    let keymart = |args: &[&str]| keymart_s3(&project, args);
+    let snapshot = |mart: &str, day: &str| snapshot_on_bucket(&bucket, mart, day);
+    // The independent readers on a copy of the bucket's tables, against keymart on the bucket.
+    let readers_agree_on_bucket = |cases: &[(&str, &str)]| {
+        let copy = tempfile::tempdir().unwrap();
+        download(&bucket, "wh/marts", &copy.path().join("marts"));
+        readers_agree(&keymart, copy.path(), cases)
+    };
+    assert_exit(&keymart(&["run", "--as-of", DAYS[0]]), 0);
+    let first_night: Vec<(&str, &str)> = SAMPLE_MARTS.iter().map(|m| (*m, DAYS[0])).collect();
+
+    // An error-severity test fails on the second night: that mart keeps its first night only.
+    let pipeline = project.path().join("pipelines/nightly.yaml");
+    let original = std::fs::read_to_string(&pipeline).unwrap();
+    let failing = r#"- {expression: "contacts < 0", severity: error}"#;
+    let guarded = r#"- {expression: "mean_satisfaction IS NULL OR mean_satisfaction BETWEEN 1 AND 5", severity: error}"#;
+    std::fs::write(&pipeline, original.replace(guarded, failing)).unwrap();
+    assert_exit(&keymart(&["run", "--as-of", DAYS[1]]), 5);
+    std::fs::write(&pipeline, &original).unwrap();
+    assert!(snapshot("service_quality", DAYS[1]).is_none());
+    readers_agree_on_bucket(&first_night);
+    let tested = run_ids(snapshot, &DAYS[..2]);
+
+    // Killed with its files written and nothing committed: every table as it was.
+    let (mut child, _marker) = project.start_paused_at("before_commit", &["--as-of", DAYS[1]], &env);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(run_ids(snapshot, &DAYS[..2]), tested);
+    readers_agree_on_bucket(&first_night);
+
+    // Killed after its first commit: that table at its new version, the others as they were.
+    assert_exit(&keymart(&["unlock"]), 0);
+    let (mut child, _marker) = project.start_paused_at("after_commit", &["--as-of", DAYS[1]], &env);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = run_ids(snapshot, &DAYS[..2]);
+    let committed = changed(&tested, &killed);
+    assert_eq!(committed.len(), 1, "{killed:?}");
+    let mut cases = first_night.clone();
+    cases.push((committed[0].as_str(), DAYS[1]));
+    readers_agree_on_bucket(&cases);
+
+    assert_exit(&keymart(&["unlock"]), 0);
+    assert_exit(&keymart(&["run", "--as-of", DAYS[1]]), 0);
+    let second_night: Vec<(&str, &str)> = SAMPLE_MARTS.iter().map(|m| (*m, DAYS[1])).collect();
+    readers_agree_on_bucket(&second_night);
+}
+
+/// `service_quality` with a `tier` column of a declared type and SQL value, as if its SQL changed.
+fn with_tier(project: &TestProject, declared: &str, value: &str) {
+    let pipeline = project.path().join("pipelines/nightly.yaml");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    let last = r#"      - {name: mean_satisfaction, type: float, description: "mean survey score, 1..5"}"#;
+    let text = match text.find("      - {name: tier,") {
+        Some(start) => {
+            let end = start + text[start..].find('\n').unwrap();
+            format!("{}      - {{name: tier, type: {declared}}}{}", &text[..start], &text[end..])
+        }
+        None => text.replacen(last, &format!("{last}\n      - {{name: tier, type: {declared}}}"), 1),
+    };
+    std::fs::write(&pipeline, text).unwrap();
+    let sql = project.path().join("sql/marts/service_quality.sql");
+    let text = std::fs::read_to_string(&sql).unwrap();
+    let text = match (text.find("/* tier */ "), text.find(" AS tier")) {
+        (Some(start), Some(end)) => format!("{}/* tier */ {value}{}", &text[..start], &text[end..]),
+        _ => text.replacen("    s.mean_satisfaction\n", &format!("    s.mean_satisfaction,\n    /* tier */ {value} AS tier\n"), 1),
+    };
+    assert!(text.contains(&format!("/* tier */ {value} AS tier")), "{text}");
+    std::fs::write(&sql, text).unwrap();
+}
+
+fn query_csv(project: &TestProject, sql: &str, day: &str) -> String {
+    let output = project.keymart(&["query", sql, "--as-of", day, "--format", "csv"]);
+    assert_exit(&output, 0);
+    stdout(&output)
+}
+
+#[test]
+fn a_gained_column_reads_as_null_before_it_and_a_changed_type_needs_rebuild_table() {
+    let project = sample_project();
+    assert_exit(&project.keymart(&["run", "--as-of", DAYS[0]]), 0);
+    with_tier(&project, "int", "1");
+    assert_exit(&project.keymart(&["run", "--as-of", DAYS[1]]), 0);
+
+    // The first night's snapshot has the column, NULL in every row, for keymart and both readers.
+    let counts = "SELECT count(*) AS n, count(tier) AS with_tier, sum(tier) AS total FROM service_quality";
+    assert_eq!(query_csv(&project, counts, DAYS[0]), "n,with_tier,total\n200,0,\n");
+    assert_eq!(query_csv(&project, counts, DAYS[1]), "n,with_tier,total\n200,200,200\n");
+    let history = "SELECT as_of, count(tier) AS with_tier FROM service_quality_history GROUP BY as_of ORDER BY as_of";
+    assert_eq!(query_csv(&project, history, DAYS[1]), format!("as_of,with_tier\n{},0\n{},200\n", DAYS[0], DAYS[1]));
+    independent_readers_agree(&project, &[("service_quality", DAYS[0]), ("service_quality", DAYS[1])]);
+
+    // A column that changes type is refused, naming it and the way out; nothing of the mart moves.
+    with_tier(&project, "string", "'gold'");
+    let refused = project.keymart(&["run", "--as-of", DAYS[2]]);
+    assert_exit(&refused, 2);
+    let message = stderr(&refused);
+    assert!(message.contains("column `tier` was long and is now string"), "{message}");
+    assert!(message.contains("--rebuild-table service_quality"), "{message}");
+    assert!(project.snapshot("service_quality", DAYS[2]).is_none());
+
+    // Asked explicitly, the table starts anew from tonight: no earlier snapshot, the new type.
+    assert_exit(&project.keymart(&["run", "--as-of", DAYS[2], "--rebuild-table", "service_quality"]), 0);
+    let log = DeltaLog::read_dir(&project.warehouse().join("marts/service_quality"));
+    let days: std::collections::BTreeSet<&str> = log.files.values().map(String::as_str).collect();
+    assert_eq!(days, [DAYS[2]].into_iter().collect());
+    assert!(!log.configuration.contains_key(&format!("keymart.snapshot.{}", DAYS[0])));
+    let tiers = "SELECT tier, count(*) AS n FROM service_quality_history GROUP BY tier";
+    assert_eq!(query_csv(&project, tiers, DAYS[2]), "tier,n\ngold,200\n");
+    independent_readers_agree(&project, &[("service_quality", DAYS[2])]);
+    // The other marts keep their history.
+    assert!(project.snapshot("customer_rfm", DAYS[0]).is_some());
+    let unknown = project.keymart(&["run", "--as-of", DAYS[2], "--rebuild-table", "stg_orders"]);
+    assert_exit(&unknown, 2);
+    assert!(stderr(&unknown).contains("--rebuild-table stg_orders: not a mart this run builds"), "{}", stderr(&unknown));
 }

@@ -152,6 +152,15 @@ pub(crate) fn upload(store: &Arc<dyn ObjectStore>, dir: &Path, prefix: &str) {
     }
 }
 
+/// Download every object under a key prefix into a local folder, keeping the keys' paths.
+pub(crate) fn download(store: &Arc<dyn ObjectStore>, prefix: &str, dir: &Path) {
+    for key in keys_under(store, prefix) {
+        let path = dir.join(key.strip_prefix(prefix).unwrap().trim_start_matches('/'));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, get(store, &key).unwrap()).unwrap();
+    }
+}
+
 pub(crate) fn get(store: &Arc<dyn ObjectStore>, key: &str) -> Option<Vec<u8>> {
     runtime().block_on(async { Some(store.get(&Key::from(key)).await.ok()?.bytes().await.ok()?.to_vec()) })
 }

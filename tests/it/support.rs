@@ -81,6 +81,12 @@ impl TestProject {
     /// Start `keymart run <args>` paused just before its commit (KEYMART_PAUSE_AT) and wait
     /// until it is there; removing the returned marker file lets it go on.
     pub fn start_paused(&self, args: &[&str], env: &[(&str, &str)]) -> (Child, PathBuf) {
+        self.start_paused_at("before_commit", args, env)
+    }
+
+    /// `keymart run ARGS` paused at a point of `src/run/failpoint.rs` (`before_commit`: its first
+    /// mart's files written, not committed; `after_commit`: its first mart committed).
+    pub fn start_paused_at(&self, point: &str, args: &[&str], env: &[(&str, &str)]) -> (Child, PathBuf) {
         let marker = self.path().join("paused");
         let child = keymart()
             .arg("--project")
@@ -88,7 +94,7 @@ impl TestProject {
             .args(["-q", "run"])
             .args(args)
             .envs(env.iter().copied())
-            .env("KEYMART_PAUSE_AT", format!("before_commit:{}", marker.display()))
+            .env("KEYMART_PAUSE_AT", format!("{point}:{}", marker.display()))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
