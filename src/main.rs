@@ -10,6 +10,7 @@ use keymart::config::ReportLang;
 use keymart::engine::ballista;
 use keymart::error::secrets::scrub;
 use keymart::generate::GenerateOptions;
+use keymart::ingest::read::xlsx::legacy;
 use keymart::generate::population::{BgNbdParams, GammaGammaParams};
 use keymart::progress::Progress;
 use keymart::report;
@@ -271,6 +272,13 @@ fn limit_malloc_arenas() {
 }
 
 fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(legacy::CHILD_ARG) {
+        return legacy::child_main(args.next().as_deref());
+    }
+    if let Ok(binary) = std::env::current_exe() {
+        legacy::isolate_in(binary);
+    }
     limit_malloc_arenas();
     let cli = Cli::parse();
     let progress = if std::io::stderr().is_terminal() && !cli.quiet { Progress::bars() } else { Progress::lines() };

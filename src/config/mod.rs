@@ -292,6 +292,9 @@ pub struct Limits {
     pub max_xlsx_part_bytes: Located<u64>,
     /// Inflated bytes per compressed byte of an .xlsx part, checked once a part is past 1 MiB.
     pub max_inflate_ratio: Located<u64>,
+    /// Memory of the child process that reads an .xls, .xlsb or .ods workbook (calamine holds a
+    /// sheet whole, sized by what the file declares).
+    pub max_workbook_memory_bytes: Located<u64>,
 }
 
 impl Limits {
@@ -302,9 +305,10 @@ impl Limits {
     pub const DEFAULT_MAX_WORKBOOK_BYTES: u64 = 1 << 30;
     pub const DEFAULT_MAX_XLSX_PART_BYTES: u64 = 4 << 30;
     pub const DEFAULT_MAX_INFLATE_RATIO: u64 = 100;
+    pub const DEFAULT_MAX_WORKBOOK_MEMORY_BYTES: u64 = 4 << 30;
 
     /// Each limit with its name in keymart.yaml and the range `keymart check` accepts.
-    pub fn each(&self) -> [(&'static str, &Located<u64>, std::ops::RangeInclusive<u64>); 6] {
+    pub fn each(&self) -> [(&'static str, &Located<u64>, std::ops::RangeInclusive<u64>); 7] {
         [
             ("max_record_bytes", &self.max_record_bytes, 1 << 10..=1 << 30),
             ("max_columns", &self.max_columns, 1..=1 << 20),
@@ -312,6 +316,7 @@ impl Limits {
             ("max_workbook_bytes", &self.max_workbook_bytes, 1 << 10..=16 << 30),
             ("max_xlsx_part_bytes", &self.max_xlsx_part_bytes, 1 << 10..=1 << 40),
             ("max_inflate_ratio", &self.max_inflate_ratio, 2..=10_000),
+            ("max_workbook_memory_bytes", &self.max_workbook_memory_bytes, 256 << 20..=1 << 40),
         ]
     }
 }
@@ -326,6 +331,7 @@ impl Default for Limits {
             max_workbook_bytes: at(Self::DEFAULT_MAX_WORKBOOK_BYTES),
             max_xlsx_part_bytes: at(Self::DEFAULT_MAX_XLSX_PART_BYTES),
             max_inflate_ratio: at(Self::DEFAULT_MAX_INFLATE_RATIO),
+            max_workbook_memory_bytes: at(Self::DEFAULT_MAX_WORKBOOK_MEMORY_BYTES),
         }
     }
 }

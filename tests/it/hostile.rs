@@ -237,7 +237,10 @@ fn raw_text_quoted_in_a_reject_is_cut_to_4_kib() {
 
 #[test]
 fn limits_out_of_range_are_configuration_errors() {
-    let project = project("csv", "limits:\n  max_record_bytes: 0\n  max_inflate_ratio: 99999999999\n");
+    let project = project(
+        "csv",
+        "limits:\n  max_record_bytes: 0\n  max_inflate_ratio: 99999999999\n  max_workbook_memory_bytes: 1\n",
+    );
     let output = project.keymart(&["check"]);
     assert_exit(&output, 2);
     let errors = stderr(&output);
@@ -246,6 +249,7 @@ fn limits_out_of_range_are_configuration_errors() {
         "{errors}"
     );
     assert!(errors.contains("limits.max_inflate_ratio: must be between 2 and 10000"), "{errors}");
+    assert!(errors.contains("limits.max_workbook_memory_bytes: must be between 268435456 and"), "{errors}");
     let project = project_with_typo();
     let errors = stderr(&project.keymart(&["check"]));
     assert!(errors.contains("max_record_byte"), "{errors}");
@@ -253,4 +257,63 @@ fn limits_out_of_range_are_configuration_errors() {
 
 fn project_with_typo() -> TestProject {
     project("csv", "limits:\n  max_record_byte: 4096\n")
+}
+
+/// An OpenDocument spreadsheet of one sheet `S`: the header row (order_id, amount, placed_at),
+/// then `rows` as table XML.
+fn ods(rows: &str) -> Vec<u8> {
+    let text = |t: &str| format!(r#"<table:table-cell office:value-type="string"><text:p>{t}</text:p></table:table-cell>"#);
+    let content = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2"><office:body><office:spreadsheet><table:table table:name="S"><table:table-row>{}{}{}</table:table-row>{rows}</table:table></office:spreadsheet></office:body></office:document-content>"#,
+        text("order_id"),
+        text("amount"),
+        text("placed_at")
+    );
+    let parts = [
+        ("mimetype", "application/vnd.oasis.opendocument.spreadsheet".to_string()),
+        (
+            "META-INF/manifest.xml",
+            r#"<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0"><manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/><manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/></manifest:manifest>"#.to_string(),
+        ),
+        ("content.xml", content),
+    ];
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, text) in parts {
+        let method = if name == "mimetype" { zip::CompressionMethod::Stored } else { zip::CompressionMethod::Deflated };
+        zip.start_file(name, zip::write::SimpleFileOptions::default().compression_method(method)).unwrap();
+        zip.write_all(text.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+fn ods_project(limits: &str) -> TestProject {
+    let project = TestProject::new(&PIPELINE.replace("*.FORMAT", "*.ods").replace("FORMAT", "xlsx"));
+    project.write("keymart.yaml", &format!("warehouse: ./warehouse\n{limits}"));
+    project
+}
+
+#[test]
+fn an_ods_workbook_loads_through_the_isolated_reader() {
+    let project = ods_project("");
+    let row = r#"<table:table-row><table:table-cell office:value-type="string"><text:p>O1</text:p></table:table-cell><table:table-cell office:value-type="float" office:value="12.5"/></table:table-row>"#;
+    project.land("orders/2024-06-01/a.ods", ods(row));
+    assert_exit(&project.ingest("2024-06-01"), 0);
+    let rows = project.parquet_rows("raw/orders/load_date=2024-06-01/part-0.parquet");
+    assert_eq!(rows, [["O1", "12.50", "NULL"]]);
+}
+
+#[test]
+fn a_workbook_calamine_would_expand_past_memory_is_refused_and_the_process_lives() {
+    // Each row repeats one cell across all 16,384 columns: calamine holds 6,000 × 16,384 cells,
+    // gigabytes, from a file of a few kilobytes.
+    let project = ods_project("limits:\n  max_workbook_memory_bytes: 1073741824\n");
+    let row = r#"<table:table-row><table:table-cell table:number-columns-repeated="16384" office:value-type="float" office:value="1"/></table:table-row>"#;
+    let bomb = ods(&row.repeat(6000));
+    assert!(bomb.len() < 100_000, "{}", bomb.len());
+    project.land("orders/2024-06-01/a.ods", bomb);
+    assert_refused(
+        &project,
+        "a.ods",
+        "the memory reading this workbook's sheet needs is over limits.max_workbook_memory_bytes (1073741824)",
+    );
 }

@@ -27,6 +27,7 @@ pub struct ReadLimits {
     pub workbook_bytes: u64,
     pub xlsx_part_bytes: u64,
     pub inflate_ratio: u64,
+    pub workbook_memory_bytes: u64,
 }
 
 impl From<&Limits> for ReadLimits {
@@ -39,6 +40,7 @@ impl From<&Limits> for ReadLimits {
             workbook_bytes: limits.max_workbook_bytes.value,
             xlsx_part_bytes: limits.max_xlsx_part_bytes.value,
             inflate_ratio: limits.max_inflate_ratio.value,
+            workbook_memory_bytes: limits.max_workbook_memory_bytes.value,
         }
     }
 }
@@ -58,6 +60,7 @@ pub enum Limit {
     WorkbookBytes,
     XlsxPartBytes,
     InflateRatio,
+    WorkbookMemory,
 }
 
 impl Limit {
@@ -69,6 +72,7 @@ impl Limit {
             Limit::WorkbookBytes => "limits.max_workbook_bytes",
             Limit::XlsxPartBytes => "limits.max_xlsx_part_bytes",
             Limit::InflateRatio => "limits.max_inflate_ratio",
+            Limit::WorkbookMemory => "limits.max_workbook_memory_bytes",
         }
     }
 

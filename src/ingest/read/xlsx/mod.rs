@@ -14,6 +14,7 @@ use crate::config::XlsxOptions;
 use crate::config::contract::reason;
 use crate::ingest::values::{FieldError, push_excel_number};
 
+pub mod legacy;
 mod ooxml;
 mod xml;
 
@@ -63,23 +64,23 @@ pub fn read(
         return rows.finish(end);
     }
 
-    // .xls, .xlsb, .ods: calamine, the whole sheet as a range.
-    let mut workbook = calamine::open_workbook_auto_from_rs(Cursor::new(bytes)).map_err(|e| not_readable(&e))?;
-    let sheet = match &options.sheet {
-        Some(name) => name.clone(),
-        None => workbook
-            .sheet_names()
-            .first()
-            .cloned()
-            .ok_or_else(|| ReadStop::file(file.file, "the workbook has no sheet"))?,
+    // .xls, .xlsb, .ods: calamine, in a child process with bounded memory (`legacy`).
+    let memory = file.limits.workbook_memory_bytes;
+    let failed = |failure: legacy::Failure| match failure {
+        legacy::Failure::NotReadable(message) => not_readable(&message),
+        legacy::Failure::NoSheet => ReadStop::file(file.file, "the workbook has no sheet"),
+        legacy::Failure::Sheet { sheet, message } => sheet_error(&sheet, &message),
+        legacy::Failure::Memory => ReadStop::file(
+            file.file,
+            Limit::WorkbookMemory.breached("the memory reading this workbook's sheet needs", memory),
+        ),
+        legacy::Failure::Child(message) => not_readable(&message),
     };
-    let range = workbook.worksheet_range(&sheet).map_err(|e| sheet_error(&sheet, &e))?;
-    let (first_row, first_col) = range.start().unwrap_or((0, 0));
-    let mut rows = Rows::new(file, &sheet, emit);
-    for (i, cells) in range.rows().enumerate() {
-        let placed: Vec<(u32, Data)> =
-            cells.iter().enumerate().map(|(c, cell)| (first_col.saturating_add(c as u32), cell.clone())).collect();
-        rows.row(first_row.saturating_add(i as u32), &placed)?;
+    let mut sheet = legacy::open(bytes, options.sheet.as_deref(), memory).map_err(failed)?;
+    let name = sheet.name.clone();
+    let mut rows = Rows::new(file, &name, emit);
+    while let Some((row, cells)) = sheet.next_row().map_err(failed)? {
+        rows.row(row, &cells)?;
     }
     rows.finish(end)
 }
