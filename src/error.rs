@@ -72,7 +72,6 @@ pub enum Error {
 
     /// An alert could not be delivered (`keymart alerts`; a night only warns). The message names
     /// the targets, never a secret.
-    #[error("{0}")]
     AlertsFailed(String),
 
     /// A bug or an unexpected state: the message says which.
@@ -90,6 +89,7 @@ impl Error {
             | Error::LockLost(message)
             | Error::TestsFailed(message)
             | Error::TimedOut(message)
+            | Error::AlertsFailed(message)
             | Error::Internal(message) => message.clone(),
             Error::Storage { context, source } => format!("{context}: {}", one_line(&source.to_string())),
             Error::Table { context, source } => format!("{context}: {}", one_line(&source.to_string())),
