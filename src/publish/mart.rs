@@ -480,8 +480,16 @@ mod tests {
         let error = commit(&warehouse, snapshot(day(1), "second", files), RETENTION).await.unwrap_err();
         let message = error.to_string();
         assert!(message.contains("mart `customer_value`: column `value` was long and is now string"), "{message}");
-        assert!(message.contains(&format!("delete marts/{MART}/")), "{message}");
+        assert!(message.contains(&format!("run again with `--rebuild-table {MART}`")), "{message}");
         assert_eq!(warehouse.committed_snapshots(MART).await.unwrap().len(), 1);
+
+        // Started anew: the new snapshot alone, with its schema and its facts only.
+        let files = written(&warehouse, day(1), "anew", DataType::Utf8).await;
+        let anew = Snapshot { replaces_table: true, ..snapshot(day(1), "anew", files) };
+        commit(&warehouse, anew, RETENTION).await.unwrap();
+        let snapshots = warehouse.committed_snapshots(MART).await.unwrap();
+        assert_eq!(snapshots.iter().map(|s| (s.as_of, s.run_id.as_str())).collect::<Vec<_>>(), [(day(1), "anew")]);
+        assert!(snapshots[0].schema.contains(&"value Utf8".to_string()), "{:?}", snapshots[0].schema);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

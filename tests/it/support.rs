@@ -88,6 +88,8 @@ impl TestProject {
     /// mart's files written, not committed; `after_commit`: its first mart committed).
     pub fn start_paused_at(&self, point: &str, args: &[&str], env: &[(&str, &str)]) -> (Child, PathBuf) {
         let marker = self.path().join("paused");
+        // An earlier paused run that was killed left its marker.
+        let _ = std::fs::remove_file(&marker);
         let child = keymart()
             .arg("--project")
             .arg(self.path())

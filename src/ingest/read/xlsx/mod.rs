@@ -2,10 +2,10 @@
 //! `.ods` through calamine. The first row of the sheet with a value is the header; cells are
 //! rendered as the text Excel would show, then typed like any other field.
 
-use std::io::{Cursor, Read};
+use std::io::Read;
 use std::sync::Arc;
 
-use calamine::{Data, DataType, Reader};
+use calamine::DataType;
 use chrono::{Datelike, Timelike};
 
 use super::csv::FileInput;
