@@ -96,6 +96,59 @@ fn of_three_contenders_for_a_dead_lock_exactly_one_runs() {
     committed_whole_by(&project, winner);
 }
 
+/// keymart.yaml for the project of `run.rs` with its warehouse in bucket `lake` of the S3 server
+/// at `endpoint` (a 2 s lock).
+fn on_s3(project: &TestProject, endpoint: &str) {
+    let settings = format!(
+        "warehouse: s3://lake/wh\nlanding: \"{}\"\nlock_ttl_seconds: 2\nstorage:\n  max_retries: 1\n  retry_timeout_seconds: 2\n  options:\n    aws_endpoint: {endpoint}\n    aws_allow_http: \"true\"\n    aws_region: us-east-1\n    aws_access_key_id: testing\n    aws_secret_access_key: {SECRET}\n",
+        project.landing().display(),
+    );
+    std::fs::write(project.path().join("keymart.yaml"), settings).unwrap();
+}
+
+/// The holder reaches the bucket through a relay the test cuts: its renewals fail while a
+/// contender, reaching the bucket directly, sees the lock stop moving, takes it over and
+/// publishes. With the relay back, the holder resumes and must publish nothing (exit 7).
+#[test]
+fn a_holder_cut_off_from_s3_stops_before_its_commit_once_its_lock_is_taken() {
+    let server = S3Server::start(&[]);
+    server.create_bucket("lake");
+    let bucket = server.bucket("lake");
+    let relay = crate::s3::Relay::start(server.port);
+    let holder_project = project();
+    on_s3(&holder_project, &relay.endpoint());
+    // The contender reads the same landing folder, from the same bucket, without the relay.
+    let contender_project = project();
+    std::fs::write(
+        contender_project.path().join("keymart.yaml"),
+        std::fs::read_to_string(holder_project.path().join("keymart.yaml"))
+            .unwrap()
+            .replace(&relay.endpoint(), &server.endpoint()),
+    )
+    .unwrap();
+
+    let (holder, marker) = holder_project.start_paused(&["--as-of", D1], &[]);
+    relay.cut();
+    std::thread::sleep(Duration::from_millis(2500));
+    let winner = run(&contender_project, &["--as-of", D1]);
+    assert_exit(&winner, 0);
+    relay.open();
+    std::fs::remove_file(&marker).unwrap();
+    let loser = holder.wait_with_output().unwrap();
+    assert_exit(&loser, 7);
+    let message = stderr(&loser);
+    assert!(message.contains("lost the warehouse lock"), "{message}");
+    assert!(!message.contains(SECRET), "{message}");
+
+    let manifest = crate::s3::snapshot_on_bucket(&bucket, "customer_totals", D1).expect("a committed snapshot");
+    for file in manifest_files(&manifest) {
+        assert!(get(&bucket, &format!("wh/{file}")).is_some(), "{file} is named by the log but missing");
+    }
+    let run_id = manifest["run_id"].as_str().unwrap();
+    let summary = String::from_utf8_lossy(&winner.stdout);
+    assert!(summary.contains(&format!("run {run_id} ")), "committed by {run_id}, not by the winner: {summary}");
+}
+
 /// The same race on S3 (moto's server): the lock's links are created with `If-None-Match: *`
 /// (`PutMode::Create`), which the server must refuse for all but the first contender.
 #[test]
@@ -104,12 +157,7 @@ fn of_three_contenders_for_a_dead_lock_on_s3_exactly_one_runs() {
     server.create_bucket("lake");
     let bucket = server.bucket("lake");
     let project = project();
-    let settings = format!(
-        "warehouse: s3://lake/wh\nlanding: \"{}\"\nlock_ttl_seconds: 2\nstorage:\n  max_retries: 1\n  retry_timeout_seconds: 2\n  options:\n    aws_endpoint: {}\n    aws_allow_http: \"true\"\n    aws_region: us-east-1\n    aws_access_key_id: testing\n    aws_secret_access_key: {SECRET}\n",
-        project.landing().display(),
-        server.endpoint()
-    );
-    std::fs::write(project.path().join("keymart.yaml"), settings).unwrap();
+    on_s3(&project, &server.endpoint());
     assert_exit(&run(&project, &["--as-of", D1]), 0);
     let (mut dead, _) = project.start_paused(&["--as-of", D1, "--rebuild"], &[]);
     dead.kill().unwrap(); // SIGKILL: its lock stays behind in the bucket

@@ -23,7 +23,7 @@ pub(crate) const SECRET: &str = "s3cr3t-never-shown";
 /// A moto S3 server on a free loopback port, stopped when dropped.
 pub(crate) struct S3Server {
     _child: KilledOnDrop,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl S3Server {
@@ -80,7 +80,7 @@ impl S3Server {
 
 /// A TCP relay in front of the server that can be cut and restored: the server keeps its data
 /// while keymart sees it go away.
-struct Relay {
+pub(crate) struct Relay {
     port: u16,
     target: u16,
     running: Arc<AtomicBool>,
@@ -88,7 +88,7 @@ struct Relay {
 }
 
 impl Relay {
-    fn start(target: u16) -> Relay {
+    pub(crate) fn start(target: u16) -> Relay {
         let relay = Relay {
             port: free_ports(1)[0],
             target,
@@ -99,7 +99,7 @@ impl Relay {
         relay
     }
 
-    fn open(&self) {
+    pub(crate) fn open(&self) {
         let listener = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
         self.running.store(true, Ordering::SeqCst);
         let (running, connections, target) = (self.running.clone(), self.connections.clone(), self.target);
@@ -118,7 +118,7 @@ impl Relay {
     }
 
     /// Refuse new connections and break the open ones.
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.running.store(false, Ordering::SeqCst);
         let _ = TcpStream::connect(("127.0.0.1", self.port)); // wake the accept loop so it exits
         for stream in self.connections.lock().unwrap().drain(..) {
@@ -127,7 +127,7 @@ impl Relay {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
