@@ -113,7 +113,9 @@ impl Engine {
         let schema = if gained.is_empty() {
             inferred
         } else {
-            Arc::new(Schema::new(inferred.fields().iter().map(|f| f.as_ref().clone()).chain(gained).collect::<Vec<_>>()))
+            Arc::new(Schema::new(
+                inferred.fields().iter().map(|f| f.as_ref().clone()).chain(gained).collect::<Vec<_>>(),
+            ))
         };
         self.register_files(name, urls, Some(schema)).await
     }

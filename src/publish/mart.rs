@@ -254,11 +254,13 @@ fn started_anew(metadata: Metadata, schema: &SchemaRef, mart: &str) -> Result<Me
         .map_err(|e| Error::arrow(format!("mart `{mart}` as a Delta table"), e))?;
     let earlier: Vec<String> =
         metadata.configuration().keys().filter(|k| k.starts_with(FACTS_KEY_PREFIX)).cloned().collect();
-    let mut metadata =
-        metadata.with_schema(&columns).map_err(|e| Error::Internal(format!("mart `{mart}`: replacing its schema: {e}")))?;
+    let mut metadata = metadata
+        .with_schema(&columns)
+        .map_err(|e| Error::Internal(format!("mart `{mart}`: replacing its schema: {e}")))?;
     for key in earlier {
-        metadata =
-            metadata.remove_config_key(&key).map_err(|e| Error::Internal(format!("mart `{mart}`: starting anew: {e}")))?;
+        metadata = metadata
+            .remove_config_key(&key)
+            .map_err(|e| Error::Internal(format!("mart `{mart}`: starting anew: {e}")))?;
     }
     Ok(metadata)
 }

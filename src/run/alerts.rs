@@ -103,8 +103,7 @@ pub async fn alerts(session: &Session, as_of: NaiveDate, resend: bool) -> Result
         return Err(Error::Usage("keymart.yaml has no `alerts:` targets".to_string()));
     }
     let run_id = ledger::new_run_id();
-    let request =
-        Request { pipeline: String::new(), dates: vec![as_of], rebuild: resend, ..Request::default() };
+    let request = Request { pipeline: String::new(), dates: vec![as_of], rebuild: resend, ..Request::default() };
     let mut ledger =
         Ledger::start(&run_id, "alerts", request, &session.warehouse.location.display, &session.landing.display);
     let sent = send(session, as_of, resend, &mut ledger).await;

@@ -152,11 +152,8 @@ impl Warehouse {
         let snapshot = table.snapshot().map_err(|e| self.table_error(mart, "reading", e))?;
         let configuration: &HashMap<String, String> = snapshot.metadata().configuration();
         let table_schema = snapshot.snapshot().arrow_schema();
-        let schema: Vec<String> = table_schema
-            .fields()
-            .iter()
-            .map(|f| format!("{} {}", f.name(), f.data_type()))
-            .collect();
+        let schema: Vec<String> =
+            table_schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
         files
             .into_iter()
             .map(|(as_of, mut files)| {

@@ -198,7 +198,10 @@ fn run_ids(
 }
 
 /// The marts whose entries differ between two `run_ids`.
-fn changed(before: &BTreeMap<String, Vec<Option<String>>>, after: &BTreeMap<String, Vec<Option<String>>>) -> Vec<String> {
+fn changed(
+    before: &BTreeMap<String, Vec<Option<String>>>,
+    after: &BTreeMap<String, Vec<Option<String>>>,
+) -> Vec<String> {
     before.keys().filter(|m| before[*m] != after[*m]).cloned().collect()
 }
 
@@ -250,7 +253,8 @@ fn on_s3_a_failed_test_and_kills_around_the_commit_leave_whole_versions() {
     let pipeline = project.path().join("pipelines/nightly.yaml");
     let original = std::fs::read_to_string(&pipeline).unwrap();
     let failing = r#"- {expression: "contacts < 0", severity: error}"#;
-    let guarded = r#"- {expression: "mean_satisfaction IS NULL OR mean_satisfaction BETWEEN 1 AND 5", severity: error}"#;
+    let guarded =
+        r#"- {expression: "mean_satisfaction IS NULL OR mean_satisfaction BETWEEN 1 AND 5", severity: error}"#;
     std::fs::write(&pipeline, original.replace(guarded, failing)).unwrap();
     assert_exit(&keymart(&["run", "--as-of", DAYS[1]]), 5);
     std::fs::write(&pipeline, &original).unwrap();
@@ -300,7 +304,11 @@ fn with_tier(project: &TestProject, declared: &str, value: &str) {
     let text = std::fs::read_to_string(&sql).unwrap();
     let text = match (text.find("/* tier */ "), text.find(" AS tier")) {
         (Some(start), Some(end)) => format!("{}/* tier */ {value}{}", &text[..start], &text[end..]),
-        _ => text.replacen("    s.mean_satisfaction\n", &format!("    s.mean_satisfaction,\n    /* tier */ {value} AS tier\n"), 1),
+        _ => text.replacen(
+            "    s.mean_satisfaction\n",
+            &format!("    s.mean_satisfaction,\n    /* tier */ {value} AS tier\n"),
+            1,
+        ),
     };
     assert!(text.contains(&format!("/* tier */ {value} AS tier")), "{text}");
     std::fs::write(&sql, text).unwrap();
@@ -325,7 +333,8 @@ fn a_gained_column_reads_as_null_before_it_and_a_changed_type_needs_rebuild_tabl
     let header = "all_null,all_set,all_one,many\n";
     assert_eq!(query_csv(&project, counts, DAYS[0]), format!("{header}true,false,,true\n"));
     assert_eq!(query_csv(&project, counts, DAYS[1]), format!("{header}false,true,true,true\n"));
-    let history = "SELECT as_of, count(tier) > 0 AS with_tier FROM service_quality_history GROUP BY as_of ORDER BY as_of";
+    let history =
+        "SELECT as_of, count(tier) > 0 AS with_tier FROM service_quality_history GROUP BY as_of ORDER BY as_of";
     let expected = format!("as_of,with_tier\n{},false\n{},true\n", DAYS[0], DAYS[1]);
     assert_eq!(query_csv(&project, history, DAYS[1]), expected);
     independent_readers_agree(&project, &[("service_quality", DAYS[0]), ("service_quality", DAYS[1])]);
@@ -352,5 +361,31 @@ fn a_gained_column_reads_as_null_before_it_and_a_changed_type_needs_rebuild_tabl
     assert!(project.snapshot("customer_rfm", DAYS[0]).is_some());
     let unknown = project.keymart(&["run", "--as-of", DAYS[2], "--rebuild-table", "stg_orders"]);
     assert_exit(&unknown, 2);
-    assert!(stderr(&unknown).contains("--rebuild-table stg_orders: not a mart this run builds"), "{}", stderr(&unknown));
+    assert!(
+        stderr(&unknown).contains("--rebuild-table stg_orders: not a mart this run builds"),
+        "{}",
+        stderr(&unknown)
+    );
+}
+
+/// How a date is found: `<mart>` as of D plans only the files the log names for D; a filter on
+/// `as_of` over `<mart>_history` skips the other snapshots by their Parquet statistics (every
+/// file's `as_of` has one value), so only D's rows are decoded.
+#[test]
+fn a_date_reads_only_its_snapshots_files() {
+    let project = sample_project();
+    assert_exit(&project.keymart(&["run", "--from", DAYS[0], "--to", DAYS[2]]), 0);
+    let explain = |sql: &str, as_of: &str| query_csv(&project, &format!("EXPLAIN ANALYZE {sql}"), as_of);
+
+    let plan = explain("SELECT count(DISTINCT customer_id) FROM customer_rfm", DAYS[1]);
+    let scan = plan.lines().find(|l| l.contains("DataSourceExec")).expect("a scan");
+    assert_eq!(scan.matches("part-0.parquet").count(), 1, "{scan}");
+    assert!(scan.contains(&format!("as_of={}/", DAYS[1])), "{scan}");
+
+    let filtered =
+        format!("SELECT count(DISTINCT customer_id) FROM customer_rfm_history WHERE as_of = DATE '{}'", DAYS[1]);
+    let plan = explain(&filtered, DAYS[2]);
+    let scan = plan.lines().find(|l| l.contains("DataSourceExec")).expect("a scan");
+    assert_eq!(scan.matches("part-0.parquet").count(), 3, "the history has three snapshots: {scan}");
+    assert!(scan.contains("row_groups_pruned_statistics=3 total → 1 matched"), "{scan}");
 }

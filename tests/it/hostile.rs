@@ -262,7 +262,8 @@ fn project_with_typo() -> TestProject {
 /// An OpenDocument spreadsheet of one sheet `S`: the header row (order_id, amount, placed_at),
 /// then `rows` as table XML.
 fn ods(rows: &str) -> Vec<u8> {
-    let text = |t: &str| format!(r#"<table:table-cell office:value-type="string"><text:p>{t}</text:p></table:table-cell>"#);
+    let text =
+        |t: &str| format!(r#"<table:table-cell office:value-type="string"><text:p>{t}</text:p></table:table-cell>"#);
     let content = format!(
         r#"<?xml version="1.0" encoding="UTF-8"?><office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2"><office:body><office:spreadsheet><table:table table:name="S"><table:table-row>{}{}{}</table:table-row>{rows}</table:table></office:spreadsheet></office:body></office:document-content>"#,
         text("order_id"),

@@ -31,7 +31,10 @@ pub fn isolate_in(binary: PathBuf) {
 pub enum Failure {
     NotReadable(String),
     NoSheet,
-    Sheet { sheet: String, message: String },
+    Sheet {
+        sheet: String,
+        message: String,
+    },
     /// The child needed more memory than it may have.
     Memory,
     /// The child ended otherwise (a panic in calamine): its last words.
@@ -44,7 +47,10 @@ pub enum Failure {
 enum Message {
     NotReadable(String),
     NoSheet,
-    SheetError { sheet: String, message: String },
+    SheetError {
+        sheet: String,
+        message: String,
+    },
     Sheet(String),
     /// A row's 0-based index and its cells with their 0-based columns.
     Row(u32, Vec<(u32, Cell)>),
@@ -117,6 +123,9 @@ impl From<Cell> for Data {
         }
     }
 }
+
+/// A sheet row: its 0-based index and its cells with their 0-based columns.
+pub type SheetRow = (u32, Vec<(u32, Data)>);
 
 /// One sheet of a workbook, row by row.
 pub struct Sheet {
@@ -202,7 +211,7 @@ fn bound_memory(command: &mut Command, bytes: u64) {
 
 impl Sheet {
     /// The next row with its 0-based index and cells (0-based columns); `None` after the last.
-    pub fn next_row(&mut self) -> Result<Option<(u32, Vec<(u32, Data)>)>, Failure> {
+    pub fn next_row(&mut self) -> Result<Option<SheetRow>, Failure> {
         if let Rows::InProcess { range, next } = &mut self.rows {
             let (first_row, first_col) = range.start().unwrap_or((0, 0));
             let (height, width) = range.get_size();
@@ -240,10 +249,9 @@ impl Sheet {
         if status.success() {
             return Ok(None);
         }
-        let Rows::Child { stderr, .. } = std::mem::replace(&mut self.rows, Rows::InProcess {
-            range: Range::empty(),
-            next: 0,
-        }) else {
+        let Rows::Child { stderr, .. } =
+            std::mem::replace(&mut self.rows, Rows::InProcess { range: Range::empty(), next: 0 })
+        else {
             unreachable!("matched above")
         };
         let said = stderr.join().unwrap_or_default();
@@ -282,7 +290,8 @@ pub fn child_main(wanted: Option<&str>) -> ExitCode {
         Ok((name, range)) => say(&Message::Sheet(name)).and_then(|()| {
             let (first_row, first_col) = range.start().unwrap_or((0, 0));
             for (i, cells) in range.rows().enumerate() {
-                let placed = cells.iter().enumerate().map(|(c, cell)| (first_col.saturating_add(c as u32), Cell::from(cell)));
+                let placed =
+                    cells.iter().enumerate().map(|(c, cell)| (first_col.saturating_add(c as u32), Cell::from(cell)));
                 say(&Message::Row(first_row.saturating_add(i as u32), placed.collect()))?;
             }
             Ok(())
