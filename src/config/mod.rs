@@ -633,3 +633,56 @@ impl Diagnostics {
         self.at(file, &position, error.message);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SHIPPED_SETTINGS: &str = include_str!("../../keymart.yaml");
+    const SHIPPED_PIPELINE: &str = include_str!("../../pipelines/nightly.yaml");
+
+    /// What YAML parsers and typed loaders find hard: structure, anchors and aliases (nested
+    /// aliases are the billion laughs), tags, numbers no type holds, dates that do not exist,
+    /// unexpanded variables, a byte-order mark, NUL.
+    const TOKENS: &[&str] = &[
+        ":", "- ", "{", "}", "[", "]", ",", "\"", "'", "\n", "\n  ", "\t", "#", "&a ", "*a", "<<: *a\n", "!!str ",
+        "!!binary ", "? ", "|\n", ">-\n", "~", "null", ".nan", "-.inf", "99999999999999999999999", "-1",
+        "0x7f", "1e400", "2024-02-30", "${NOPE}", "${", "%YAML 1.2\n---\n", "---\n", "...\n", "\u{feff}", "客户",
+        "\0", "a: &a [b, b]\nc: &c [*a, *a, *a, *a]\nd: &d [*c, *c, *c, *c]\ne: [*d, *d, *d, *d]\n",
+    ];
+
+    /// The shipped file with up to five spans replaced by tokens (a span may cut a character).
+    fn mutated(text: &'static str) -> impl Strategy<Value = String> {
+        let edit = (0..=text.len(), 0..64usize, proptest::sample::select(TOKENS));
+        proptest::collection::vec(edit, 1..6).prop_map(move |edits| {
+            let mut bytes = text.as_bytes().to_vec();
+            for (at, cut, token) in edits {
+                let at = at.min(bytes.len());
+                let end = (at + cut).min(bytes.len());
+                bytes.splice(at..end, token.bytes());
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64)
+        ))]
+
+        /// The loader answers every document with a project or its diagnostics, never a panic.
+        #[test]
+        fn no_config_document_makes_the_loader_panic(
+            settings in mutated(SHIPPED_SETTINGS),
+            pipeline in mutated(SHIPPED_PIPELINE),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(PROJECT_FILE), settings).unwrap();
+            std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+            std::fs::write(dir.path().join("pipelines/nightly.yaml"), pipeline).unwrap();
+            let _ = Project::load(dir.path());
+        }
+    }
+}
