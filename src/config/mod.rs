@@ -646,6 +646,7 @@ mod tests {
     /// What YAML parsers and typed loaders find hard: structure, anchors and aliases (nested
     /// aliases are the billion laughs), tags, numbers no type holds, dates that do not exist,
     /// unexpanded variables, a byte-order mark, NUL.
+    #[rustfmt::skip]
     const TOKENS: &[&str] = &[
         ":", "- ", "{", "}", "[", "]", ",", "\"", "'", "\n", "\n  ", "\t", "#", "&a ", "*a", "<<: *a\n", "!!str ",
         "!!binary ", "? ", "|\n", ">-\n", "~", "null", ".nan", "-.inf", "99999999999999999999999", "-1",
