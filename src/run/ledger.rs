@@ -63,6 +63,8 @@ pub enum Step {
         rows: u64,
         /// The version of the mart's Delta table that the commit made.
         version: u64,
+        /// The commit's time: the log entry, and the removal of expired files after it.
+        seconds: f64,
     },
     /// Snapshots the pipeline's `retention:` no longer keeps, removed from a mart's table.
     Prune {

@@ -331,7 +331,9 @@ impl Plan<'_> {
             let mut snapshot = self.snapshot(Shelf::Marts, mart, as_of, fingerprint.to_string());
             snapshot.replaces_table =
                 self.request.rebuild_tables.contains(&mart.model) && self.request.dates.first() == Some(&as_of);
+            let started = std::time::Instant::now();
             let manifest = publish::commit(warehouse, snapshot, self.session.project.file_retention()).await?;
+            let seconds = started.elapsed().as_secs_f64();
             failpoint::pause("after_commit");
             if let Some(line) = night.lines.iter_mut().find(|l| l.model == mart.model) {
                 line.outcome = ModelOutcome::Published;
@@ -342,6 +344,7 @@ impl Plan<'_> {
                 files: manifest.files.clone(),
                 rows: manifest.rows,
                 version: manifest.version.unwrap_or_default(),
+                seconds,
             });
             let pruned = publish::mart::prune(warehouse, &mart.model, as_of, &self.pipeline.retention).await?;
             if !pruned.is_empty() {
