@@ -429,14 +429,19 @@ mod tests {
 
     const RETENTION: Duration = Duration::from_secs(3600);
 
+    /// A snapshot committed each night for `nights` nights from `day(0)`.
+    async fn commit_nights(warehouse: &Warehouse, nights: u32) {
+        for n in 0..nights {
+            let files = written(warehouse, day(n), "run", DataType::Int64).await;
+            commit(warehouse, snapshot(day(n), "run", files), RETENTION).await.unwrap();
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_long_history_opens_from_its_last_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let warehouse = warehouse(&dir);
-        for n in 0..25 {
-            let files = written(&warehouse, day(n), "run", DataType::Int64).await;
-            commit(&warehouse, snapshot(day(n), "run", files), RETENTION).await.unwrap();
-        }
+        commit_nights(&warehouse, 25).await;
         let log = dir.path().join(format!("marts/{MART}/_delta_log"));
         // delta-rs checkpoints the version whose number plus one is a multiple of the interval.
         assert!(log.join(format!("{:020}.checkpoint.parquet", 19)).exists(), "a checkpoint every ten commits");
@@ -518,10 +523,7 @@ mod tests {
     async fn open_time_after_400_commits() {
         let dir = tempfile::tempdir().unwrap();
         let warehouse = warehouse(&dir);
-        for n in 0..400 {
-            let files = written(&warehouse, day(n), "run", DataType::Int64).await;
-            commit(&warehouse, snapshot(day(n), "run", files), RETENTION).await.unwrap();
-        }
+        commit_nights(&warehouse, 400).await;
         let open = |label: &'static str| {
             let warehouse = &warehouse;
             async move {

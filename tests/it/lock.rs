@@ -96,6 +96,17 @@ fn of_three_contenders_for_a_dead_lock_exactly_one_runs() {
     committed_whole_by(&project, winner);
 }
 
+/// `committed_whole_by` for a warehouse at `wh/` of a bucket.
+fn committed_whole_on_bucket_by(bucket: &std::sync::Arc<dyn object_store::ObjectStore>, output: &Output) {
+    let manifest = crate::s3::snapshot_on_bucket(bucket, "customer_totals", D1).expect("a committed snapshot");
+    for file in manifest_files(&manifest) {
+        assert!(get(bucket, &format!("wh/{file}")).is_some(), "{file} is named by the log but missing");
+    }
+    let run_id = manifest["run_id"].as_str().unwrap();
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains(&format!("run {run_id} ")), "committed by {run_id}, not by the winner: {summary}");
+}
+
 /// keymart.yaml for the project of `run.rs` with its warehouse in bucket `lake` of the S3 server
 /// at `endpoint` (a 2 s lock).
 fn on_s3(project: &TestProject, endpoint: &str) {
@@ -140,13 +151,7 @@ fn a_holder_cut_off_from_s3_stops_before_its_commit_once_its_lock_is_taken() {
     assert!(message.contains("lost the warehouse lock"), "{message}");
     assert!(!message.contains(SECRET), "{message}");
 
-    let manifest = crate::s3::snapshot_on_bucket(&bucket, "customer_totals", D1).expect("a committed snapshot");
-    for file in manifest_files(&manifest) {
-        assert!(get(&bucket, &format!("wh/{file}")).is_some(), "{file} is named by the log but missing");
-    }
-    let run_id = manifest["run_id"].as_str().unwrap();
-    let summary = String::from_utf8_lossy(&winner.stdout);
-    assert!(summary.contains(&format!("run {run_id} ")), "committed by {run_id}, not by the winner: {summary}");
+    committed_whole_on_bucket_by(&bucket, &winner);
 }
 
 /// The same race on S3 (moto's server): the lock's links are created with `If-None-Match: *`
@@ -170,11 +175,5 @@ fn of_three_contenders_for_a_dead_lock_on_s3_exactly_one_runs() {
     assert_eq!(codes.iter().filter(|c| **c == Some(0)).count(), 1, "{codes:?} {shown:?}");
     assert_eq!(codes.iter().filter(|c| **c == Some(4)).count(), 2, "{codes:?} {shown:?}");
     let winner = outputs.iter().find(|o| o.status.code() == Some(0)).unwrap();
-    let manifest = crate::s3::snapshot_on_bucket(&bucket, "customer_totals", D1).expect("a committed snapshot");
-    for file in manifest_files(&manifest) {
-        assert!(get(&bucket, &format!("wh/{file}")).is_some(), "{file} is named by the log but missing");
-    }
-    let run_id = manifest["run_id"].as_str().unwrap();
-    let summary = String::from_utf8_lossy(&winner.stdout);
-    assert!(summary.contains(&format!("run {run_id} ")), "committed by {run_id}, not by the winner: {summary}");
+    committed_whole_on_bucket_by(&bucket, winner);
 }
