@@ -11,11 +11,33 @@ night").
 
 import argparse
 import glob
+import json
+import os
 import shutil
 import tempfile
 import time
+import urllib.parse
 
 from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext
+
+
+def committed_folder(table, as_of):
+    """The folder of a mart table's committed files of `as_of`, by the table's Delta log (the JSON
+    commits: adds minus removes); None when it has none. Other folders under `as_of=D/` hold files
+    of replaced snapshots or killed runs, which no reader sees."""
+    log = os.path.join(table, "_delta_log")
+    live = {}
+    for name in sorted(f for f in os.listdir(log) if f.endswith(".json")) if os.path.isdir(log) else []:
+        with open(os.path.join(log, name), encoding="utf-8") as f:
+            for action in map(json.loads, filter(str.strip, f)):
+                if "add" in action:
+                    live[urllib.parse.unquote(action["add"]["path"])] = action["add"]["partitionValues"].get("as_of")
+                elif "remove" in action:
+                    live.pop(urllib.parse.unquote(action["remove"]["path"]), None)
+    folders = {os.path.dirname(path) for path, day in live.items() if day == as_of}
+    if len(folders) > 1:
+        raise SystemExit(f"{table}: the snapshot of {as_of} spans several folders: {sorted(folders)}")
+    return os.path.join(table, folders.pop()) + "/" if folders else None
 
 
 def main():
@@ -27,13 +49,13 @@ def main():
     ctx = SessionContext(SessionConfig().with_target_partitions(2),
                          RuntimeEnvBuilder().with_fair_spill_pool(1 << 30).with_disk_manager_os())
     ctx.sql("SET datafusion.execution.parquet.compression = 'zstd(1)'").collect()
-    snapshots = sorted(glob.glob(f"{args.warehouse}/marts/*/as_of={args.as_of}/*/"))
+    snapshots = [(os.path.basename(t), committed_folder(t, args.as_of)) for t in sorted(glob.glob(f"{args.warehouse}/marts/*"))]
+    snapshots = [(mart, folder) for mart, folder in snapshots if folder]
     if not snapshots:
-        raise SystemExit(f"no committed snapshot files under {args.warehouse}/marts/*/as_of={args.as_of}/")
+        raise SystemExit(f"no snapshot of {args.as_of} committed in the tables under {args.warehouse}/marts/")
     out = tempfile.mkdtemp(prefix="snapshot-floor-")
     totals = {"as is": 0.0, "sorted by key": 0.0}
-    for folder in snapshots:
-        mart = folder.rstrip("/").split("/")[-3]
+    for mart, folder in snapshots:
         ctx.sql(f"CREATE EXTERNAL TABLE {mart} STORED AS PARQUET LOCATION '{folder}'").collect()
         columns = [f.name for f in ctx.table(mart).schema()]
         key = "customer_id" if "customer_id" in columns else columns[0]
