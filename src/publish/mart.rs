@@ -186,8 +186,7 @@ async fn commit_once(
 /// The table's first version: its schema (from the first snapshot's files), the `as_of`
 /// partition, and checkpoints every few commits.
 async fn create_table(warehouse: &Warehouse, mart: &str, schema: &SchemaRef) -> Result<DeltaTable> {
-    let columns = StructType::try_from_arrow(schema.as_ref())
-        .map_err(|e| Error::arrow(format!("mart `{mart}` as a Delta table"), e))?;
+    let columns = delta_schema(schema, mart)?;
     let log_store =
         warehouse.mart_table_builder(mart)?.build_storage().map_err(|e| warehouse.table_error(mart, "opening", e))?;
     warehouse.location.fence.check(&format!("creating the Delta table of `{mart}`"))?;
@@ -206,10 +205,7 @@ async fn create_table(warehouse: &Warehouse, mart: &str, schema: &SchemaRef) -> 
 /// added (older snapshots read them as NULL). A column that changed type or disappeared cannot be
 /// committed: older snapshots could not be read as one table.
 fn evolved_metadata(metadata: Metadata, table: &SchemaRef, schema: &SchemaRef, mart: &str) -> Result<Metadata> {
-    let kernel = |s: &SchemaRef| {
-        StructType::try_from_arrow(s.as_ref()).map_err(|e| Error::arrow(format!("mart `{mart}` as a Delta table"), e))
-    };
-    let (table, new) = (kernel(table)?, kernel(schema)?);
+    let (table, new) = (delta_schema(table, mart)?, delta_schema(schema, mart)?);
     let way_out = format!(
         "the table keeps its snapshots' schema; to start it anew from tonight's snapshot, without the \
          earlier ones, run again with `--rebuild-table {mart}`"
@@ -250,8 +246,7 @@ fn evolved_metadata(metadata: Metadata, table: &SchemaRef, schema: &SchemaRef, m
 /// of the earlier snapshots' facts. The earlier versions stay in the log for time travel until
 /// their files expire.
 fn started_anew(metadata: Metadata, schema: &SchemaRef, mart: &str) -> Result<Metadata> {
-    let columns = StructType::try_from_arrow(schema.as_ref())
-        .map_err(|e| Error::arrow(format!("mart `{mart}` as a Delta table"), e))?;
+    let columns = delta_schema(schema, mart)?;
     let earlier: Vec<String> =
         metadata.configuration().keys().filter(|k| k.starts_with(FACTS_KEY_PREFIX)).cloned().collect();
     let mut metadata = metadata
@@ -263,6 +258,11 @@ fn started_anew(metadata: Metadata, schema: &SchemaRef, mart: &str) -> Result<Me
             .map_err(|e| Error::Internal(format!("mart `{mart}`: starting anew: {e}")))?;
     }
     Ok(metadata)
+}
+
+/// A mart's Arrow schema as a Delta table's.
+fn delta_schema(schema: &SchemaRef, mart: &str) -> Result<StructType> {
+    StructType::try_from_arrow(schema.as_ref()).map_err(|e| Error::arrow(format!("mart `{mart}` as a Delta table"), e))
 }
 
 fn add(path: &str, as_of: NaiveDate, size: u64, rows: Option<u64>) -> Add {
