@@ -134,8 +134,16 @@ pub struct Sheet {
 }
 
 enum Rows {
-    InProcess { range: Range<Data>, next: usize },
-    Child { child: Child, lines: BufReader<ChildStdout>, stderr: std::thread::JoinHandle<String> },
+    InProcess {
+        range: Range<Data>,
+        next: usize,
+    },
+    /// `stderr`: what the child wrote there, until its failure is read.
+    Child {
+        child: Child,
+        lines: BufReader<ChildStdout>,
+        stderr: Option<std::thread::JoinHandle<String>>,
+    },
 }
 
 /// Open the sheet named `wanted` (the first when `None`) of a workbook's bytes.
@@ -180,7 +188,7 @@ fn open_in_child(binary: &PathBuf, bytes: Vec<u8>, wanted: Option<&str>, memory_
         String::from_utf8_lossy(&text).into_owned()
     });
     let lines = BufReader::new(child.stdout.take().expect("piped"));
-    let mut sheet = Sheet { name: String::new(), rows: Rows::Child { child, lines, stderr } };
+    let mut sheet = Sheet { name: String::new(), rows: Rows::Child { child, lines, stderr: Some(stderr) } };
     match sheet.next_message()? {
         Some(Message::Sheet(name)) => sheet.name = name,
         Some(Message::NotReadable(message)) => return Err(Failure::NotReadable(message)),
@@ -235,7 +243,7 @@ impl Sheet {
 
     /// The child's next line; `None` once it has ended well.
     fn next_message(&mut self) -> Result<Option<Message>, Failure> {
-        let Rows::Child { child, lines, .. } = &mut self.rows else { return Ok(None) };
+        let Rows::Child { child, lines, stderr } = &mut self.rows else { return Ok(None) };
         let mut line = String::new();
         match lines.read_line(&mut line) {
             Ok(0) | Err(_) => {}
@@ -249,12 +257,7 @@ impl Sheet {
         if status.success() {
             return Ok(None);
         }
-        let Rows::Child { stderr, .. } =
-            std::mem::replace(&mut self.rows, Rows::InProcess { range: Range::empty(), next: 0 })
-        else {
-            unreachable!("matched above")
-        };
-        let said = stderr.join().unwrap_or_default();
+        let said = stderr.take().and_then(|said| said.join().ok()).unwrap_or_default();
         if said.contains("memory allocation") || said.contains("capacity overflow") {
             return Err(Failure::Memory);
         }
