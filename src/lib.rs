@@ -8,7 +8,7 @@
 //!   a stage never imports another stage or [`run`];
 //! - the stages → the ground floor, where everything two stages share lives: [`engine`] →
 //!   [`warehouse`] (every key in `warehouse::layout`) → [`config`] → [`error`], with [`models`],
-//!   [`key_rows`] and [`progress`] beside them;
+//!   [`key_rows`], [`progress`] and [`failpoint`] (a test hook) beside them;
 //! - the consumers of the committed marts ([`report`], [`alerts`]) sit beside [`run`] and read
 //!   only the ground floor.
 //!
@@ -19,6 +19,7 @@ pub mod audit;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod generate;
 pub mod ingest;
 pub mod key_rows;

@@ -2,7 +2,6 @@
 //! The binary calls these functions and prints what they return.
 
 pub mod alerts;
-mod failpoint;
 mod inputs;
 pub mod ledger;
 pub mod pipeline;

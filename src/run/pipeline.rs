@@ -9,11 +9,12 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::ledger::{self, Ledger, Request, RunStatus, Step};
 use super::summary::{DateReport, DateStatus, ModelLine, ModelOutcome, RunReport};
-use super::{Session, alerts, failpoint, inputs};
+use super::{Session, alerts, inputs};
 use crate::audit::{self, TestOutcome};
 use crate::config::{Materialized, Model, Pipeline};
 use crate::engine::Params;
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::ingest::LoadStatus;
 use crate::publish::lock::RunLock;
 use crate::publish::{self, Snapshot};

@@ -264,6 +264,8 @@ impl Transform<'_> {
         let (plan, streams) =
             start(planned, per_partition).await.map_err(|e| in_model(model, engine_error("running", e)))?;
         let mut streams: Vec<_> = streams.into_iter().map(|stream| self.engine.watched(stream)).collect();
+        // Started, not yet read: on Ballista the job is submitted at the first read.
+        crate::failpoint::pause("model_started");
         // A mart is one stream sorted by its key (shape_mart): its key is watched as it is written.
         let key_watch = if per_partition {
             None

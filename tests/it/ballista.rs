@@ -2,14 +2,16 @@
 //! started from the keymart binary as separate processes (`keymart ballista …`), and
 //! `keymart run --engine ballista://…` against it.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::s3::{SECRET, committed_on_bucket, keymart_s3, s3_project, sample_lake};
 use crate::support::{
-    KilledOnDrop, SAMPLE_MARTS, TestProject, assert_exit, free_ports, keymart, output_within, repo_root, stderr,
-    wait_for_port,
+    KilledOnDrop, SAMPLE_MARTS, TestProject, assert_exit, child_output_within, free_ports, keymart, output_within,
+    repo_root, stderr, wait_for_port,
 };
 
 const DAYS: [&str; 3] = ["2024-06-01", "2024-06-02", "2024-06-03"];
@@ -109,6 +111,15 @@ impl Cluster {
 
     fn logs(&self) -> String {
         self.executors.iter().map(Process::log).collect::<Vec<_>>().join("\n")
+    }
+
+    /// What the scheduler's readiness probe answers: its status line.
+    fn readiness(&self) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.scheduler_port)).unwrap();
+        write!(stream, "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response.lines().next().unwrap_or_default().to_string()
     }
 }
 
@@ -242,5 +253,41 @@ fn a_scheduler_without_a_live_executor_fails_the_run_after_ballista_wait_seconds
     let ledger = project.last_ledger();
     assert_eq!(ledger["status"], "failed", "{ledger}");
     assert!(ledger["error"].as_str().unwrap().contains("no live executor"), "{ledger}");
+    assert_exit(&project.keymart(&["run", "--as-of", DAYS[0]]), 0);
+}
+
+#[test]
+fn every_executor_lost_while_a_model_runs_fails_the_run_after_ballista_wait_seconds() {
+    let mut cluster = Cluster::start(1);
+    let project = project_waiting(2);
+    // Paused with its first model's plan started: the cluster was ready, the job is not yet
+    // submitted (Ballista submits at the first read), so the watch over the model's stream is
+    // what must end the wait. (Ballista 55's scheduler also fails the job once no executor has
+    // re-registered within its executor timeout, 5 s here; without the watch the run exits 1
+    // with that engine error, later, and with the scheduler's default timeout much later.)
+    let (child, marker) =
+        project.start_paused_at("model_started", &["--as-of", DAYS[0], "--engine", &cluster.engine()], &[]);
+    drop(cluster.executors.remove(0)); // SIGKILLed and reaped (KilledOnDrop)
+    let lost = Instant::now();
+    while !cluster.readiness().contains(" 503 ") {
+        assert!(lost.elapsed() < Duration::from_secs(60), "the scheduler never noticed its executor was gone");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::remove_file(&marker).unwrap();
+    let output = child_output_within(child, Duration::from_secs(120));
+    assert_exit(&output, 8);
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!(
+            "the Ballista cluster at {} has had no live executor for 2 s (ballista_wait_seconds)",
+            cluster.engine()
+        )),
+        "{message}"
+    );
+    assert!(!project.warehouse().join("marts").exists());
+    let ledger = project.last_ledger();
+    assert_eq!(ledger["status"], "failed", "{ledger}");
+    assert!(ledger["error"].as_str().unwrap().contains("no live executor"), "{ledger}");
+    // The lock was released: the same date runs on the local engine.
     assert_exit(&project.keymart(&["run", "--as-of", DAYS[0]]), 0);
 }

@@ -84,8 +84,9 @@ impl TestProject {
         self.start_paused_at("before_commit", args, env)
     }
 
-    /// `keymart run ARGS` paused at a point of `src/run/failpoint.rs` (`before_commit`: its first
-    /// mart's files written, not committed; `after_commit`: its first mart committed).
+    /// `keymart run ARGS` paused at a point of `src/failpoint.rs` (`before_commit`: its first
+    /// mart's files written, not committed; `after_commit`: its first mart committed;
+    /// `model_started`: its first model's plan started, not yet read).
     pub fn start_paused_at(&self, point: &str, args: &[&str], env: &[(&str, &str)]) -> (Child, PathBuf) {
         let marker = self.path().join("paused");
         // An earlier paused run that was killed left its marker.
@@ -354,7 +355,13 @@ pub fn manifest_files(manifest: &serde_json::Value) -> Vec<String> {
 /// Run a command to its end, failing the test (and killing the command) if it is still running
 /// after `limit`: for commands whose bug would be to wait forever.
 pub fn output_within(mut command: Command, limit: Duration) -> Output {
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start the command");
+    let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start the command");
+    child_output_within(child, limit)
+}
+
+/// The output of a child started with piped stdout and stderr; killed, and the test failed, if
+/// it has not exited after `limit`.
+pub fn child_output_within(mut child: Child, limit: Duration) -> Output {
     let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
     let stdout = std::thread::spawn(move || {
         let mut bytes = Vec::new();
@@ -372,7 +379,7 @@ pub fn output_within(mut command: Command, limit: Duration) -> Output {
         if started.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("still running after {limit:?}: {command:?}");
+            panic!("still running after {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
