@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
 use datafusion::common::config::Dialect;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -99,10 +100,22 @@ impl Engine {
         Ok(())
     }
 
-    /// Register a mart snapshot's files (full URLs) as one table: the columns read from the files,
-    /// then the columns of `table` (its Delta table's schema) they do not have, as NULL: the
-    /// columns the mart gained after those files were written.
+    /// Register a mart snapshot's files (full URLs) as one table ([`Engine::snapshot_table`]).
     pub async fn register_snapshot_files(&self, name: &str, urls: &[String], table: Option<&Schema>) -> Result<()> {
+        let provider = self.snapshot_table(name, urls, table).await?;
+        self.ctx.register_table(name, provider).map_err(|e| engine_error(format!("registering {name}"), e))?;
+        Ok(())
+    }
+
+    /// A mart snapshot's files (full URLs) as one table: the columns read from the files, then
+    /// the columns of `table` (its Delta table's schema) they do not have, as NULL: the columns
+    /// the mart gained after those files were written.
+    pub async fn snapshot_table(
+        &self,
+        name: &str,
+        urls: &[String],
+        table: Option<&Schema>,
+    ) -> Result<Arc<dyn TableProvider>> {
         let inferred = self.file_schema(name, urls).await?;
         let gained: Vec<Field> = table
             .map(|t| t.fields().iter().filter(|f| inferred.field_with_name(f.name()).is_err()).collect::<Vec<_>>())
@@ -117,7 +130,8 @@ impl Engine {
                 inferred.fields().iter().map(|f| f.as_ref().clone()).chain(gained).collect::<Vec<_>>(),
             ))
         };
-        self.register_files(name, urls, Some(schema)).await
+        let config = self.listing_config(name, urls)?.with_schema(schema);
+        Ok(Arc::new(ListingTable::try_new(config).map_err(|e| engine_error(format!("table {name}"), e))?))
     }
 
     /// The schema of Parquet files (full URLs) read as one table.

@@ -136,7 +136,7 @@ async fn route(server: &Arc<Server>, access: Access, request: &Request) -> Answe
             status: "200 OK",
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             headers: "",
-            body: server.metrics.render().into_bytes(),
+            body: server.metrics.render(&server.warehouse.location.requests.snapshot()).into_bytes(),
         },
         "/" => report(server, &layout.latest_report(), "no report has been published yet").await,
         other => match other.strip_prefix("/as_of/").map(|date| date.strip_suffix('/').unwrap_or(date)) {
@@ -189,10 +189,13 @@ async fn authorized(server: &Arc<Server>, authorization: Option<&str>) -> bool {
 
 async fn health(server: &Server) -> Answer {
     let connections = server.metrics.sessions();
-    match super::snapshots::manifests_fingerprint(&server.warehouse).await {
+    match server.catalog.refresh().await {
         Ok(_) => Answer::json(
             "200 OK",
-            format!("{{\"status\": \"ok\", \"connections\": {connections}, \"marts\": {}}}\n", server.marts.len()),
+            format!(
+                "{{\"status\": \"ok\", \"connections\": {connections}, \"marts\": {}}}\n",
+                server.catalog.marts().len()
+            ),
         ),
         Err(e) => {
             let reason = e.to_string().replace('"', "'");

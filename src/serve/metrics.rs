@@ -98,8 +98,8 @@ impl Metrics {
         snapshots.insert(mart.to_string(), (as_of, version));
     }
 
-    /// The Prometheus text page.
-    pub fn render(&self) -> String {
+    /// The Prometheus text page, with the requests made to the warehouse's store so far.
+    pub fn render(&self, store_requests: &BTreeMap<String, u64>) -> String {
         let mut page = String::new();
         let load = |counter: &AtomicU64| counter.load(Ordering::SeqCst);
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
@@ -188,6 +188,14 @@ impl Metrics {
             "The version (as in keymart_snapshots) of each mart's newest snapshot served.",
             &versions,
         );
+        let requests: Vec<_> =
+            store_requests.iter().map(|(kind, n)| (format!("{{kind=\"{kind}\"}}"), n.to_string())).collect();
+        metric(
+            "keymart_serve_store_requests_total",
+            "counter",
+            "Requests made to the warehouse's object store, by kind (a HEAD the server already asked is not asked again).",
+            &requests,
+        );
         page
     }
 }
@@ -205,7 +213,7 @@ mod tests {
         metrics.query_ended("ok", Duration::from_millis(2), 200);
         metrics.query_ended("timeout", Duration::from_secs(2), 0);
         metrics.snapshot_served("customer_rfm", NaiveDate::from_ymd_opt(2024, 6, 2).unwrap(), 2);
-        let page = metrics.render();
+        let page = metrics.render(&BTreeMap::from([("get".to_string(), 7)]));
         for line in [
             "keymart_serve_connections 0",
             "keymart_serve_connections_total 1",
@@ -222,6 +230,7 @@ mod tests {
             "keymart_serve_rows_sent_total 200",
             "keymart_serve_snapshot_as_of_seconds{mart=\"customer_rfm\"} 1717286400",
             "keymart_serve_snapshot_version{mart=\"customer_rfm\"} 2",
+            "keymart_serve_store_requests_total{kind=\"get\"} 7",
         ] {
             assert!(page.lines().any(|l| l == line), "no `{line}` in\n{page}");
         }

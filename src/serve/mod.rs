@@ -16,6 +16,7 @@ mod metrics;
 mod session;
 mod snapshots;
 mod statement;
+mod store;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -36,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Materialized, Project, ServeSettings};
 use crate::engine::{Engine, engine_error, session_parts};
 use crate::error::{Error, Result};
-use crate::warehouse::Warehouse;
+use crate::warehouse::{Shelf, Warehouse};
 
 pub use auth::DATABASE;
 
@@ -94,7 +95,7 @@ impl Limits {
 /// What every connection shares.
 pub(crate) struct Server {
     warehouse: Warehouse,
-    marts: Vec<String>,
+    catalog: snapshots::Catalog,
     docs: comments::Docs,
     config: SessionConfig,
     runtime: Arc<RuntimeEnv>,
@@ -160,7 +161,7 @@ pub async fn serve(project: &Project, warehouse: &Warehouse, options: &ServeOpti
          (/healthz, /metrics, the reports at / and /as_of/YYYY-MM-DD{}); {} marts",
         if tls.is_some() { ", TLS" } else { "" },
         if http_access == http::Access::Basic { ", Basic authentication" } else { "" },
-        server.marts.len()
+        server.catalog.marts().len()
     );
 
     let http_task = tokio::spawn(http::serve(http_listener, server.clone(), http_access));
@@ -210,10 +211,14 @@ fn server(
     let memory_mb = settings.memory_limit_mb.unwrap_or(project.settings.memory_limit_mb.value);
     let memory = usize::try_from(memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
     let (config, runtime) = session_parts(memory)?;
+    let mut warehouse = warehouse.clone();
+    let marts_prefix = warehouse.location.key(warehouse.layout().shelf_dir(Shelf::Marts));
+    warehouse.location.store = store::KeptHeads::wrap(warehouse.location.store.clone(), marts_prefix);
+    let builder = Engine::local_sharing(&warehouse.location, config.clone(), runtime.clone());
     let max_timeout = Duration::from_secs(settings.max_statement_timeout_seconds.max(1));
     Ok(Server {
-        warehouse: warehouse.clone(),
-        marts,
+        catalog: snapshots::Catalog::new(warehouse.clone(), marts, builder),
+        warehouse,
         docs,
         config,
         runtime,

@@ -63,7 +63,7 @@ pub struct Connection {
     engine: Engine,
     parser: PostgresCompatibilityParser,
     settings: Mutex<Settings>,
-    /// What is registered now: the manifests' fingerprint and the `as_of` it was registered at.
+    /// What is registered now: the catalog's generation and the `as_of` it was registered at.
     registered: tokio::sync::Mutex<Option<(u64, Option<NaiveDate>)>>,
 }
 
@@ -87,11 +87,12 @@ impl Connection {
     async fn refresh(&self) -> PgWireResult<Option<NaiveDate>> {
         let as_of = self.settings().as_of;
         let mut registered = self.registered.lock().await;
-        let fingerprint = super::snapshots::manifests_fingerprint(&self.server.warehouse)
-            .await
-            .map_err(|e| error("58030", format!("reading the warehouse: {e}")))?;
-        if *registered != Some((fingerprint, as_of)) {
-            let served = super::snapshots::register(&self.engine, &self.server.warehouse, &self.server.marts, as_of)
+        let catalog = &self.server.catalog;
+        let generation =
+            catalog.refresh().await.map_err(|e| error("58030", format!("reading the committed snapshots: {e}")))?;
+        if *registered != Some((generation, as_of)) {
+            let (generation, served) = catalog
+                .register(&self.engine, as_of)
                 .await
                 .map_err(|e| error("58030", format!("reading the committed snapshots: {e}")))?;
             if as_of.is_none() {
@@ -102,7 +103,7 @@ impl Connection {
             super::comments::register(&self.engine, &self.server.docs)
                 .await
                 .map_err(|e| error("XX000", format!("describing the marts: {e}")))?;
-            *registered = Some((fingerprint, as_of));
+            *registered = Some((generation, as_of));
         }
         Ok(as_of)
     }

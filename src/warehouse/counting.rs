@@ -22,6 +22,7 @@ pub struct RequestCounts {
     put: AtomicU64,
     multipart: AtomicU64,
     get: AtomicU64,
+    head: AtomicU64,
     delete: AtomicU64,
     list: AtomicU64,
     copy: AtomicU64,
@@ -34,6 +35,7 @@ impl RequestCounts {
             ("put", &self.put),
             ("multipart_upload", &self.multipart),
             ("get", &self.get),
+            ("head", &self.head),
             ("delete", &self.delete),
             ("list", &self.list),
             ("copy", &self.copy),
@@ -83,7 +85,7 @@ impl ObjectStore for CountingStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        RequestCounts::add(&self.counts.get);
+        RequestCounts::add(if options.head { &self.counts.head } else { &self.counts.get });
         self.inner.get_opts(location, options).await
     }
 

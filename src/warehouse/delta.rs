@@ -16,6 +16,7 @@ use std::sync::Once;
 use chrono::{DateTime, NaiveDate, Utc};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -136,6 +137,18 @@ impl Warehouse {
             }
         }
         Ok(snapshots)
+    }
+
+    /// The newest commit of a mart table's log, listing only what sorts after commit `after` (the
+    /// whole log when `None`): one request on S3, what `serve` asks before each statement.
+    pub async fn newest_mart_commit(&self, mart: &str, after: Option<u64>) -> Result<Option<u64>> {
+        let log = format!("{}/_delta_log", self.layout().table_dir(Shelf::Marts, mart));
+        let objects = match after {
+            Some(version) => self.location.list_after(&log, &format!("{log}/{version:020}.json")).await?,
+            None => self.location.list(&log).await?,
+        };
+        let commit = |o: &ObjectMeta| o.location.filename()?.strip_suffix(".json")?.parse::<u64>().ok();
+        Ok(objects.iter().filter_map(commit).max().max(after))
     }
 
     /// The committed snapshots of a mart's table, oldest first: the files of each `as_of`

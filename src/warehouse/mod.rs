@@ -105,6 +105,20 @@ impl Location {
         format!("{}{}", self.store_url, key)
     }
 
+    /// The objects under a relative prefix whose keys sort after `after` (relative too), sorted:
+    /// on S3 one LIST that starts there.
+    pub async fn list_after(&self, relative_prefix: &str, after: &str) -> Result<Vec<ObjectMeta>> {
+        let (prefix, offset) = (self.key(relative_prefix), self.key(after));
+        let mut objects: Vec<ObjectMeta> = self
+            .store
+            .list_with_offset(Some(&prefix), &offset)
+            .try_collect()
+            .await
+            .map_err(|e| Error::storage(format!("listing {}/{relative_prefix}", self.display), e))?;
+        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(objects)
+    }
+
     /// Every object under a relative prefix, sorted by key.
     pub async fn list(&self, relative_prefix: &str) -> Result<Vec<ObjectMeta>> {
         let prefix = self.key(relative_prefix);

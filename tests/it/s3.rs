@@ -24,6 +24,8 @@ pub(crate) const SECRET: &str = "s3cr3t-never-shown";
 pub(crate) struct S3Server {
     _child: KilledOnDrop,
     pub(crate) port: u16,
+    /// moto's log: a line per request it answered (`"GET /bucket/key?… HTTP/1.1" 200 -`).
+    log: tempfile::NamedTempFile,
 }
 
 impl S3Server {
@@ -32,16 +34,47 @@ impl S3Server {
             Command::new("python3").args(["-c", "import moto.server"]).output().is_ok_and(|o| o.status.success());
         assert!(installed, "moto is needed for the S3 tests: pip install 'moto[server]' (.ci/run does)");
         let port = free_ports(1)[0];
+        let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new("python3")
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .expect("python3 runs");
-        let server = S3Server { _child: KilledOnDrop(child), port };
+        let server = S3Server { _child: KilledOnDrop(child), port, log };
         wait_for_port(port, || "the moto server".to_string());
         server
+    }
+
+    /// The requests moto answered while `act` ran: method and target of each, in order. moto
+    /// logs a request once it has answered it, so the log is read once it stops growing.
+    pub(crate) fn requests_during<T>(&self, act: impl FnOnce() -> T) -> (T, Vec<String>) {
+        let settled = || {
+            let mut last = self.requests().len();
+            loop {
+                std::thread::sleep(Duration::from_millis(300));
+                let now = self.requests().len();
+                if now == last {
+                    return now;
+                }
+                last = now;
+            }
+        };
+        let before = settled();
+        let result = act();
+        settled();
+        (result, self.requests().split_off(before))
+    }
+
+    /// Every request moto answered so far: `METHOD /target`.
+    fn requests(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| line.split('"').nth(1))
+            .filter_map(|request| request.strip_suffix(" HTTP/1.1"))
+            .map(str::to_string)
+            .collect()
     }
 
     pub(crate) fn endpoint(&self) -> String {

@@ -218,6 +218,70 @@ fn psql_lists_describes_and_queries_the_marts_and_sees_a_new_publish() {
     assert!(log.lines().any(|l| l.contains("\"outcome\":\"ok\"") && l.contains("\"rows\":200")), "{log}");
 }
 
+/// Requests of one kind among moto's: HEADs, GETs of an object, LISTs (a GET of the bucket).
+fn of_kind<'a>(requests: &'a [String], kind: &str) -> Vec<&'a String> {
+    let is_list = |r: &str| r.starts_with("GET /lake?list-type=2");
+    requests
+        .iter()
+        .filter(|r| match kind {
+            "head" => r.starts_with("HEAD "),
+            "list" => is_list(r),
+            "get" => r.starts_with("GET /lake/") && !is_list(r),
+            _ => unreachable!(),
+        })
+        .collect()
+}
+
+#[test]
+fn on_s3_a_repeated_query_asks_only_for_new_commits_and_its_data() {
+    let (s3, _bucket) = crate::s3::sample_lake();
+    let project = crate::s3::s3_project(&s3.endpoint(), "lake", "");
+    assert_exit(&crate::s3::keymart_s3(&project, &["run", "--from", "2024-06-01", "--to", "2024-06-02"]), 0);
+    let server = Server::start(&project, &[("KEYMART_TEST_SECRET", crate::s3::SECRET)]);
+    let dashboard = "SELECT segment, count(*), sum(monetary) FROM customer_rfm GROUP BY segment ORDER BY segment; \
+                     SELECT as_of, count(*) FROM customer_rfm_history GROUP BY as_of ORDER BY as_of";
+    // Each psql is a connection of its own.
+    let (first, cold) = s3.requests_during(|| psql_ok(&server, &["-A", "-t", "-c", dashboard]));
+    let (again, warm) = s3.requests_during(|| psql_ok(&server, &["-A", "-t", "-c", dashboard]));
+    assert_eq!(first, again);
+    assert!(again.ends_with("2024-06-01|199\n2024-06-02|200\n"), "{again}");
+    eprintln!(
+        "requests: first {} ({} HEAD, {} GET, {} LIST), again {} ({} HEAD, {} GET, {} LIST)",
+        cold.len(),
+        of_kind(&cold, "head").len(),
+        of_kind(&cold, "get").len(),
+        of_kind(&cold, "list").len(),
+        warm.len(),
+        of_kind(&warm, "head").len(),
+        of_kind(&warm, "get").len(),
+        of_kind(&warm, "list").len()
+    );
+    // The first read the logs and the files' footers; the cold side is what the warm one saves.
+    assert!(of_kind(&cold, "get").iter().any(|r| r.contains("/_delta_log/")), "{cold:#?}");
+    assert!(!of_kind(&cold, "head").is_empty(), "{cold:#?}");
+    // Again: per statement, one LIST of each mart's log from its newest commit on; then only
+    // the data. No HEAD, no log or footer read again.
+    let lists = of_kind(&warm, "list");
+    assert_eq!(lists.len(), 2 * SAMPLE_MARTS.len(), "{warm:#?}");
+    assert!(lists.iter().all(|r| r.contains("_delta_log") && r.contains("start-after=")), "{warm:#?}");
+    assert!(of_kind(&warm, "head").is_empty(), "{warm:#?}");
+    let gets = of_kind(&warm, "get");
+    assert!(!gets.is_empty() && gets.iter().all(|r| r.contains(".parquet")), "{warm:#?}");
+    assert_eq!(lists.len() + gets.len(), warm.len(), "{warm:#?}");
+    assert!(warm.len() < cold.len(), "{} requests again against {} the first time", warm.len(), cold.len());
+
+    // A night published meanwhile is read, and seen by the next statement.
+    assert_exit(&crate::s3::keymart_s3(&project, &["run", "--as-of", "2024-06-03"]), 0);
+    let (after, published) = s3.requests_during(|| psql_ok(&server, &["-A", "-t", "-c", dashboard]));
+    assert!(after.contains("2024-06-01|199\n2024-06-02|200\n2024-06-03|"), "{after}");
+    assert!(of_kind(&published, "get").iter().any(|r| r.contains("/_delta_log/")), "{published:#?}");
+    let (_, settled) = s3.requests_during(|| psql_ok(&server, &["-A", "-t", "-c", dashboard]));
+    let log_reads = of_kind(&settled, "get").into_iter().filter(|r| r.contains("/_delta_log/")).count();
+    assert!(of_kind(&settled, "head").is_empty() && log_reads == 0, "{settled:#?}");
+    // /metrics counts what the server asked of the store.
+    assert!(server.metric("keymart_serve_store_requests_total{kind=\"list\"}") >= lists.len() as f64);
+}
+
 #[test]
 fn python_clients_query_with_scram_and_get_each_error_as_its_sqlstate() {
     let yaml = "warehouse: ./warehouse\nserve:\n  memory_limit_mb: 16\n  users:\n    - {name: analyst, password: \"${KEYMART_TEST_SERVE_PASSWORD}\"}\n";
