@@ -122,10 +122,16 @@ impl Server {
 
     /// Run tests/it/serve/operations.py's `command` against this server: its checks by name.
     fn operations(&self, command: &str) -> Checks {
+        self.operations_with(command, &[])
+    }
+
+    /// The same, with the command's own arguments after the server's.
+    fn operations_with(&self, command: &str, extra: &[&str]) -> Checks {
         let script = repo_root().join("tests/it/serve/operations.py");
         let (port, http_port, pid) =
             (self.port.to_string(), self.http_port.to_string(), self.process.0.id().to_string());
-        Checks::of(&format!("operations.py {command}"), &python(&script, &[command, &port, &http_port, &pid]), self)
+        let args: Vec<&str> = [command, &port, &http_port, &pid].into_iter().chain(extra.iter().copied()).collect();
+        Checks::of(&format!("operations.py {command}"), &python(&script, &args), self)
     }
 }
 
@@ -630,6 +636,35 @@ fn pgjdbc_lists_tables_and_columns_with_remarks_and_runs_a_prepared_statement() 
     assert_eq!(check("prepared")["rows"], serde_json::Value::Array(expected), "{}", checks.report);
     assert_eq!(check("query")["count"], 200);
     assert_eq!(check("write")["sqlstate"], "42501", "{}", checks.report);
+}
+
+#[test]
+fn a_cursor_reading_snapshots_that_retention_removes_meanwhile_gets_every_row() {
+    let project = sample(("2024-06-01", "2024-06-02"), "warehouse: ./warehouse\n");
+    let pipeline = project.path().join("pipelines/nightly.yaml");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(&pipeline, format!("{text}\nretention:\n  daily_days: 1\n")).unwrap();
+    let history_files = |day: &str| {
+        let log = crate::support::DeltaLog::read_dir(&project.warehouse().join("marts/customer_rfm"));
+        let named: Vec<String> = log.files.iter().filter(|(_, d)| d.as_str() == day).map(|(f, _)| f.clone()).collect();
+        named
+    };
+    let before = [history_files("2024-06-01"), history_files("2024-06-02")].concat();
+    assert_eq!(before.len(), 2);
+    let server = Server::start(&project, &[]);
+    let keymart = env!("CARGO_BIN_EXE_keymart");
+    let checks = server.operations_with("retention", &[keymart, project.path().to_str().unwrap(), "2024-06-03"]);
+    assert_eq!(checks.get("publish")["exit"], 0, "{}", checks.report);
+    // The night kept only itself: both snapshots the cursor reads left the table meanwhile...
+    assert!(history_files("2024-06-01").is_empty() && history_files("2024-06-02").is_empty());
+    // ...and the cursor still got every row of them, and nothing of the new night.
+    assert_eq!(checks.get("cursor")["by_date"], serde_json::json!({"2024-06-01": 199, "2024-06-02": 200}));
+    // Their files stay until file_retention_seconds (7 days): a running query keeps its files.
+    for file in &before {
+        assert!(project.warehouse().join("marts/customer_rfm").join(file).exists(), "{file}");
+    }
+    let after = checks.get("after")["by_date"].clone();
+    assert_eq!(after.as_object().unwrap().keys().collect::<Vec<_>>(), ["2024-06-03"], "{after}");
 }
 
 /// Run a Python client script; psycopg, SQLAlchemy and pandas must be importable.

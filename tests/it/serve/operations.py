@@ -1,6 +1,7 @@
 """Operating `keymart serve` with real clients (tests/it/serve.rs runs this and checks its output).
 
 usage: operations.py cancel|limits|shutdown PORT HTTP_PORT [SERVER_PID]
+       operations.py retention PORT HTTP_PORT SERVER_PID KEYMART PROJECT DAY
 
 - cancel: psycopg's cancel of a query computing and of one streaming rows: 57014, and the
   connection answers afterwards.
@@ -9,6 +10,9 @@ usage: operations.py cancel|limits|shutdown PORT HTTP_PORT [SERVER_PID]
   SIGKILL in the middle of a result gives back both its session and its query slot.
 - shutdown: SIGTERM while a query computes: its result arrives, a new connection is refused, the
   sessions are closed with 57P01.
+- retention: a cursor over customer_rfm_history fetches its first rows; `KEYMART --project
+  PROJECT run --as-of DAY` then publishes a night whose retention removes the snapshots the cursor
+  reads from the tables; the cursor's other rows arrive, and a new statement sees the new night.
 
 Each check prints one JSON line {"check": name, ...}.
 """
@@ -236,5 +240,25 @@ def shutdown():
     report("busy_session_after", notices=busy_notices, **outcome(lambda: busy.execute("SELECT 1").fetchone()[0]))
 
 
+def retention():
+    keymart, project, day = sys.argv[5:8]
+    with psycopg.connect(CONNINFO) as conn:
+        with conn.cursor(name="history") as cursor:
+            cursor.execute("SELECT as_of, customer_id FROM customer_rfm_history")
+            rows = cursor.fetchmany(10)
+            run = subprocess.run(
+                [keymart, "--project", project, "-q", "run", "--as-of", day], capture_output=True, text=True, timeout=300
+            )
+            report("publish", exit=run.returncode, stderr=run.stderr[-2000:])
+            rows += cursor.fetchall()
+    by_date = {}
+    for as_of, _ in rows:
+        by_date[str(as_of)] = by_date.get(str(as_of), 0) + 1
+    report("cursor", rows=len(rows), by_date=by_date)
+    with psycopg.connect(CONNINFO) as conn:
+        after = conn.execute("SELECT as_of, count(*) FROM customer_rfm_history GROUP BY as_of ORDER BY as_of")
+        report("after", by_date={str(d): n for d, n in after.fetchall()})
+
+
 if __name__ == "__main__":
-    {"cancel": cancel, "limits": limits, "shutdown": shutdown}[COMMAND]()
+    {"cancel": cancel, "limits": limits, "shutdown": shutdown, "retention": retention}[COMMAND]()
