@@ -134,7 +134,8 @@ enum Command {
     },
     /// Write synthetic extracts for all four sources in the landing layout (deterministic per seed).
     Generate(GenerateArgs),
-    /// Serve the committed marts over the PostgreSQL protocol (read-only); health, metrics and reports over HTTP.
+    /// Serve the committed marts over the PostgreSQL protocol and Arrow Flight SQL (read-only); health, metrics
+    /// and reports over HTTP.
     Serve {
         /// PostgreSQL listener (default: keymart.yaml's serve.listen, else 127.0.0.1:5433).
         #[arg(long, value_name = "ADDR")]
@@ -142,6 +143,9 @@ enum Command {
         /// HTTP listener: /healthz, /metrics, the reports (default: serve.http_listen, else 127.0.0.1:8080).
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
+        /// Arrow Flight SQL listener, on loopback, for ADBC clients (default: serve.flight_listen, else off).
+        #[arg(long, value_name = "ADDR")]
+        flight: Option<String>,
     },
     /// Start a Ballista scheduler or executor that knows keymart's SQL functions.
     #[command(subcommand)]
@@ -422,9 +426,9 @@ async fn run(cli: Cli, progress: Progress) -> Result<(), Error> {
             println!("{}", keymart::generate::summary(&manifest));
             Ok(())
         }
-        Command::Serve { pg, http } => {
+        Command::Serve { pg, http, flight } => {
             let session = Session::open(&cli.project, &overrides, progress)?;
-            keymart::serve::serve(&session.project, &session.warehouse, &ServeOptions { pg, http }).await
+            keymart::serve::serve(&session.project, &session.warehouse, &ServeOptions { pg, http, flight }).await
         }
         Command::Ballista(BallistaCommand::Scheduler(options)) => ballista::run_scheduler(options).await,
         Command::Ballista(BallistaCommand::Executor(options)) => ballista::run_executor(options).await,

@@ -91,6 +91,8 @@ pub struct ServeSettings {
     pub listen: Option<String>,
     /// The HTTP listener for `/healthz` (`--http` overrides it); 127.0.0.1:8080 when absent.
     pub http_listen: Option<String>,
+    /// The Arrow Flight SQL listener (`--flight` overrides it); off when absent.
+    pub flight_listen: Option<String>,
     /// Who may connect (SCRAM-SHA-256). With none, the server binds to loopback only.
     pub users: Vec<ServeUser>,
     /// Certificate and key (PEM files) for TLS (clients that ask for it get it).
@@ -114,6 +116,7 @@ impl Default for ServeSettings {
         ServeSettings {
             listen: None,
             http_listen: None,
+            flight_listen: None,
             users: Vec::new(),
             tls: None,
             statement_timeout_seconds: 60,

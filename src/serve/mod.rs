@@ -10,6 +10,7 @@ mod auth;
 mod cancel;
 mod comments;
 mod connection;
+mod flight;
 mod functions;
 mod http;
 mod metrics;
@@ -46,6 +47,8 @@ pub use auth::DATABASE;
 pub struct ServeOptions {
     pub pg: Option<String>,
     pub http: Option<String>,
+    /// Arrow Flight SQL's listener: off unless given (here or as `serve.flight_listen`).
+    pub flight: Option<String>,
 }
 
 const DEFAULT_PG: &str = "127.0.0.1:5433";
@@ -143,6 +146,14 @@ pub async fn serve(project: &Project, warehouse: &Warehouse, options: &ServeOpti
              add serve.users to keymart.yaml (HTTP Basic authentication), or listen on loopback (--http 127.0.0.1:8080)"
         )));
     }
+    let flight_addr =
+        options.flight.as_deref().or(settings.flight_listen.as_deref()).map(|a| resolve(a, "--flight")).transpose()?;
+    if let Some(addr) = flight_addr.filter(|a| !a.ip().is_loopback()) {
+        return Err(Error::Usage(format!(
+            "keymart serve --flight {addr}: Flight SQL listens on loopback only (it has no TLS yet, and its \
+             handshake sends the password as it is); reach it through an SSH tunnel or a TLS proxy"
+        )));
+    }
     let tls = settings.tls.as_ref().map(|tls| tls_acceptor(&project.root, &tls.cert, &tls.key)).transpose()?;
     let server = Arc::new(server(project, warehouse, settings, users.clone())?);
 
@@ -167,6 +178,22 @@ pub async fn serve(project: &Project, warehouse: &Warehouse, options: &ServeOpti
     let http_task = tokio::spawn(http::serve(http_listener, server.clone(), http_access));
     let mut tasks = tokio::task::JoinSet::new();
     let stopping = CancellationToken::new();
+    let flight_task = match flight_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(|e| Error::io(Path::new(&addr.to_string()), e))?;
+            tracing::info!("keymart serve: Arrow Flight SQL on {addr}");
+            let service = flight::FlightSql::new(server.clone())?.service();
+            let stopped = stopping.clone();
+            Some(tokio::spawn(async move {
+                let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                let serving = tonic::transport::Server::builder().add_service(service);
+                if let Err(e) = serving.serve_with_incoming_shutdown(incoming, stopped.cancelled_owned()).await {
+                    tracing::error!("keymart serve: the Flight SQL listener stopped: {e}");
+                }
+            }))
+        }
+        None => None,
+    };
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -194,6 +221,10 @@ pub async fn serve(project: &Project, warehouse: &Warehouse, options: &ServeOpti
         tasks.abort_all();
     }
     http_task.abort();
+    if let Some(flight) = flight_task {
+        // tonic lets the calls in flight end, then returns.
+        let _ = tokio::time::timeout(grace, flight).await;
+    }
     tracing::info!("keymart serve: stopped");
     Ok(())
 }

@@ -79,12 +79,16 @@ impl Connection {
         }
     }
 
+    pub(super) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     fn settings(&self) -> std::sync::MutexGuard<'_, Settings> {
         self.settings.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Make the session see the committed snapshots as they are now (at its `as_of`).
-    async fn refresh(&self) -> PgWireResult<Option<NaiveDate>> {
+    pub(super) async fn refresh(&self) -> PgWireResult<Option<NaiveDate>> {
         let as_of = self.settings().as_of;
         let mut registered = self.registered.lock().await;
         let catalog = &self.server.catalog;
@@ -108,7 +112,7 @@ impl Connection {
         Ok(as_of)
     }
 
-    fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
+    pub(super) fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
         let sql = super::statement::qualify_catalog_regclass(sql);
         let mut statements = self.parser.parse(&sql).map_err(|e| error("42601", e.to_string()))?;
         statements.iter_mut().for_each(super::statement::rewrite_catalog_query);
@@ -116,7 +120,7 @@ impl Connection {
     }
 
     /// Plan a reading statement against the snapshots registered now.
-    async fn plan(&self, statement: &Statement) -> PgWireResult<LogicalPlan> {
+    pub(super) async fn plan(&self, statement: &Statement) -> PgWireResult<LogicalPlan> {
         let state = self.engine.ctx.state();
         let plan =
             state.statement_to_plan(DFStatement::Statement(Box::new(statement.clone()))).await.map_err(engine_error)?;
@@ -141,6 +145,35 @@ impl Connection {
         user: &str,
         cancel: Cancel,
     ) -> PgWireResult<(QueryResponse, SchemaRef)> {
+        let (running, schema) = self
+            .start(statement, values, user, cancel, |schema| {
+                arrow_schema_to_pg_fields(schema, format, None).map(Arc::new)
+            })
+            .await?;
+        let (running, fields) = running;
+        Ok((rows(running, fields), schema))
+    }
+
+    /// The same for Flight SQL: the result's schema and its batches, as Arrow.
+    pub(super) async fn read_batches(
+        &self,
+        statement: &Statement,
+        user: &str,
+    ) -> PgWireResult<(SchemaRef, stream::BoxStream<'static, PgWireResult<RecordBatch>>)> {
+        let ((running, ()), schema) = self.start(statement, None, user, None, |_| Ok(())).await?;
+        Ok((schema, batches(running).boxed()))
+    }
+
+    /// A statement's start: a slot, the snapshots, the plan (checked by `describe`, which also
+    /// says how its rows will be sent) and the engine's stream.
+    async fn start<D>(
+        &self,
+        statement: &Statement,
+        values: Option<&ParamValues>,
+        user: &str,
+        cancel: Cancel,
+        describe: impl FnOnce(&SchemaRef) -> PgWireResult<D>,
+    ) -> PgWireResult<((Running, D), SchemaRef)> {
         let started = Instant::now();
         let (timeout, as_of) = {
             let settings = self.settings();
@@ -155,7 +188,7 @@ impl Connection {
             plan = plan.replace_params_with_values(values).map_err(|e| log.fail(engine_error(e)))?;
         }
         let schema = Arc::new(plan.schema().as_arrow().clone());
-        let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, None).map_err(|e| log.fail(e))?);
+        let described = describe(&schema).map_err(|e| log.fail(e))?;
         let execute = async {
             let df = self.engine.ctx.execute_logical_plan(plan).await?;
             df.execute_stream().await
@@ -164,7 +197,7 @@ impl Connection {
             .await
             .and_then(|executed| executed.map_err(engine_error))
             .map_err(|e| log.fail(e))?;
-        Ok((rows(Running { batches, deadline, cancel, _permit: permit, log }, fields), schema))
+        Ok(((Running { batches, deadline, cancel, _permit: permit, log }, described), schema))
     }
 
     /// A query slot (`serve.max_concurrent_queries`): at once when one is free, else after a wait
@@ -584,23 +617,8 @@ struct Running {
 /// The query's rows as they come out of the engine, one batch at a time: nothing is collected.
 fn rows(running: Running, fields: Arc<Vec<FieldInfo>>) -> QueryResponse {
     let metrics = running.log.metrics.clone();
-    let batches = stream::unfold(Some(running), |state| async move {
-        let mut running = state?;
-        match until(running.deadline, &running.cancel, running.batches.next()).await {
-            Err(e) => Some((Err(running.log.fail(e)), None)),
-            Ok(None) => {
-                running.log.outcome = "ok";
-                None
-            }
-            Ok(Some(Err(e))) => Some((Err(running.log.fail(engine_error(e))), None)),
-            Ok(Some(Ok(batch))) => {
-                running.log.rows += batch.num_rows() as u64;
-                Some((Ok(batch), Some(running)))
-            }
-        }
-    });
     let encode_fields = fields.clone();
-    let rows = batches.flat_map(move |batch| {
+    let rows = batches(running).flat_map(move |batch| {
         let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send> = match batch {
             Ok(batch) => {
                 let metrics = metrics.clone();
@@ -616,6 +634,26 @@ fn rows(running: Running, fields: Arc<Vec<FieldInfo>>) -> QueryResponse {
         stream::iter(rows)
     });
     QueryResponse::new(fields, rows)
+}
+
+/// The query's batches until the engine's last, its deadline or its cancel; its log line
+/// says which.
+fn batches(running: Running) -> impl futures::Stream<Item = PgWireResult<RecordBatch>> + Send + 'static {
+    stream::unfold(Some(running), |state| async move {
+        let mut running = state?;
+        match until(running.deadline, &running.cancel, running.batches.next()).await {
+            Err(e) => Some((Err(running.log.fail(e)), None)),
+            Ok(None) => {
+                running.log.outcome = "ok";
+                None
+            }
+            Ok(Some(Err(e))) => Some((Err(running.log.fail(engine_error(e))), None)),
+            Ok(Some(Ok(batch))) => {
+                running.log.rows += batch.num_rows() as u64;
+                Some((Ok(batch), Some(running)))
+            }
+        }
+    })
 }
 
 /// One log line per query, written when the query ends (finished, failed, or dropped by a

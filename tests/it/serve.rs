@@ -41,6 +41,11 @@ impl Server {
 
     /// With the HTTP listener bound to `http_host` (the PostgreSQL one stays on loopback).
     fn start_with_http_on(project: &TestProject, env: &[(&str, &str)], http_host: &str) -> Server {
+        Server::start_with(project, env, http_host, &[])
+    }
+
+    /// With `extra` arguments to `serve`.
+    fn start_with(project: &TestProject, env: &[(&str, &str)], http_host: &str, extra: &[&str]) -> Server {
         let ports = free_ports(2);
         let log = project.path().join("serve.log");
         let child = keymart()
@@ -50,6 +55,7 @@ impl Server {
             .arg(format!("127.0.0.1:{}", ports[0]))
             .arg("--http")
             .arg(format!("{http_host}:{}", ports[1]))
+            .args(extra)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -665,6 +671,73 @@ fn a_cursor_reading_snapshots_that_retention_removes_meanwhile_gets_every_row() 
     }
     let after = checks.get("after")["by_date"].clone();
     assert_eq!(after.as_object().unwrap().keys().collect::<Vec<_>>(), ["2024-06-03"], "{after}");
+}
+
+#[test]
+fn adbc_over_flight_sql_authenticates_lists_and_reads_the_marts_and_writes_are_refused() {
+    let yaml = "warehouse: ./warehouse\nserve:\n  statement_timeout_seconds: 2\n  users:\n    - {name: analyst, password: \"${KEYMART_TEST_SERVE_PASSWORD}\"}\n";
+    let project = sample(("2024-06-01", "2024-06-02"), yaml);
+    let flight = free_ports(1)[0].to_string();
+    let server = Server::start_with(
+        &project,
+        &[("KEYMART_TEST_SERVE_PASSWORD", PASSWORD)],
+        "127.0.0.1",
+        &["--flight", &format!("127.0.0.1:{flight}")],
+    );
+    let script = repo_root().join("tests/it/serve/flight.py");
+    let checks = Checks::of("flight.py", &python(&script, &[&flight, "analyst", PASSWORD]), &server);
+    let check = |name: &str| checks.get(name);
+
+    let wrong = check("wrong_password");
+    assert!(wrong["message"].as_str().unwrap().contains("password authentication failed"), "{wrong}");
+    // The same rows and values as `keymart query`, as Arrow: the decimal stays a decimal.
+    let query =
+        project.keymart(&["query", "SELECT count(*) AS n, sum(monetary) AS m FROM customer_rfm", "--format", "csv"]);
+    assert_exit(&query, 0);
+    let expected = stdout(&query);
+    let (count, sum) = expected.lines().nth(1).unwrap().split_once(',').unwrap();
+    let read = check("query");
+    assert_eq!(read["rows"].to_string(), count, "{read}");
+    assert_eq!(read["monetary"].as_str().unwrap(), sum, "{read}");
+    let typed =
+        project.keymart(&["query", "SELECT arrow_typeof(monetary) AS t FROM customer_rfm LIMIT 1", "--format", "csv"]);
+    let arrow_type = stdout(&typed).lines().nth(1).unwrap().trim_matches('"').to_lowercase();
+    assert_eq!(read["types"]["monetary"].as_str().unwrap().replace(' ', ""), arrow_type.replace(' ', ""), "{read}");
+    assert_eq!(check("history")["rows"], serde_json::json!([["2024-06-01", 199], ["2024-06-02", 200]]));
+    // Reads only, and the marts only; each refusal leaves the session serving.
+    for (name, said) in [
+        ("write", "`DROP TABLE …` is not allowed"),
+        ("insert", "is not allowed"),
+        ("set", "only reading statements"),
+        ("unknown_table", "stg_orders"),
+        ("file", "/etc/passwd"),
+        ("malformed", "SEL"),
+        ("timeout", "canceling statement due to statement timeout (SQLSTATE 57014)"),
+    ] {
+        let refused = check(name);
+        assert!(refused["error"].is_string(), "{name}: {refused}");
+        assert!(refused["message"].as_str().unwrap().contains(said), "{name}: {refused}");
+    }
+    assert_eq!(check("still_serving")["count"], 200);
+    let tables = check("objects")["tables"].clone();
+    for mart in SAMPLE_MARTS {
+        assert!(tables.as_array().unwrap().iter().any(|t| t == mart), "{mart} not in {tables}");
+    }
+    assert!(!tables.to_string().contains("stg_"), "{tables}");
+    let fields = check("table_schema")["fields"].clone();
+    assert!(fields.as_array().unwrap().iter().any(|f| f == "monetary"), "{fields}");
+    // Queries over Flight are logged and counted like the others; the password is in no line.
+    let log = server.log();
+    assert!(log.lines().any(|l| l.contains("\"user\":\"analyst\"") && l.contains("\"rows\":200")), "{log}");
+    assert!(!log.contains(PASSWORD));
+}
+
+#[test]
+fn flight_sql_off_loopback_is_a_configuration_error() {
+    let project = sample(("2024-06-01", "2024-06-01"), "warehouse: ./warehouse\n");
+    let output = project.keymart(&["serve", "--flight", "0.0.0.0:0"]);
+    assert_exit(&output, 2);
+    assert!(stderr(&output).contains("Flight SQL listens on loopback only"), "{}", stderr(&output));
 }
 
 /// Run a Python client script; psycopg, SQLAlchemy and pandas must be importable.
