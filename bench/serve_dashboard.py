@@ -3,7 +3,9 @@ p50/p95 latency per query and queries per second at 1, 8 and 32 clients, and the
 
     python3 -m venv V && V/bin/pip install -r bench/requirements.txt
     V/bin/python bench/serve_dashboard.py --keymart target/release/keymart --project P \\
-        [--seconds 60] [--clients 1,8,32] [--max-concurrent-queries default,32] [--out F]
+        [--seconds 60] [--clients 1,8,32] [--max-concurrent-queries default,32] [--retries 2] [--out F]
+
+BENCHMARKS.md ("keymart serve: a dashboard at 1M customers") ran it with --seconds 50 --retries 3.
 
 P is a keymart project whose warehouse holds committed marts (BENCHMARKS.md measures the 1M
 customers' two nights). Nothing is written to it: each server runs on a copy of P's keymart.yaml,
@@ -24,11 +26,15 @@ removes) names the committed files; a view per mart over its latest as_of's file
    client runs the query mix round-robin (client i starting at query i) for --seconds; every
    query's latency is the time to execute it and fetch all rows into Python objects.
 3. Before each phase the marts' files are read into the page cache and the bench waits until no
-   `rustc` runs (checked every 10 s, up to 30 min); it records whether the machine was quiet, and
-   the CPU that other processes used during the phase (the machine's busy time from /proc/stat
-   minus the servers' and this bench's with its clients).
-4. During each phase the server's VmRSS is sampled every 100 ms; its VmHWM is reset
-   (/proc/PID/clear_refs) before the phase and read after it.
+   `rustc` runs and the machine is idle (checked every 10 s, up to 30 min); a phase during which a
+   rustc ran or other processes used more than --max-other-cpu cores is measured again
+   (--retries). It records whether the machine was quiet, and the CPU the engine, the clients and
+   other processes used during the phase (the machine's busy time from /proc/stat minus the
+   servers' and this bench's with its clients).
+4. During each phase the server's VmRSS is sampled every 100 ms (for DuckDB: this bench
+   process's); each server's VmHWM is read at the end.
+5. A diagnosis at 1 client: per query, DuckDB's execution with and without fetching into Python,
+   and keymart's EXPLAIN ANALYZE of it against the query itself, prepared and not.
 
 Prints a plain-text report (also written to --out).
 """
@@ -226,15 +232,6 @@ def proc_status(pid, field):
     return None
 
 
-def reset_hwm(pid):
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS
-        return True
-    except OSError:
-        return False
-
-
 def proc_cpu_seconds(pid, children=False):
     """utime + stime of a process (and, with children, of its reaped children) in seconds."""
     try:
@@ -257,17 +254,25 @@ def rustc_running():
     return subprocess.run(["pgrep", "-x", "rustc"], capture_output=True).returncode == 0
 
 
-def wait_quiet(log):
-    """Wait until no rustc runs (every 10 s, up to 30 min): (quiet at the start, seconds waited)."""
-    started = time.monotonic()
-    while rustc_running():
+def busy_cores(seconds=2.0):
+    """Cores the whole machine kept busy over `seconds` (the bench and the servers idle meanwhile)."""
+    busy, started = machine_busy_seconds(), time.monotonic()
+    time.sleep(seconds)
+    return (machine_busy_seconds() - busy) / (time.monotonic() - started)
+
+
+def wait_quiet(log, max_other_cpu):
+    """Wait until no rustc runs and the machine is idle (below max_other_cpu cores over 2 s), checking
+    every 10 s, up to 30 min: (quiet at the start, seconds waited)."""
+    started, waited = time.monotonic(), 0.0
+    while rustc_running() or busy_cores() > max_other_cpu:
         if time.monotonic() - started > 1800:
-            log("  rustc still running after 30 min: measuring anyway (NOT quiet)")
+            log("  rustc or other work still running after 30 min: measuring anyway (NOT quiet)")
             return False, time.monotonic() - started
         time.sleep(10)
-    waited = time.monotonic() - started
+        waited = time.monotonic() - started
     if waited:
-        log(f"  waited {waited:.0f} s for rustc to end")
+        log(f"  waited {waited:.0f} s for rustc (or other work) to end")
     return True, waited
 
 
@@ -378,6 +383,47 @@ def run_duckdb_phase(con, clients, seconds, customer_id):
     return started, [x for t, _ in out for x in t], [x for _, e in out for x in e]
 
 
+def measure_phase(engine, n, servers, con, marts, args, prepare_threshold, log):
+    """One measured phase on a quiet machine; its summary."""
+    warm(marts)
+    quiet, waited = wait_quiet(log, args.max_other_cpu)
+    pid = os.getpid() if engine == "duckdb" else engine.pid
+    rss_before = proc_status(pid, "VmRSS")
+    sampler = Sampler(pid)
+    sampler.start()
+    server_cpu = {s.pid: proc_cpu_seconds(s.pid) for s in servers}
+    own_cpu = proc_cpu_seconds(os.getpid(), children=True)
+    busy, wall = machine_busy_seconds(), time.monotonic()
+    load = os.getloadavg()[0]
+    if engine == "duckdb":
+        started, timings, errors = run_duckdb_phase(con, n, args.seconds, args.customer_id)
+    else:
+        started, timings, errors = run_keymart_phase(engine, n, args.seconds, args.customer_id, prepare_threshold)
+    wall = time.monotonic() - wall
+    busy = machine_busy_seconds() - busy
+    server_cpu = {p: proc_cpu_seconds(p) - c for p, c in server_cpu.items()}
+    own_cpu = proc_cpu_seconds(os.getpid(), children=True) - own_cpu
+    sampler.stop()
+    summary = summarise(started, timings)
+    engine_cpu = own_cpu if engine == "duckdb" else server_cpu[pid]
+    other_cpu = max(0.0, busy - own_cpu - sum(server_cpu.values())) / wall
+    summary.update(
+        errors=errors, quiet=quiet and not sampler.rustc_seen and other_cpu <= args.max_other_cpu, waited=waited, rustc_seen=sampler.rustc_seen,
+        other_cpu=other_cpu,
+        engine_cpu=engine_cpu / wall,  # DuckDB: the bench process (its Python threads included)
+        client_cpu=(own_cpu if engine != "duckdb" else 0.0) / wall,  # keymart: the client processes (and the bench)
+        load=load, rss_before=rss_before, rss_peak=sampler.peak, rss_after=proc_status(pid, "VmRSS"),
+    )
+    log(f"  {summary['count']} queries, {summary['qps']:.1f} q/s, {len(errors)} errors; CPU in cores: "
+        f"{'server' if engine != 'duckdb' else 'DuckDB+Python'} {summary['engine_cpu']:.2f}"
+        + (f", psycopg clients {summary['client_cpu']:.2f}" if engine != "duckdb" else "")
+        + f", others {summary['other_cpu']:.2f}; rustc during phase: {'yes' if sampler.rustc_seen else 'no'}; "
+        f"RSS {summary['rss_before'] / 2**20:.0f} → peak {summary['rss_peak'] / 2**20:.0f} MB")
+    for name, message in errors[:3]:
+        log(f"  error in {name}: {message}")
+    return summary
+
+
 # ---------------------------------------------------------------- results check
 
 def normalise(value):
@@ -443,6 +489,44 @@ def check_results(servers, con, customer_id, log):
         fail(f"{failures} results differ or failed: nothing timed")
 
 
+# ---------------------------------------------------------------- diagnosis
+
+def diagnose(server, con, customer_id, runs, log):
+    """Where a query's time goes, one client, medians of `runs` (after one unmeasured run):
+    DuckDB executing it (result left in DuckDB) and also fetching it into Python; keymart's
+    EXPLAIN ANALYZE of it (planned and executed in the server, only the plan text sent back) and
+    the query fetched into Python, with psycopg's prepared statements (its default) and without."""
+
+    def median_ms(run):
+        run()
+        samples = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            run()
+            samples.append(time.perf_counter() - started)
+        return statistics.median(samples) * 1000
+
+    log(f"Diagnosis, 1 client, {server.label}, median of {runs} runs, ms:")
+    log(f"{'query':20} {'DuckDB exec':>11} {'+fetchall':>9} {'km EXPLAIN ANALYZE':>18} {'km prepared':>11} "
+        f"{'unprepared':>10} {'unprep - EA':>11}")
+    cursor = con.cursor()
+    prepared = psycopg.connect(server.dsn(), autocommit=True, cursor_factory=psycopg.RawCursor, prepare_threshold=0)
+    plain = psycopg.connect(server.dsn(), autocommit=True, cursor_factory=psycopg.RawCursor, prepare_threshold=None)
+    for name, sql in QUERIES + [("SELECT 1", "SELECT 1")]:
+        params = [customer_id] if "$1" in sql else None
+        literal = sql.replace("$1", "'" + customer_id.replace("'", "''") + "'")
+        d_exec = median_ms(lambda: cursor.execute(sql, params) if params else cursor.execute(sql))
+        d_fetch = median_ms(lambda: (cursor.execute(sql, params) if params else cursor.execute(sql)).fetchall())
+        k_explain = median_ms(lambda: plain.execute("EXPLAIN ANALYZE " + literal).fetchall()) if name != "SELECT 1" else None
+        k_prepared = median_ms(lambda: prepared.execute(sql, tuple(params) if params else None).fetchall())
+        k_plain = median_ms(lambda: plain.execute(sql, tuple(params) if params else None).fetchall())
+        log(f"{name:20} {d_exec:11.1f} {d_fetch:9.1f} {ms(k_explain and k_explain / 1000):>18} {k_prepared:11.1f} "
+            f"{k_plain:10.1f} {ms(k_explain and (k_plain - k_explain) / 1000):>11}")
+    prepared.close()
+    plain.close()
+    cursor.close()
+
+
 # ---------------------------------------------------------------- report
 
 def percentile(values, q):
@@ -476,6 +560,12 @@ def main():
     parser.add_argument("--customer-id", default="C0500000", help="the customer of the by-id query")
     parser.add_argument("--prepare-threshold", type=int, default=5,
                         help="psycopg's prepare_threshold (its default 5; -1: never prepare)")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="a phase that was not quiet is measured again, this many times at most")
+    parser.add_argument("--max-other-cpu", type=float, default=0.25,
+                        help="quiet: no rustc and other processes below this many cores (before and during a phase)")
+    parser.add_argument("--diagnose-runs", type=int, default=15,
+                        help="runs per query of the diagnosis after the phases (0: none)")
     parser.add_argument("--out", help="also write the report to this file")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
@@ -543,42 +633,26 @@ def main():
             order = engines[round_index % len(engines):] + engines[:round_index % len(engines)]
             for engine in order:
                 label = "DuckDB" if engine == "duckdb" else engine.label
-                log(f"phase: {label}, {n} client(s)")
-                warm(marts)
-                quiet, waited = wait_quiet(log)
-                pid = os.getpid() if engine == "duckdb" else engine.pid
-                hwm_reset = reset_hwm(pid)
-                rss_before = proc_status(pid, "VmRSS")
-                sampler = Sampler(pid)
-                sampler.start()
-                cpu_own = sum(proc_cpu_seconds(s.pid) for s in servers) + proc_cpu_seconds(os.getpid(), children=True)
-                busy, wall = machine_busy_seconds(), time.monotonic()
-                load = os.getloadavg()[0]
-                if engine == "duckdb":
-                    started, timings, errors = run_duckdb_phase(con, n, args.seconds, args.customer_id)
-                else:
-                    started, timings, errors = run_keymart_phase(engine, n, args.seconds, args.customer_id,
-                                                                 prepare_threshold)
-                wall = time.monotonic() - wall
-                busy = machine_busy_seconds() - busy
-                cpu_own = sum(proc_cpu_seconds(s.pid) for s in servers) + proc_cpu_seconds(os.getpid(), children=True) - cpu_own
-                sampler.stop()
-                hwm = proc_status(pid, "VmHWM") if hwm_reset else None
-                summary = summarise(started, timings)
-                summary.update(
-                    errors=errors, quiet=quiet and not sampler.rustc_seen, waited=waited, rustc_seen=sampler.rustc_seen,
-                    other_cpu=max(0.0, busy - cpu_own) / wall, engine_cpu=cpu_own / wall, load=load,
-                    rss_before=rss_before, rss_peak=max(sampler.peak, hwm or 0), rss_after=proc_status(pid, "VmRSS"),
-                )
+                for attempt in range(args.retries + 1):
+                    log(f"phase: {label}, {n} client(s)" + (f", again ({attempt + 1})" if attempt else ""))
+                    summary = measure_phase(engine, n, servers, con, marts, args, prepare_threshold, log)
+                    summary["attempt"] = attempt + 1
+                    if summary["quiet"]:
+                        break
                 results[(label, n)] = summary
                 phases.append((label, n))
-                log(f"  {summary['count']} queries, {summary['qps']:.1f} q/s, {len(errors)} errors; "
-                    f"CPU: engine+clients {summary['engine_cpu']:.2f}, others {summary['other_cpu']:.2f} cores; "
-                    f"rustc during phase: {'yes' if sampler.rustc_seen else 'no'}; "
-                    f"RSS {summary['rss_before'] / 2**20:.0f} → peak {summary['rss_peak'] / 2**20:.0f} MB")
-                for name, message in errors[:3]:
-                    log(f"  error in {name}: {message}")
         vmhwm = {s.label: proc_status(s.pid, "VmHWM") for s in servers}
+        diagnosis = []
+        if args.diagnose_runs > 0:
+            log("phase: diagnosis")
+            warm(marts)
+            quiet, waited = wait_quiet(log, args.max_other_cpu)
+            sampler = Sampler(servers[0].pid)
+            sampler.start()
+            diagnose(servers[0], con, args.customer_id, args.diagnose_runs, diagnosis.append)
+            sampler.stop()
+            diagnosis.append(f"(machine {'quiet' if quiet and not sampler.rustc_seen else 'NOT QUIET'}: "
+                             f"waited {waited:.0f} s, rustc during: {'yes' if sampler.rustc_seen else 'no'})")
     finally:
         for server in servers:
             server.stop()
@@ -617,16 +691,21 @@ def main():
         log(f"{n:>7}  " + "  ".join(
             f"{results[(l, n)]['rss_before'] / 2**20:>6.0f} → {results[(l, n)]['rss_peak'] / 2**20:>5.0f} → "
             f"{results[(l, n)]['rss_after'] / 2**20:>5.0f}" for l in labels))
-    log("server VmHWM at the end (since the last reset): " + ", ".join(
+    log("VmHWM at the end (each server's peak over the whole run): " + ", ".join(
         f"{l} {v / 2**20:.0f} MB" for l, v in vmhwm.items() if v))
     log()
-    log("Quiet machine (no rustc before and during the phase; CPU used by other processes, in cores; 1-min load at start)")
+    log(f"Quiet machine (no rustc before or during the phase, other processes ≤ {args.max_other_cpu:g} cores) and CPU in cores during each phase: the engine (keymart:"
+        " the server; DuckDB: the bench process), keymart's psycopg client processes, other processes")
     for l, n in phases:
         r = results[(l, n)]
-        log(f"  {l:18} {n:>2} clients: {'quiet' if r['quiet'] else 'NOT QUIET'}"
-            f" (waited {r['waited']:.0f} s, rustc during: {'yes' if r['rustc_seen'] else 'no'}),"
-            f" others {r['other_cpu']:.2f} cores, engine+clients {r['engine_cpu']:.2f} cores, load {r['load']:.2f}")
+        log(f"  {l:20} {n:>2} clients: {'quiet' if r['quiet'] else 'NOT QUIET'} (attempt {r['attempt']},"
+            f" waited {r['waited']:.0f} s for rustc); engine {r['engine_cpu']:.2f}, clients {r['client_cpu']:.2f},"
+            f" others {r['other_cpu']:.2f}")
     log()
+    for line in diagnosis:
+        log(line)
+    if diagnosis:
+        log()
     target = all(
         results[(l, 1)]["per_query"][name] and results[("DuckDB", 1)]["per_query"][name]
         and results[(l, 1)]["per_query"][name][0] <= results[("DuckDB", 1)]["per_query"][name][0]
