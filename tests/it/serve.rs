@@ -733,6 +733,55 @@ fn adbc_over_flight_sql_authenticates_lists_and_reads_the_marts_and_writes_are_r
 }
 
 #[test]
+fn with_serve_tls_psql_verifies_the_servers_certificate_and_reads_over_tls() {
+    let yaml = "warehouse: ./warehouse\nserve:\n  tls: {cert: certs/server.pem, key: certs/server.key}\n  users:\n    - {name: analyst, password: \"${KEYMART_TEST_SERVE_PASSWORD}\"}\n";
+    let project = sample(("2024-06-01", "2024-06-01"), yaml);
+    // A self-signed certificate for localhost, made as an operator would.
+    std::fs::create_dir_all(project.path().join("certs")).unwrap();
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost", "-keyout", "certs/server.key", "-out", "certs/server.pem"])
+        .current_dir(project.path())
+        .output()
+        .expect("openssl (Debian's openssl; .ci/run installs it)");
+    assert!(made.status.success(), "{}", stderr(&made));
+    let server = Server::start(&project, &[("KEYMART_TEST_SERVE_PASSWORD", PASSWORD)]);
+    let root = project.path().join("certs/server.pem");
+    let psql = |sslmode: &str, command: &str| {
+        Command::new("psql")
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", command])
+            .arg(format!(
+                "host=localhost port={} dbname=keymart user=analyst sslmode={sslmode} sslrootcert={}",
+                server.port,
+                root.display()
+            ))
+            .env("PGPASSWORD", PASSWORD)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .expect("run psql")
+    };
+    // verify-full: the certificate chains to the given root and names the host.
+    let info = psql("verify-full", "\\conninfo");
+    assert!(info.status.success(), "{}\n{}", stderr(&info), server.log());
+    assert!(stdout(&info).contains("SSL connection (protocol: TLSv1."), "{}", stdout(&info));
+    let count = psql("verify-full", "SELECT count(*) FROM customer_rfm");
+    assert_eq!(stdout(&count).trim(), "199", "{}", stderr(&count));
+    // A client that trusts another root refuses the server.
+    let other = project.path().join("other.pem");
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-keyout", "other.key", "-out", "other.pem"])
+        .current_dir(project.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    std::fs::copy(&other, &root).unwrap();
+    let refused = psql("verify-full", "SELECT 1");
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("certificate verify failed"), "{}", stderr(&refused));
+}
+
+#[test]
 fn flight_sql_off_loopback_is_a_configuration_error() {
     let project = sample(("2024-06-01", "2024-06-01"), "warehouse: ./warehouse\n");
     let output = project.keymart(&["serve", "--flight", "0.0.0.0:0"]);
