@@ -143,7 +143,8 @@ enum Command {
         /// HTTP listener: /healthz, /metrics, the reports (default: serve.http_listen, else 127.0.0.1:8080).
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
-        /// Arrow Flight SQL listener, on loopback, for ADBC clients (default: serve.flight_listen, else off).
+        /// Arrow Flight SQL listener for ADBC clients; beyond loopback only with serve.tls and users (default:
+        /// serve.flight_listen, else off).
         #[arg(long, value_name = "ADDR")]
         flight: Option<String>,
     },

@@ -376,3 +376,89 @@ impl FlightSql {
         arrow_flight::flight_service_server::FlightServiceServer::new(self)
     }
 }
+
+/// Serve Flight SQL on `listener` until `stopping`: over TLS when `tls` is given (each
+/// handshake on its own task, so a slow client holds no other back), else in the clear.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    service: arrow_flight::flight_service_server::FlightServiceServer<FlightSql>,
+    stopping: tokio_util::sync::CancellationToken,
+) {
+    let serving = tonic::transport::Server::builder().add_service(service);
+    let stopped = stopping.clone().cancelled_owned();
+    let served = match tls {
+        None => {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            serving.serve_with_incoming_shutdown(incoming, stopped).await
+        }
+        Some(tls) => {
+            let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<TlsSocket>>(16);
+            tokio::spawn(async move {
+                loop {
+                    let accepted = tokio::select! {
+                        _ = stopping.cancelled() => return,
+                        accepted = listener.accept() => accepted,
+                    };
+                    let Ok((socket, peer)) = accepted else { continue };
+                    let (tls, sender) = (tls.clone(), sender.clone());
+                    tokio::spawn(async move {
+                        let handshake = tokio::time::timeout(Duration::from_secs(10), tls.accept(socket)).await;
+                        match handshake {
+                            Ok(Ok(stream)) => {
+                                let _ = sender.send(Ok(TlsSocket(stream))).await;
+                            }
+                            _ => tracing::debug!("keymart serve: Flight TLS handshake with {peer} failed"),
+                        }
+                    });
+                }
+            });
+            let incoming = futures::stream::unfold(receiver, |mut receiver| async move {
+                receiver.recv().await.map(|socket| (socket, receiver))
+            });
+            serving.serve_with_incoming_shutdown(incoming, stopped).await
+        }
+    };
+    if let Err(e) = served {
+        tracing::error!("keymart serve: the Flight SQL listener stopped: {e}");
+    }
+}
+
+/// A TLS connection as tonic takes one.
+struct TlsSocket(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl tonic::transport::server::Connected for TlsSocket {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+impl tokio::io::AsyncRead for TlsSocket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsSocket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}

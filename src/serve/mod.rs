@@ -149,12 +149,19 @@ pub async fn serve(project: &Project, warehouse: &Warehouse, options: &ServeOpti
     let flight_addr =
         options.flight.as_deref().or(settings.flight_listen.as_deref()).map(|a| resolve(a, "--flight")).transpose()?;
     if let Some(addr) = flight_addr.filter(|a| !a.ip().is_loopback()) {
-        return Err(Error::Usage(format!(
-            "keymart serve --flight {addr}: Flight SQL listens on loopback only (it has no TLS yet, and its \
-             handshake sends the password as it is); reach it through an SSH tunnel or a TLS proxy"
-        )));
+        // Flight's handshake sends the password itself: off loopback, only inside TLS.
+        if settings.tls.is_none() || users.is_empty() {
+            return Err(Error::Usage(format!(
+                "keymart serve --flight {addr}: off loopback, Flight SQL needs serve.tls (its handshake sends \
+                 the password as it is) and serve.users; or listen on loopback (--flight 127.0.0.1:5434)"
+            )));
+        }
     }
-    let tls = settings.tls.as_ref().map(|tls| tls_acceptor(&project.root, &tls.cert, &tls.key)).transpose()?;
+    let tls_for = |alpn: &[u8]| {
+        settings.tls.as_ref().map(|tls| tls_acceptor(&project.root, &tls.cert, &tls.key, alpn)).transpose()
+    };
+    let tls = tls_for(b"postgresql")?;
+    let flight_tls = tls_for(b"h2")?;
     let server = Arc::new(server(project, warehouse, settings, users.clone())?);
 
     let listener = TcpListener::bind(pg_addr).await.map_err(|e| Error::io(Path::new(&pg_addr.to_string()), e))?;
@@ -181,16 +188,12 @@ pub async fn serve(project: &Project, warehouse: &Warehouse, options: &ServeOpti
     let flight_task = match flight_addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await.map_err(|e| Error::io(Path::new(&addr.to_string()), e))?;
-            tracing::info!("keymart serve: Arrow Flight SQL on {addr}");
+            tracing::info!(
+                "keymart serve: Arrow Flight SQL on {addr}{}",
+                if flight_tls.is_some() { " (TLS)" } else { "" }
+            );
             let service = flight::FlightSql::new(server.clone())?.service();
-            let stopped = stopping.clone();
-            Some(tokio::spawn(async move {
-                let incoming = tonic::transport::server::TcpIncoming::from(listener);
-                let serving = tonic::transport::Server::builder().add_service(service);
-                if let Err(e) = serving.serve_with_incoming_shutdown(incoming, stopped.cancelled_owned()).await {
-                    tracing::error!("keymart serve: the Flight SQL listener stopped: {e}");
-                }
-            }))
+            Some(tokio::spawn(flight::serve(listener, flight_tls, service, stopping.clone())))
         }
         None => None,
     };
@@ -276,7 +279,7 @@ fn resolve(addr: &str, flag: &str) -> Result<SocketAddr> {
 }
 
 /// TLS from PEM files (relative to the project), with rustls and ring.
-fn tls_acceptor(root: &Path, cert: &Path, key: &Path) -> Result<TlsAcceptor> {
+fn tls_acceptor(root: &Path, cert: &Path, key: &Path, alpn: &[u8]) -> Result<TlsAcceptor> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     use tokio_rustls::rustls;
@@ -296,7 +299,7 @@ fn tls_acceptor(root: &Path, cert: &Path, key: &Path) -> Result<TlsAcceptor> {
         .with_no_client_auth()
         .with_single_cert(certs, private_key)
         .map_err(|e| bad(&cert, e.to_string()))?;
-    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -44,6 +44,15 @@ impl Server {
         Server::start_with(project, env, http_host, &[])
     }
 
+    /// With the password of `analyst` in the environment and Flight SQL on a free loopback port
+    /// (returned).
+    fn start_with_flight(project: &TestProject) -> (Server, String) {
+        let flight = free_ports(1)[0].to_string();
+        let address = format!("127.0.0.1:{flight}");
+        let env = [("KEYMART_TEST_SERVE_PASSWORD", PASSWORD)];
+        (Server::start_with(project, &env, "127.0.0.1", &["--flight", &address]), flight)
+    }
+
     /// With `extra` arguments to `serve`.
     fn start_with(project: &TestProject, env: &[(&str, &str)], http_host: &str, extra: &[&str]) -> Server {
         let ports = free_ports(2);
@@ -677,13 +686,7 @@ fn a_cursor_reading_snapshots_that_retention_removes_meanwhile_gets_every_row() 
 fn adbc_over_flight_sql_authenticates_lists_and_reads_the_marts_and_writes_are_refused() {
     let yaml = "warehouse: ./warehouse\nserve:\n  statement_timeout_seconds: 2\n  users:\n    - {name: analyst, password: \"${KEYMART_TEST_SERVE_PASSWORD}\"}\n";
     let project = sample(("2024-06-01", "2024-06-02"), yaml);
-    let flight = free_ports(1)[0].to_string();
-    let server = Server::start_with(
-        &project,
-        &[("KEYMART_TEST_SERVE_PASSWORD", PASSWORD)],
-        "127.0.0.1",
-        &["--flight", &format!("127.0.0.1:{flight}")],
-    );
+    let (server, flight) = Server::start_with_flight(&project);
     let script = repo_root().join("tests/it/serve/flight.py");
     let checks = Checks::of("flight.py", &python(&script, &[&flight, "analyst", PASSWORD]), &server);
     let check = |name: &str| checks.get(name);
@@ -733,7 +736,7 @@ fn adbc_over_flight_sql_authenticates_lists_and_reads_the_marts_and_writes_are_r
 }
 
 #[test]
-fn with_serve_tls_psql_verifies_the_servers_certificate_and_reads_over_tls() {
+fn with_serve_tls_psql_and_adbc_verify_the_servers_certificate_and_read_over_tls() {
     let yaml = "warehouse: ./warehouse\nserve:\n  tls: {cert: certs/server.pem, key: certs/server.key}\n  users:\n    - {name: analyst, password: \"${KEYMART_TEST_SERVE_PASSWORD}\"}\n";
     let project = sample(("2024-06-01", "2024-06-01"), yaml);
     // A self-signed certificate for localhost, made as an operator would.
@@ -745,8 +748,17 @@ fn with_serve_tls_psql_verifies_the_servers_certificate_and_reads_over_tls() {
         .output()
         .expect("openssl (Debian's openssl; .ci/run installs it)");
     assert!(made.status.success(), "{}", stderr(&made));
-    let server = Server::start(&project, &[("KEYMART_TEST_SERVE_PASSWORD", PASSWORD)]);
+    let (server, flight) = Server::start_with_flight(&project);
     let root = project.path().join("certs/server.pem");
+    // Flight SQL over the same certificate: ADBC trusting it reads; a client in the clear is refused.
+    let script = repo_root().join("tests/it/serve/flight.py");
+    let checks = Checks::of(
+        "flight.py (TLS)",
+        &python(&script, &[&flight, "analyst", PASSWORD, root.to_str().unwrap()]),
+        &server,
+    );
+    assert_eq!(checks.get("tls_query")["count"], 199, "{}", checks.report);
+    assert!(checks.get("plaintext")["error"].is_string(), "{}", checks.report);
     let psql = |sslmode: &str, command: &str| {
         Command::new("psql")
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", command])
@@ -782,11 +794,11 @@ fn with_serve_tls_psql_verifies_the_servers_certificate_and_reads_over_tls() {
 }
 
 #[test]
-fn flight_sql_off_loopback_is_a_configuration_error() {
+fn flight_sql_off_loopback_without_tls_is_a_configuration_error() {
     let project = sample(("2024-06-01", "2024-06-01"), "warehouse: ./warehouse\n");
     let output = project.keymart(&["serve", "--flight", "0.0.0.0:0"]);
     assert_exit(&output, 2);
-    assert!(stderr(&output).contains("Flight SQL listens on loopback only"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("off loopback, Flight SQL needs serve.tls"), "{}", stderr(&output));
 }
 
 /// Run a Python client script; psycopg, SQLAlchemy and pandas must be importable.

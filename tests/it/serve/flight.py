@@ -2,6 +2,7 @@
 its output).
 
 usage: flight.py PORT USER PASSWORD
+       flight.py PORT USER PASSWORD ROOT_PEM   (the server has serve.tls: TLS checks only)
 
 Each check prints one JSON line {"check": name, ...}.
 """
@@ -13,13 +14,22 @@ import adbc_driver_flightsql.dbapi as flightsql
 from checks import report
 
 PORT, USER, PASSWORD = sys.argv[1], sys.argv[2], sys.argv[3]
+ROOT = sys.argv[4] if len(sys.argv) > 4 else None
 URI = f"grpc://127.0.0.1:{PORT}"
 
 
-def connect(password):
-    return flightsql.connect(
-        URI, db_kwargs={"username": USER, "password": password}
-    )
+def connect(password, uri=URI, **options):
+    return flightsql.connect(uri, db_kwargs={"username": USER, "password": password, **options})
+
+
+def tls():
+    """Over TLS, trusting the server's certificate; in the clear, refused."""
+    with open(ROOT) as pem:
+        roots = {"adbc.flight.sql.client_option.tls_root_certs": pem.read()}
+    with connect(PASSWORD, f"grpc+tls://localhost:{PORT}", **roots) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM customer_rfm")
+        report("tls_query", count=cursor.fetchone()[0])
+    report("plaintext", **error_of(lambda: connect(PASSWORD).cursor().execute("SELECT 1")))
 
 
 def error_of(run):
@@ -71,4 +81,4 @@ def main():
         report("table_schema", fields=conn.adbc_get_table_schema("customer_rfm").names)
 
 
-main()
+tls() if ROOT else main()
