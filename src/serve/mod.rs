@@ -14,6 +14,7 @@ mod flight;
 mod functions;
 mod http;
 mod metrics;
+mod queries;
 mod session;
 mod snapshots;
 mod statement;
@@ -106,6 +107,8 @@ pub(crate) struct Server {
     cancels: Arc<cancel::Cancels>,
     limits: Limits,
     slots: Arc<Semaphore>,
+    /// The threads the queries compute on.
+    queries: queries::QueryThreads,
     /// Statements waiting for a slot now, at most `max_queued`.
     queued: AtomicUsize,
     max_queued: usize,
@@ -263,6 +266,7 @@ fn server(
             max_timeout,
         },
         slots: Arc::new(Semaphore::new(settings.max_concurrent_queries.max(1))),
+        queries: queries::QueryThreads::start()?,
         queued: AtomicUsize::new(0),
         max_queued: settings.max_queued_queries,
         max_connections: settings.max_connections.max(1),

@@ -189,15 +189,8 @@ impl Connection {
         }
         let schema = Arc::new(plan.schema().as_arrow().clone());
         let described = describe(&schema).map_err(|e| log.fail(e))?;
-        let execute = async {
-            let df = self.engine.ctx.execute_logical_plan(plan).await?;
-            df.execute_stream().await
-        };
-        let batches = until(deadline, &cancel, execute)
-            .await
-            .and_then(|executed| executed.map_err(engine_error))
-            .map_err(|e| log.fail(e))?;
-        Ok(((Running { batches, deadline, cancel, _permit: permit, log }, described), schema))
+        let (batches, producer) = self.server.queries.execute(self.engine.ctx.clone(), plan, schema.clone());
+        Ok(((Running { batches, deadline, cancel, _producer: producer, _permit: permit, log }, described), schema))
     }
 
     /// A query slot (`serve.max_concurrent_queries`): at once when one is free, else after a wait
@@ -608,6 +601,8 @@ impl Drop for Queued<'_> {
 /// slot and its log line.
 struct Running {
     batches: SendableRecordBatchStream,
+    /// The task computing them on the query threads, stopped when the query ends.
+    _producer: super::queries::Producer,
     deadline: Instant,
     cancel: Cancel,
     _permit: OwnedSemaphorePermit,
