@@ -43,7 +43,6 @@ import argparse
 import datetime
 import decimal
 import glob
-import json
 import math
 import multiprocessing as mp
 import os
@@ -56,12 +55,13 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 import urllib.request
 
 import duckdb
 import psycopg
 import yaml
+
+from delta_log import committed_files
 
 # The dashboard. One SQL text per query, run as it is by both engines; $1 is a bound parameter
 # (psycopg's RawCursor sends it with the extended protocol; DuckDB binds it in-process).
@@ -96,21 +96,6 @@ def fail(message):
 
 
 # ---------------------------------------------------------------- the warehouse, by its Delta logs
-
-def committed_files(table):
-    """{file path: as_of} of a mart table's committed files, by its Delta log's JSON commits
-    (adds minus removes), as bench/snapshot_floor.py reads it."""
-    log = os.path.join(table, "_delta_log")
-    live = {}
-    for name in sorted(f for f in os.listdir(log) if f.endswith(".json")):
-        with open(os.path.join(log, name), encoding="utf-8") as f:
-            for action in map(json.loads, filter(str.strip, f)):
-                if "add" in action:
-                    live[urllib.parse.unquote(action["add"]["path"])] = action["add"]["partitionValues"].get("as_of")
-                elif "remove" in action:
-                    live.pop(urllib.parse.unquote(action["remove"]["path"]), None)
-    return {os.path.join(table, path): day for path, day in live.items()}
-
 
 def project_warehouse(project):
     with open(os.path.join(project, "keymart.yaml"), encoding="utf-8") as f:

@@ -11,30 +11,22 @@ night").
 
 import argparse
 import glob
-import json
 import os
 import shutil
 import tempfile
 import time
-import urllib.parse
 
 from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext
+
+from delta_log import committed_files
 
 
 def committed_folder(table, as_of):
     """The folder of a mart table's committed files of `as_of`, by the table's Delta log (the JSON
     commits: adds minus removes); None when it has none. Other folders under `as_of=D/` hold files
     of replaced snapshots or killed runs, which no reader sees."""
-    log = os.path.join(table, "_delta_log")
-    live = {}
-    for name in sorted(f for f in os.listdir(log) if f.endswith(".json")) if os.path.isdir(log) else []:
-        with open(os.path.join(log, name), encoding="utf-8") as f:
-            for action in map(json.loads, filter(str.strip, f)):
-                if "add" in action:
-                    live[urllib.parse.unquote(action["add"]["path"])] = action["add"]["partitionValues"].get("as_of")
-                elif "remove" in action:
-                    live.pop(urllib.parse.unquote(action["remove"]["path"]), None)
-    folders = {os.path.dirname(path) for path, day in live.items() if day == as_of}
+    live = committed_files(table)
+    folders = {os.path.dirname(os.path.relpath(path, table)) for path, day in live.items() if day == as_of}
     if len(folders) > 1:
         raise SystemExit(f"{table}: the snapshot of {as_of} spans several folders: {sorted(folders)}")
     return os.path.join(table, folders.pop()) + "/" if folders else None
