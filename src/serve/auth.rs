@@ -321,6 +321,26 @@ fn verify(state: &Handshake, client_final: &str) -> PgWireResult<String> {
     Ok(format!("v={}", B64.encode(server_signature)))
 }
 
+/// The user and password of an `Authorization: Basic …` value (HTTP, and Flight's handshake),
+/// its base64 padded or not (Go's Flight client sends it unpadded).
+pub fn basic_credentials(authorization: &str) -> Option<(String, String)> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let encoded = authorization.strip_prefix("Basic ")?;
+    let text = String::from_utf8(LENIENT.decode(encoded.trim()).ok()?).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+/// [`Users::check_password`] off the runtime: key derivation is slow on purpose.
+pub async fn password_is_valid(users: &Arc<Users>, user: &str, password: &str) -> bool {
+    let (users, user, password) = (users.clone(), user.to_string(), password.to_string());
+    tokio::task::spawn_blocking(move || users.check_password(&user, &password)).await.unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +369,17 @@ mod tests {
         match result {
             Err(PgWireError::UserError(info)) => info.code,
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn basic_credentials_are_read_with_or_without_base64_padding() {
+        // "analyst:s3rve-pw": 16 bytes, so padded base64 ends in "==".
+        let expected = Some(("analyst".to_string(), "s3rve-pw".to_string()));
+        assert_eq!(basic_credentials("Basic YW5hbHlzdDpzM3J2ZS1wdw=="), expected);
+        assert_eq!(basic_credentials("Basic YW5hbHlzdDpzM3J2ZS1wdw"), expected);
+        for malformed in ["Bearer YW5hbHlzdDpzM3J2ZS1wdw==", "Basic !!!", "Basic YW5hbHlzdA=="] {
+            assert_eq!(basic_credentials(malformed), None, "{malformed}");
         }
     }
 

@@ -22,8 +22,6 @@ use arrow_flight::sql::{
     CommandStatementQuery, ProstMessageExt, SqlInfo, SqlSupportedTransaction, TicketStatementQuery,
 };
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket};
-use base64::Engine as _;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::Schema;
 use futures::{Stream, TryStreamExt};
@@ -93,26 +91,29 @@ impl FlightSql {
 
     /// Check Basic credentials and open a session: its token.
     async fn open_session(&self, metadata: &MetadataMap) -> Result<String, Status> {
-        let (user, password) = basic_credentials(metadata)?;
-        if !self.server.users.is_empty() {
-            let (users, name, password) = (self.server.users.clone(), user.clone(), password);
-            let valid =
-                tokio::task::spawn_blocking(move || users.check_password(&name, &password)).await.unwrap_or(false);
-            if !valid {
-                return Err(Status::unauthenticated(format!("password authentication failed for user \"{user}\"")));
+        let header = metadata.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let (user, password) = super::auth::basic_credentials(header)
+            .ok_or_else(|| Status::unauthenticated("the handshake needs Basic credentials (a user and a password)"))?;
+        let users = &self.server.users;
+        if !users.is_empty() && !super::auth::password_is_valid(users, &user, &password).await {
+            return Err(Status::unauthenticated(format!("password authentication failed for user \"{user}\"")));
+        }
+        let full =
+            || Status::resource_exhausted("sorry, too many clients already (serve.max_connections Flight sessions)");
+        {
+            let mut sessions = self.sessions();
+            sessions.retain(|_, s| s.last_used.elapsed() < IDLE_SESSION);
+            if sessions.len() >= self.server.max_connections {
+                return Err(full());
             }
         }
-        let connection = Arc::new(Connection::new(
-            self.server.clone(),
-            self.server.session().map_err(|e| Status::internal(e.to_string()))?,
-        ));
+        let engine = self.server.session().map_err(|e| Status::internal(e.to_string()))?;
+        let connection = Arc::new(Connection::new(self.server.clone(), engine));
         let token: String = rand::random::<[u8; 24]>().iter().map(|b| format!("{b:02x}")).collect();
         let mut sessions = self.sessions();
-        sessions.retain(|_, s| s.last_used.elapsed() < IDLE_SESSION);
+        // Another handshake may have taken the last place meanwhile.
         if sessions.len() >= self.server.max_connections {
-            return Err(Status::resource_exhausted(
-                "sorry, too many clients already (serve.max_connections Flight sessions)",
-            ));
+            return Err(full());
         }
         sessions.insert(token.clone(), Session { user, connection, last_used: Instant::now() });
         Ok(token)
@@ -134,25 +135,6 @@ impl FlightSql {
             )),
         }
     }
-}
-
-/// Base64 with or without its padding: Go's Flight client (ADBC's driver) sends it unpadded.
-const BASIC: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
-/// `user:password` of an `Authorization: Basic …` header.
-fn basic_credentials(metadata: &MetadataMap) -> Result<(String, String), Status> {
-    let header = metadata.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let encoded = header
-        .strip_prefix("Basic ")
-        .ok_or_else(|| Status::unauthenticated("the handshake needs Basic credentials (a user and a password)"))?;
-    let decoded = BASIC.decode(encoded.trim()).map_err(|_| Status::unauthenticated("malformed Basic credentials"))?;
-    let text = String::from_utf8(decoded).map_err(|_| Status::unauthenticated("malformed Basic credentials"))?;
-    let (user, password) =
-        text.split_once(':').ok_or_else(|| Status::unauthenticated("malformed Basic credentials"))?;
-    Ok((user.to_string(), password.to_string()))
 }
 
 /// A PostgreSQL-classed error as the gRPC status a Flight client understands; the message (already

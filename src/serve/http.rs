@@ -7,8 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use chrono::NaiveDate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -176,15 +174,10 @@ async fn report(server: &Server, key: &object_store::path::Path, missing: &str) 
     }
 }
 
-/// HTTP Basic credentials of a configured user (checked off the runtime: key derivation is slow
-/// on purpose).
+/// HTTP Basic credentials of a configured user.
 async fn authorized(server: &Arc<Server>, authorization: Option<&str>) -> bool {
-    let Some(encoded) = authorization.and_then(|a| a.strip_prefix("Basic ")) else { return false };
-    let Ok(decoded) = B64.decode(encoded.trim()) else { return false };
-    let Ok(text) = String::from_utf8(decoded) else { return false };
-    let Some((user, password)) = text.split_once(':') else { return false };
-    let (users, user, password) = (server.users.clone(), user.to_string(), password.to_string());
-    tokio::task::spawn_blocking(move || users.check_password(&user, &password)).await.unwrap_or(false)
+    let Some((user, password)) = authorization.and_then(super::auth::basic_credentials) else { return false };
+    super::auth::password_is_valid(&server.users, &user, &password).await
 }
 
 async fn health(server: &Server) -> Answer {
