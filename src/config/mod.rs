@@ -61,6 +61,10 @@ pub struct Settings {
     /// Memory the query engine's sorts and aggregations may hold before they spill to disk.
     #[serde(default = "default_memory_limit_mb")]
     pub memory_limit_mb: Located<u64>,
+    /// Rows per row group of every Parquet file a run writes: a reader scans a file's row groups
+    /// on as many cores as it has, and skips those its filter's statistics rule out.
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: Located<u64>,
     /// Where the models run: `local` (this process) or `ballista://HOST:PORT` (a Ballista cluster).
     #[serde(default)]
     pub engine: Option<Located<String>>,
@@ -219,6 +223,18 @@ fn default_memory_limit_mb() -> Located<u64> {
 /// every batch; above it is more memory than any machine keymart runs on.
 pub const MEMORY_LIMIT_MB: std::ops::RangeInclusive<u64> = 64..=1_048_576;
 
+/// DuckDB's row groups are 122,880 rows; parquet-rs's default, 1Mi rows, made a 1M-customer mart
+/// one row group, so every scan of it ran on one core (BENCHMARKS.md, "Row groups").
+pub const DEFAULT_ROW_GROUP_ROWS: u64 = 128 * 1024;
+
+fn default_row_group_rows() -> Located<u64> {
+    Located { value: DEFAULT_ROW_GROUP_ROWS, position: Position::default() }
+}
+
+/// The range `keymart check` accepts for `row_group_rows`: past it a row group of wide rows
+/// would not fit a reader's memory.
+pub const ROW_GROUP_ROWS: std::ops::RangeInclusive<u64> = 1..=16 * 1024 * 1024;
+
 fn default_lock_ttl() -> Located<u64> {
     Located { value: 120, position: Position::default() }
 }
@@ -259,6 +275,7 @@ impl Default for Settings {
             file_retention_seconds: default_file_retention(),
             storage: Located::default(),
             memory_limit_mb: default_memory_limit_mb(),
+            row_group_rows: default_row_group_rows(),
             engine: None,
             ballista_wait_seconds: default_ballista_wait(),
             limits: Limits::default(),

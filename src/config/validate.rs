@@ -35,6 +35,7 @@ pub(super) fn project(project: &Project, d: &mut Diagnostics) {
         (&settings.memory_limit_mb, super::MEMORY_LIMIT_MB, " MB"),
         (&settings.file_retention_seconds, super::FILE_RETENTION_SECONDS, " seconds"),
         (&settings.ballista_wait_seconds, super::BALLISTA_WAIT_SECONDS, " seconds"),
+        (&settings.row_group_rows, super::ROW_GROUP_ROWS, " rows"),
     ] {
         if !range.contains(&setting.value) {
             let message = format!("must be between {} and {}{unit}", range.start(), range.end());

@@ -96,7 +96,10 @@ impl Session {
     pub fn open(project_dir: &Path, overrides: &Overrides, progress: Progress) -> Result<Session> {
         let project = Project::load(project_dir).map_err(Error::Config)?;
         let storage = &project.settings.storage;
-        let warehouse = Warehouse::open(&project.warehouse_url(overrides.warehouse.as_deref()), project_dir, storage)?;
+        let mut warehouse =
+            Warehouse::open(&project.warehouse_url(overrides.warehouse.as_deref()), project_dir, storage)?;
+        warehouse.location.row_group_rows =
+            usize::try_from(project.settings.row_group_rows.value).unwrap_or(usize::MAX);
         let landing_spec = overrides.landing.clone().or_else(|| project.settings.landing.clone());
         let landing = warehouse.landing(landing_spec.as_deref(), project_dir, storage)?;
         let engine = match overrides.engine.as_deref().or(project.settings.engine.as_ref().map(|e| e.value.as_str())) {

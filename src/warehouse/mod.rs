@@ -36,6 +36,8 @@ pub struct Location {
     pub requests: Arc<counting::RequestCounts>,
     /// Checked before every commit and delete: set while a run holds the warehouse lock.
     pub fence: Fence,
+    /// Rows per row group of the Parquet files written here (`row_group_rows`).
+    pub row_group_rows: usize,
 }
 
 impl Location {
@@ -72,6 +74,7 @@ impl Location {
             display: store::without_secrets(&url),
             requests,
             fence: Fence::default(),
+            row_group_rows: crate::config::DEFAULT_ROW_GROUP_ROWS as usize,
         })
     }
 
@@ -84,6 +87,7 @@ impl Location {
             display: format!("{}/{}", self.display, relative.trim_matches('/')),
             requests: self.requests.clone(),
             fence: self.fence.clone(),
+            row_group_rows: self.row_group_rows,
         }
     }
 

@@ -19,14 +19,16 @@ use crate::error::{Error, Result};
 /// zstd at a low level: most of the size gain at a fraction of the time of higher levels.
 const ZSTD_LEVEL: i32 = 1;
 
-/// The settings every file is written with; `plain_columns` are written without a dictionary.
+/// The settings every file is written with: row groups of `row_group_rows`, and `plain_columns`
+/// without a dictionary.
 ///
 /// A dictionary pays for columns of few distinct values (statuses, dates, categories). For
 /// columns of mostly distinct values (identifiers, amounts) it is hashed value by value until it
 /// fills up and is abandoned in every row group, and zstd packs the plain values smaller
 /// (BENCHMARKS.md).
-pub fn writer_properties(plain_columns: &[String]) -> WriterProperties {
+pub fn writer_properties(row_group_rows: usize, plain_columns: &[String]) -> WriterProperties {
     let builder = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL).expect("valid zstd level")));
     plain_columns
         .iter()
@@ -56,8 +58,9 @@ impl ParquetFile {
         let url = location.url_of(&key);
         let upload = BufWriter::with_capacity(location.store.clone(), key.clone(), 8 << 20);
         let sink = Counting { inner: SyncIoBridge::new(upload), bytes: 0 };
-        let writer = ArrowWriter::try_new(sink, schema, Some(writer_properties(plain_columns)))
-            .map_err(|e| Error::parquet(format!("starting {url}"), e))?;
+        let writer =
+            ArrowWriter::try_new(sink, schema, Some(writer_properties(location.row_group_rows, plain_columns)))
+                .map_err(|e| Error::parquet(format!("starting {url}"), e))?;
         Ok(ParquetFile { writer, key, url, rows: 0 })
     }
 
@@ -109,7 +112,7 @@ pub async fn write_stream(
 
     let url = location.url_of(&key);
     let sink = BufWriter::with_capacity(location.store.clone(), key.clone(), 8 << 20);
-    let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(writer_properties(&[])))
+    let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(writer_properties(location.row_group_rows, &[])))
         .map_err(|e| Error::parquet(format!("starting {url}"), e))?;
     let mut rows = 0u64;
     while let Some(batch) = batches.next().await {

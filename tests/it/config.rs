@@ -99,7 +99,7 @@ fn numeric_settings_out_of_range_are_each_named_by_check() {
     let project = TestProject::new("sources: {}\n");
     std::fs::write(
         project.path().join("keymart.yaml"),
-        "warehouse: ./warehouse\nlock_ttl_seconds: 99999999999999\nmemory_limit_mb: 0\nballista_wait_seconds: 0\n",
+        "warehouse: ./warehouse\nlock_ttl_seconds: 99999999999999\nmemory_limit_mb: 0\nballista_wait_seconds: 0\nrow_group_rows: 0\n",
     )
     .unwrap();
     let output = project.keymart(&["check"]);
@@ -111,4 +111,5 @@ fn numeric_settings_out_of_range_are_each_named_by_check() {
         message.contains("keymart.yaml:4:24: ballista_wait_seconds: must be between 1 and 3600 seconds"),
         "{message}"
     );
+    assert!(message.contains("keymart.yaml:5:17: row_group_rows: must be between 1 and 16777216 rows"), "{message}");
 }

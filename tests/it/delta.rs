@@ -389,3 +389,39 @@ fn a_date_reads_only_its_snapshots_files() {
     assert_eq!(scan.matches("part-0.parquet").count(), 3, "the history has three snapshots: {scan}");
     assert!(scan.contains("row_groups_pruned_statistics=3 total → 1 matched"), "{scan}");
 }
+
+/// `row_group_rows` bounds the row groups of every Parquet file a run writes (raw, staging and
+/// mart files alike), as pyarrow reads their footers.
+#[test]
+fn every_file_a_run_writes_has_row_groups_of_row_group_rows() {
+    let project = sample_project();
+    let settings = project.path().join("keymart.yaml");
+    let yaml = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(&settings, format!("{yaml}\nrow_group_rows: 64\n")).unwrap();
+    assert_exit(&project.keymart(&["run", "--as-of", DAYS[0]]), 0);
+    let files: Vec<PathBuf> = crate::support::files_under(&project.warehouse())
+        .into_iter()
+        .filter(|f| f.ends_with(".parquet"))
+        .map(|f| project.warehouse().join(f))
+        .collect();
+    let script = "import sys, json, pyarrow.parquet as pq\n\
+                  for f in sys.argv[1:]:\n\
+                  \x20   m = pq.ParquetFile(f).metadata\n\
+                  \x20   print(json.dumps([m.num_rows, [m.row_group(i).num_rows for i in range(m.num_row_groups)]]))\n";
+    let output = Command::new(delta_python()).arg("-c").arg(script).args(&files).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let footers: Vec<(u64, Vec<u64>)> = stdout(&output).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(footers.len(), files.len());
+    let mart_rows: u64 = files
+        .iter()
+        .zip(&footers)
+        .filter(|(f, _)| f.starts_with(project.warehouse().join("marts")))
+        .map(|(_, (rows, _))| rows)
+        .sum();
+    assert!(mart_rows > 1000, "the marts hold more rows than one row group: {mart_rows}");
+    for (file, (rows, groups)) in files.iter().zip(&footers) {
+        let full_groups = (rows / 64) as usize;
+        assert_eq!(groups.len(), rows.div_ceil(64) as usize, "{}: {groups:?}", file.display());
+        assert!(groups[..full_groups].iter().all(|&n| n == 64), "{}: {groups:?}", file.display());
+    }
+}
