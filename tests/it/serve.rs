@@ -723,6 +723,7 @@ fn adbc_over_flight_sql_authenticates_lists_and_reads_the_marts_and_writes_are_r
     }
     let serving = check("still_serving");
     assert_eq!(serving["value"], "(200,)", "{serving}");
+    assert_eq!(serving["attempts"], 1, "{serving}");
     let tables = check("objects")["tables"].clone();
     for mart in SAMPLE_MARTS {
         assert!(tables.as_array().unwrap().iter().any(|t| t == mart), "{mart} not in {tables}");
@@ -792,6 +793,35 @@ fn with_serve_tls_psql_and_adbc_verify_the_servers_certificate_and_read_over_tls
     let refused = psql("verify-full", "SELECT 1");
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("certificate verify failed"), "{}", stderr(&refused));
+}
+
+/// A statement stopped at its timeout stops computing: the server is idle right after the 57014,
+/// though an aggregate over a cross join never yields to tokio by itself (without the stop
+/// points it went on for minutes on both cores).
+#[test]
+fn a_timed_out_cross_join_stops_computing_at_its_timeout() {
+    let project = sample(("2024-06-01", "2024-06-01"), "warehouse: ./warehouse\n");
+    let server = Server::start(&project, &[]);
+    let cross_join =
+        "SELECT sum(a.value * b.value) FROM generate_series(1, 600000) a CROSS JOIN generate_series(1, 300000) b";
+    let output = server.psql(&["-c", "SET statement_timeout = '1s'", "-c", cross_join]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("canceling statement due to statement timeout"), "{}", stderr(&output));
+    let busy_before = cpu_seconds(server.process.0.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let busy = cpu_seconds(server.process.0.id()) - busy_before;
+    assert!(busy < 0.5, "the server computed for {busy:.2} CPU seconds in the 2 s after the timeout");
+    let count = server.psql(&["-A", "-t", "-c", "SELECT count(*) FROM customer_rfm"]);
+    assert_eq!(stdout(&count).trim(), "199", "{}", stderr(&count));
+}
+
+/// User and system CPU time a process has used so far (/proc/PID/stat).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf reads a constant of the system.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 #[test]
