@@ -2,8 +2,10 @@
 //! (`process_socket`), kept here so that the server can act between messages. A cancel request
 //! is answered before the connection limit is checked (a full server can still cancel); a
 //! session over `serve.max_connections` is refused with 53300 after its startup message, as
-//! PostgreSQL does; and at shutdown a session is closed with 57P01 once it is idle — after the
-//! ReadyForQuery of its statement, never in the middle of one.
+//! PostgreSQL does; with `serve.tls`, a client from beyond loopback that did not ask for TLS is
+//! refused with 28000 (SCRAM keeps its password safe, but not the results); and at shutdown a
+//! session is closed with 57P01 once it is idle — after the ReadyForQuery of its statement, never
+//! in the middle of one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +37,8 @@ pub(crate) async fn serve_socket(
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
+    // With serve.tls, only a client on this host may connect in the clear.
+    let clear_refused = tls.is_some() && !peer.ip().to_canonical().is_loopback();
     let startup = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup);
     let negotiated = tokio::select! {
@@ -60,6 +64,16 @@ pub(crate) async fn serve_socket(
     // A cancel request comes on a connection of its own, and is not a session.
     if let PgWireFrontendMessage::CancelRequest(cancel) = first {
         server.cancels.cancel(cancel.pid, cancel.secret_key.to_bytes());
+        return;
+    }
+    if clear_refused && !socket.is_secure() {
+        tracing::warn!("keymart serve: refusing {peer}: a connection in the clear from beyond loopback (serve.tls)");
+        let message = format!(
+            "keymart serve accepts connections from {} only over TLS (serve.tls): connect with sslmode=require \
+             or stronger",
+            peer.ip().to_canonical()
+        );
+        fatal(&mut socket, "28000", message).await;
         return;
     }
     let Some(_session) = server.metrics.open_session(server.max_connections) else {

@@ -36,12 +36,12 @@ struct Server {
 
 impl Server {
     fn start(project: &TestProject, env: &[(&str, &str)]) -> Server {
-        Server::start_with_http_on(project, env, "127.0.0.1")
+        Server::start_on(project, env, "127.0.0.1")
     }
 
-    /// With the HTTP listener bound to `http_host` (the PostgreSQL one stays on loopback).
-    fn start_with_http_on(project: &TestProject, env: &[(&str, &str)], http_host: &str) -> Server {
-        Server::start_with(project, env, http_host, &[])
+    /// With both listeners bound to `host`.
+    fn start_on(project: &TestProject, env: &[(&str, &str)], host: &str) -> Server {
+        Server::start_with(project, env, host, &[])
     }
 
     /// With the password of `analyst` in the environment and Flight SQL on a free loopback port
@@ -53,17 +53,17 @@ impl Server {
         (Server::start_with(project, &env, "127.0.0.1", &["--flight", &address]), flight)
     }
 
-    /// With `extra` arguments to `serve`.
-    fn start_with(project: &TestProject, env: &[(&str, &str)], http_host: &str, extra: &[&str]) -> Server {
+    /// With `extra` arguments to `serve`, the PostgreSQL and HTTP listeners bound to `host`.
+    fn start_with(project: &TestProject, env: &[(&str, &str)], host: &str, extra: &[&str]) -> Server {
         let ports = free_ports(2);
         let log = project.path().join("serve.log");
         let child = keymart()
             .arg("--project")
             .arg(project.path())
             .args(["--log-format", "json", "serve", "--pg"])
-            .arg(format!("127.0.0.1:{}", ports[0]))
+            .arg(format!("{host}:{}", ports[0]))
             .arg("--http")
-            .arg(format!("{http_host}:{}", ports[1]))
+            .arg(format!("{host}:{}", ports[1]))
             .args(extra)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -308,7 +308,7 @@ fn python_clients_query_with_scram_and_get_each_error_as_its_sqlstate() {
     let yaml = "warehouse: ./warehouse\nserve:\n  memory_limit_mb: 16\n  users:\n    - {name: analyst, password: \"${KEYMART_TEST_SERVE_PASSWORD}\"}\n";
     let project = sample(("2024-06-01", "2024-06-02"), yaml);
     // The HTTP listener off loopback: it asks for a user's credentials.
-    let server = Server::start_with_http_on(&project, &[("KEYMART_TEST_SERVE_PASSWORD", PASSWORD)], "0.0.0.0");
+    let server = Server::start_on(&project, &[("KEYMART_TEST_SERVE_PASSWORD", PASSWORD)], "0.0.0.0");
     let basic = |user: &str, password: &str| {
         use base64::Engine as _;
         let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
@@ -750,7 +750,10 @@ fn with_serve_tls_psql_and_adbc_verify_the_servers_certificate_and_read_over_tls
         .output()
         .expect("openssl (Debian's openssl; .ci/run installs it)");
     assert!(made.status.success(), "{}", stderr(&made));
-    let (server, flight) = Server::start_with_flight(&project);
+    // Listening beyond loopback: a client there must use TLS, one on loopback need not.
+    let flight = free_ports(1)[0].to_string();
+    let env = [("KEYMART_TEST_SERVE_PASSWORD", PASSWORD)];
+    let server = Server::start_with(&project, &env, "0.0.0.0", &["--flight", &format!("127.0.0.1:{flight}")]);
     let root = project.path().join("certs/server.pem");
     // Flight SQL over the same certificate: ADBC trusting it reads; a client in the clear is refused.
     let script = repo_root().join("tests/it/serve/flight.py");
@@ -761,11 +764,11 @@ fn with_serve_tls_psql_and_adbc_verify_the_servers_certificate_and_read_over_tls
     );
     assert_eq!(checks.get("tls_query")["count"], 199, "{}", checks.report);
     assert!(checks.get("plaintext")["error"].is_string(), "{}", checks.report);
-    let psql = |sslmode: &str, command: &str| {
+    let psql_at = |host: &str, sslmode: &str, command: &str| {
         Command::new("psql")
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", command])
             .arg(format!(
-                "host=localhost port={} dbname=keymart user=analyst sslmode={sslmode} sslrootcert={}",
+                "host={host} port={} dbname=keymart user=analyst sslmode={sslmode} sslrootcert={}",
                 server.port,
                 root.display()
             ))
@@ -774,6 +777,15 @@ fn with_serve_tls_psql_and_adbc_verify_the_servers_certificate_and_read_over_tls
             .output()
             .expect("run psql")
     };
+    let psql = |sslmode: &str, command: &str| psql_at("localhost", sslmode, command);
+    let outward = outward_address();
+    let clear = psql_at(&outward, "disable", "SELECT 1");
+    assert!(!clear.status.success(), "in the clear from {outward}: {}", stdout(&clear));
+    assert!(stderr(&clear).contains("only over TLS (serve.tls)"), "{}", stderr(&clear));
+    let encrypted = psql_at(&outward, "require", "SELECT count(*) FROM customer_rfm");
+    assert_eq!(stdout(&encrypted).trim(), "199", "{}", stderr(&encrypted));
+    let on_loopback = psql_at("127.0.0.1", "disable", "SELECT count(*) FROM customer_rfm");
+    assert_eq!(stdout(&on_loopback).trim(), "199", "{}", stderr(&on_loopback));
     // verify-full: the certificate chains to the given root and names the host.
     let info = psql("verify-full", "\\conninfo");
     assert!(info.status.success(), "{}\n{}", stderr(&info), server.log());
@@ -830,6 +842,16 @@ fn flight_sql_off_loopback_without_tls_is_a_configuration_error() {
     let output = project.keymart(&["serve", "--flight", "0.0.0.0:0"]);
     assert_exit(&output, 2);
     assert!(stderr(&output).contains("off loopback, Flight SQL needs serve.tls"), "{}", stderr(&output));
+}
+
+/// This host's address on its default route, which is not loopback: the source address of a UDP
+/// socket connected (no packet is sent) to a documentation address.
+fn outward_address() -> String {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket.connect("192.0.2.1:9").expect("a route beyond loopback (the TLS test connects from it)");
+    let address = socket.local_addr().unwrap().ip();
+    assert!(!address.is_loopback(), "{address}");
+    address.to_string()
 }
 
 /// Run a Python client script; psycopg, SQLAlchemy and pandas must be importable.
