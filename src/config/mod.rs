@@ -224,7 +224,8 @@ fn default_memory_limit_mb() -> Located<u64> {
 pub const MEMORY_LIMIT_MB: std::ops::RangeInclusive<u64> = 64..=1_048_576;
 
 /// DuckDB's row groups are 122,880 rows; parquet-rs's default, 1Mi rows, made a 1M-customer mart
-/// one row group, so every scan of it ran on one core (BENCHMARKS.md, "Row groups").
+/// one row group, so every scan of it ran on one core (BENCHMARKS.md, "Row groups: 1Mi against
+/// 128Ki rows").
 pub const DEFAULT_ROW_GROUP_ROWS: u64 = 128 * 1024;
 
 fn default_row_group_rows() -> Located<u64> {
