@@ -157,9 +157,7 @@ fn migrate_turns_success_manifests_into_tables_and_other_commands_refuse_until_t
 #[test]
 fn with_one_day_kept_old_snapshots_leave_the_tables_and_history_marts_are_unchanged() {
     let kept = sample_project();
-    let pipeline = kept.path().join("pipelines/nightly.yaml");
-    let text = std::fs::read_to_string(&pipeline).unwrap();
-    std::fs::write(&pipeline, format!("{text}\nretention:\n  daily_days: 1\n")).unwrap();
+    kept.append("pipelines/nightly.yaml", "retention:\n  daily_days: 1\n");
     let all = sample_project();
     for day in DAYS {
         assert_exit(&kept.keymart(&["run", "--as-of", day]), 0);
@@ -395,9 +393,7 @@ fn a_date_reads_only_its_snapshots_files() {
 #[test]
 fn every_file_a_run_writes_has_row_groups_of_row_group_rows() {
     let project = sample_project();
-    let settings = project.path().join("keymart.yaml");
-    let yaml = std::fs::read_to_string(&settings).unwrap();
-    std::fs::write(&settings, format!("{yaml}\nrow_group_rows: 64\n")).unwrap();
+    project.append("keymart.yaml", "row_group_rows: 64\n");
     assert_exit(&project.keymart(&["run", "--as-of", DAYS[0]]), 0);
     let files: Vec<PathBuf> = crate::support::files_under(&project.warehouse())
         .into_iter()

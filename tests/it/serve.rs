@@ -656,9 +656,7 @@ fn pgjdbc_lists_tables_and_columns_with_remarks_and_runs_a_prepared_statement() 
 #[test]
 fn a_cursor_reading_snapshots_that_retention_removes_meanwhile_gets_every_row() {
     let project = sample(("2024-06-01", "2024-06-02"), "warehouse: ./warehouse\n");
-    let pipeline = project.path().join("pipelines/nightly.yaml");
-    let text = std::fs::read_to_string(&pipeline).unwrap();
-    std::fs::write(&pipeline, format!("{text}\nretention:\n  daily_days: 1\n")).unwrap();
+    project.append("pipelines/nightly.yaml", "retention:\n  daily_days: 1\n");
     let history_files = |day: &str| {
         let log = crate::support::DeltaLog::read_dir(&project.warehouse().join("marts/customer_rfm"));
         let named: Vec<String> = log.files.iter().filter(|(_, d)| d.as_str() == day).map(|(f, _)| f.clone()).collect();

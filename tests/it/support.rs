@@ -26,6 +26,13 @@ pub struct TestProject {
 }
 
 impl TestProject {
+    /// Add `lines` at the end of the project's file `relative` (a setting, a pipeline's retention).
+    pub fn append(&self, relative: &str, lines: &str) {
+        let file = self.path().join(relative);
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, format!("{text}\n{lines}")).unwrap();
+    }
+
     /// A project whose only pipeline is `pipeline_yaml`.
     pub fn new(pipeline_yaml: &str) -> TestProject {
         let dir = tempfile::tempdir().expect("temp dir");
