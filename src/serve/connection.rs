@@ -38,7 +38,8 @@ pub(crate) async fn serve_socket(
     shutdown: CancellationToken,
 ) {
     // With serve.tls, only a client on this host may connect in the clear.
-    let clear_refused = tls.is_some() && !peer.ip().to_canonical().is_loopback();
+    let peer_ip = peer.ip().to_canonical();
+    let clear_refused = tls.is_some() && !peer_ip.is_loopback();
     let startup = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup);
     let negotiated = tokio::select! {
@@ -69,9 +70,8 @@ pub(crate) async fn serve_socket(
     if clear_refused && !socket.is_secure() {
         tracing::warn!("keymart serve: refusing {peer}: a connection in the clear from beyond loopback (serve.tls)");
         let message = format!(
-            "keymart serve accepts connections from {} only over TLS (serve.tls): connect with sslmode=require \
-             or stronger",
-            peer.ip().to_canonical()
+            "keymart serve accepts connections from {peer_ip} only over TLS (serve.tls): connect with sslmode=require \
+             or stronger"
         );
         fatal(&mut socket, "28000", message).await;
         return;

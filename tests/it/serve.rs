@@ -44,13 +44,13 @@ impl Server {
         Server::start_with(project, env, host, &[])
     }
 
-    /// With the password of `analyst` in the environment and Flight SQL on a free loopback port
-    /// (returned).
-    fn start_with_flight(project: &TestProject) -> (Server, String) {
+    /// With the password of `analyst` in the environment, the PostgreSQL and HTTP listeners bound
+    /// to `host`, and Flight SQL on a free loopback port (returned).
+    fn start_with_flight(project: &TestProject, host: &str) -> (Server, String) {
         let flight = free_ports(1)[0].to_string();
         let address = format!("127.0.0.1:{flight}");
         let env = [("KEYMART_TEST_SERVE_PASSWORD", PASSWORD)];
-        (Server::start_with(project, &env, "127.0.0.1", &["--flight", &address]), flight)
+        (Server::start_with(project, &env, host, &["--flight", &address]), flight)
     }
 
     /// With `extra` arguments to `serve`, the PostgreSQL and HTTP listeners bound to `host`.
@@ -684,7 +684,7 @@ fn a_cursor_reading_snapshots_that_retention_removes_meanwhile_gets_every_row() 
 fn adbc_over_flight_sql_authenticates_lists_and_reads_the_marts_and_writes_are_refused() {
     let yaml = "warehouse: ./warehouse\nserve:\n  statement_timeout_seconds: 2\n  users:\n    - {name: analyst, password: \"${KEYMART_TEST_SERVE_PASSWORD}\"}\n";
     let project = sample(("2024-06-01", "2024-06-02"), yaml);
-    let (server, flight) = Server::start_with_flight(&project);
+    let (server, flight) = Server::start_with_flight(&project, "127.0.0.1");
     let script = repo_root().join("tests/it/serve/flight.py");
     let checks = Checks::of("flight.py", &python(&script, &[&flight, "analyst", PASSWORD]), &server);
     let check = |name: &str| checks.get(name);
@@ -749,9 +749,7 @@ fn with_serve_tls_psql_and_adbc_verify_the_servers_certificate_and_read_over_tls
         .expect("openssl (Debian's openssl; .ci/run installs it)");
     assert!(made.status.success(), "{}", stderr(&made));
     // Listening beyond loopback: a client there must use TLS, one on loopback need not.
-    let flight = free_ports(1)[0].to_string();
-    let env = [("KEYMART_TEST_SERVE_PASSWORD", PASSWORD)];
-    let server = Server::start_with(&project, &env, "0.0.0.0", &["--flight", &format!("127.0.0.1:{flight}")]);
+    let (server, flight) = Server::start_with_flight(&project, "0.0.0.0");
     let root = project.path().join("certs/server.pem");
     // Flight SQL over the same certificate: ADBC trusting it reads; a client in the clear is refused.
     let script = repo_root().join("tests/it/serve/flight.py");
